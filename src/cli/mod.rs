@@ -1,0 +1,77 @@
+//! The command line: a thin clap layer. Each command parses its arguments, calls the library,
+//! and prints; all error printing and exit codes live here.
+
+mod certs;
+mod render;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::inventory::InventoryError;
+
+/// Exit codes, part of kubeha's interface.
+pub mod exit {
+    /// Any failure not listed below.
+    pub const FAILURE: u8 = 1;
+    /// The inventory (or the command line) is invalid; nothing was changed.
+    pub const INVALID_INPUT: u8 = 2;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "kubeha", version, about = "Bootstrap and run highly available Kubernetes control planes over SSH")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check an inventory and print the resolved plan, or every problem in it.
+    Validate(validate::Args),
+    /// Manage the cluster PKI in the local state directory.
+    #[command(subcommand)]
+    Certs(certs::Command),
+    /// Write every file each host should receive under DIR/<host>/<absolute path>.
+    Render(render::Args),
+}
+
+/// Arguments shared by commands that read an inventory and the state directory.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// The inventory file.
+    #[arg(short, long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Where kubeha keeps the cluster PKI and kubeconfigs
+    /// [default: $XDG_STATE_HOME/kubeha/<cluster name>, else ~/.local/state/kubeha/<cluster name>].
+    #[arg(long, value_name = "DIR", env = "KUBEHA_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn state_dir(&self, plan: &crate::plan::Plan) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| crate::pki::default_state_dir(&plan.name))
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => args.exec(),
+        Command::Certs(cmd) => cmd.exec(),
+        Command::Render(args) => args.exec(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.downcast_ref::<InventoryError>().is_some()) { exit::INVALID_INPUT } else { exit::FAILURE }
+}

@@ -1,0 +1,106 @@
+//! `kubeha validate`: the resolved plan as a table (or JSON), or every problem in the inventory.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use crate::plan::{LoadBalancer, Plan};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The inventory file.
+    #[arg(short, long, value_name = "FILE")]
+    inventory: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+impl Args {
+    pub fn exec(self) -> anyhow::Result<()> {
+        let plan = crate::inventory::load(&self.inventory)?;
+        match self.output {
+            Format::Text => print!("{}", describe(&plan)),
+            Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        }
+        Ok(())
+    }
+}
+
+/// A human summary of what kubeha will build.
+pub fn describe(plan: &Plan) -> String {
+    let mut out = String::new();
+    let net = &plan.networking;
+    let certs = &plan.certificates;
+    let _ = writeln!(out, "cluster {}: Kubernetes {}, etcd {}", plan.name, plan.kubernetes_version, plan.etcd_version);
+    let lb = match &plan.load_balancer {
+        LoadBalancer::KeepalivedHaproxy { vip, interface, virtual_router_id, .. } => {
+            format!("keepalived VIP {vip} on {interface} (VRRP id {virtual_router_id}), haproxy on every control plane")
+        }
+        LoadBalancer::External => "external load balancer".to_string(),
+        LoadBalancer::Dns => "DNS name over every apiserver".to_string(),
+    };
+    let _ = writeln!(out, "endpoint: {} via {lb}", plan.endpoint_url());
+    let _ = writeln!(out, "apiserver port: {}", plan.api_server_bind_port);
+    let pods = net.pod_subnet.map_or_else(|| "not set (no node CIDR allocation)".to_string(), |p| p.to_string());
+    let _ = writeln!(
+        out,
+        "services: {} (kubernetes service {}), pods: {pods}, DNS domain: {}",
+        net.service_subnet,
+        plan.kubernetes_service_ip(),
+        net.dns_domain
+    );
+    let _ = writeln!(
+        out,
+        "certificates: {}, leaves valid {}, CAs valid {}",
+        crate::plan::KeyAlgorithm::NAMES[certs.key_algorithm as usize],
+        humantime::format_duration(certs.validity),
+        humantime::format_duration(certs.ca_validity)
+    );
+    let members: Vec<String> = plan
+        .etcd_members()
+        .map(|h| format!("{}=https://{}", h.name, crate::plan::join_host_port(h.address, 2380)))
+        .collect();
+    let _ = writeln!(out, "etcd members ({}): {}", members.len(), members.join(", "));
+    let _ = writeln!(out);
+    let rows: Vec<[String; 4]> = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            let sudo = if h.ssh.sudo { " (sudo)" } else { "" };
+            [
+                h.name.clone(),
+                h.address.to_string(),
+                h.role.to_string(),
+                format!("{}@{}:{}{sudo}", h.ssh.user, h.address, h.ssh.port),
+            ]
+        })
+        .collect();
+    out.push_str(&table(["HOST", "ADDRESS", "ROLE", "SSH"], &rows));
+    out
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; N]| {
+        let text: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
+        let _ = writeln!(out, "{}", text.join("  ").trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
+    out
+}

@@ -1,0 +1,548 @@
+//! Reads each section of the document into plan parts, checking every field on its own.
+//!
+//! Cross-field rules (duplicates, overlaps, quorum, endpoint vs. load balancer) live in
+//! `checks.rs`; they run on whatever parts were readable, so one bad field does not hide
+//! problems elsewhere.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::fields::{Object, Problems};
+use crate::plan::{
+    Certificates, DEFAULT_APISERVER_PORT, DEFAULT_IMAGE_REPOSITORY, Endpoint, EndpointHost, Host, KeyAlgorithm,
+    LoadBalancer, Networking, Plan, Role, San, Ssh,
+};
+use crate::version::{EtcdVersion, KubeVersion, default_etcd_version};
+
+pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
+pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_HAPROXY_IMAGE: &str = "docker.io/library/haproxy:2.8";
+pub const DEFAULT_KEEPALIVED_IMAGE: &str = "docker.io/osixia/keepalived:2.0.20";
+pub const DEFAULT_VIRTUAL_ROUTER_ID: u64 = 51;
+/// The endpoint port when a VIP is given without `controlPlaneEndpoint` (kubeadm's HA guide).
+pub const DEFAULT_LB_PORT: u16 = 8443;
+const DEFAULT_LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Plan parts as far as they could be read; `None` where a problem was already reported.
+pub struct Draft {
+    pub name: Option<String>,
+    pub kubernetes_version: Option<KubeVersion>,
+    pub etcd_version: Option<EtcdVersion>,
+    pub allow_even_members: bool,
+    pub endpoint: Option<Endpoint>,
+    pub bind_port: Option<u16>,
+    pub image_repository: Option<String>,
+    pub load_balancer: Option<LoadBalancer>,
+    pub networking: Option<Networking>,
+    pub certificates: Option<Certificates>,
+    /// Readable hosts with their paths; `None` when the list itself is missing or unreadable.
+    pub hosts: Option<Vec<(String, Host)>>,
+    pub all_hosts_read: bool,
+}
+
+impl Draft {
+    /// The plan, when every part was read.
+    pub fn into_plan(self) -> Option<Plan> {
+        if !self.all_hosts_read {
+            return None;
+        }
+        Some(Plan {
+            name: self.name?,
+            kubernetes_version: self.kubernetes_version?,
+            etcd_version: self.etcd_version?,
+            control_plane_endpoint: self.endpoint?,
+            api_server_bind_port: self.bind_port?,
+            image_repository: self.image_repository?,
+            load_balancer: self.load_balancer?,
+            networking: self.networking?,
+            certificates: self.certificates?,
+            hosts: self.hosts?.into_iter().map(|(_, h)| h).collect(),
+        })
+    }
+}
+
+pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
+    let mut draft = Draft {
+        name: None,
+        kubernetes_version: None,
+        etcd_version: None,
+        allow_even_members: false,
+        endpoint: None,
+        bind_port: Some(DEFAULT_APISERVER_PORT),
+        image_repository: Some(DEFAULT_IMAGE_REPOSITORY.to_string()),
+        load_balancer: None,
+        networking: None,
+        certificates: None,
+        hosts: None,
+        all_hosts_read: false,
+    };
+    let Some(mut root) = Object::new("", doc, p) else { return draft };
+    match root.required_string("apiVersion", p) {
+        Some(v) if v == super::API_VERSION => {}
+        Some(v) => p.push("apiVersion", format!("{v:?} is not supported; use {:?}", super::API_VERSION)),
+        None => {}
+    }
+    match root.required_string("kind", p) {
+        Some(k) if k == super::KIND => {}
+        Some(k) => p.push("kind", format!("{k:?} is not supported; use {:?}", super::KIND)),
+        None => {}
+    }
+    if let Some((path, v)) = root.required("metadata", p)
+        && let Some(mut meta) = Object::new(path, v, p)
+    {
+        draft.name =
+            meta.required_string("name", p).and_then(|n| check(&meta.child("name"), dns_label(&n), p).then_some(n));
+        meta.finish(p);
+    }
+    if let Some((path, v)) = root.required("spec", p)
+        && let Some(spec) = Object::new(path, v, p)
+    {
+        read_spec(spec, base, &mut draft, p);
+    }
+    root.finish(p);
+    draft
+}
+
+fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
+    d.kubernetes_version =
+        spec.required_string("kubernetesVersion", p).and_then(|v| parsed(&spec.child("kubernetesVersion"), &v, p));
+    if let Some(repo) = spec.string("imageRepository", p) {
+        d.image_repository = check(&spec.child("imageRepository"), image_repository(&repo), p).then_some(repo);
+    }
+    if let Some(mut api) = spec.object("apiServer", p) {
+        if let Some(port) = api.integer("bindPort", 1..=65535, p) {
+            d.bind_port = Some(port as u16);
+        } else if api.field("bindPort").is_some() {
+            d.bind_port = None;
+        }
+        api.finish(p);
+    }
+    read_etcd(spec.object("etcd", p), d, p);
+    d.networking = read_networking(spec.object("networking", p), p);
+    d.certificates = read_certificates(spec.object("certificates", p), p);
+    d.load_balancer = match spec.object("loadBalancer", p) {
+        Some(lb) => read_load_balancer(lb, p),
+        None => {
+            p.push(spec.child("loadBalancer"), "is required (type keepalived-haproxy, external or dns)");
+            None
+        }
+    };
+    d.endpoint = match spec.string("controlPlaneEndpoint", p) {
+        Some(text) => parsed_endpoint(&spec.child("controlPlaneEndpoint"), &text, p),
+        // With a VIP the endpoint is implied; external and DNS balancers have no address of ours.
+        None => match &d.load_balancer {
+            Some(LoadBalancer::KeepalivedHaproxy { vip, .. }) => {
+                Some(Endpoint { host: EndpointHost::Ip(*vip), port: DEFAULT_LB_PORT })
+            }
+            Some(_) => {
+                p.push(spec.child("controlPlaneEndpoint"), "is required for this loadBalancer type");
+                None
+            }
+            None => None,
+        },
+    };
+    let defaults = read_ssh(spec.object("ssh", p), None, base, p);
+    read_hosts(&mut spec, defaults.as_ref(), base, d, p);
+    spec.finish(p);
+}
+
+fn read_etcd(etcd: Option<Object>, d: &mut Draft, p: &mut Problems) {
+    let version = match etcd {
+        Some(mut etcd) => {
+            let v = etcd.string("version", p).map(|v| (etcd.child("version"), v));
+            d.allow_even_members = etcd.bool("allowEvenMemberCount", p).unwrap_or(false);
+            etcd.finish(p);
+            v
+        }
+        None => None,
+    };
+    d.etcd_version = match version {
+        Some((path, v)) => parsed(&path, &v, p),
+        None => d.kubernetes_version.map(|k| default_etcd_version(k.minor)),
+    };
+}
+
+fn read_networking(net: Option<Object>, p: &mut Problems) -> Option<Networking> {
+    let (mut pod, mut service, mut domain) = (Ok(None), Ok(None), Ok(None));
+    if let Some(mut net) = net {
+        pod = net.string("podSubnet", p).map(|s| subnet(&net.child("podSubnet"), &s, p)).transpose();
+        service = net.string("serviceSubnet", p).map(|s| subnet(&net.child("serviceSubnet"), &s, p)).transpose();
+        domain = match net.string("dnsDomain", p) {
+            Some(d) if check(&net.child("dnsDomain"), dns_name(&d), p) => Ok(Some(d)),
+            Some(_) => Err(()),
+            None => Ok(None),
+        };
+        net.finish(p);
+    }
+    Some(Networking {
+        pod_subnet: pod.ok()?,
+        service_subnet: match service.ok()? {
+            Some(s) => s,
+            None => DEFAULT_SERVICE_SUBNET.parse().expect("default service subnet parses"),
+        },
+        dns_domain: domain.ok()?.unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_string()),
+    })
+}
+
+/// Parses a CIDR; `Err` (already reported) when it is not one.
+fn subnet(path: &str, text: &str, p: &mut Problems) -> Result<IpNet, ()> {
+    match text.parse::<IpNet>() {
+        Ok(net) if net.trunc() != net => {
+            p.push(path, format!("{text} has host bits set; did you mean {}?", net.trunc()));
+            Err(())
+        }
+        Ok(net) => Ok(net),
+        Err(_) => {
+            p.push(path, format!("{text:?} is not a CIDR such as 10.96.0.0/12"));
+            Err(())
+        }
+    }
+}
+
+fn read_certificates(certs: Option<Object>, p: &mut Problems) -> Option<Certificates> {
+    let mut out = Certificates {
+        key_algorithm: KeyAlgorithm::Rsa2048,
+        validity: DEFAULT_LEAF_VALIDITY,
+        ca_validity: DEFAULT_CA_VALIDITY,
+        extra_sans: Vec::new(),
+    };
+    let Some(mut c) = certs else { return Some(out) };
+    let mut ok = true;
+    if let Some(name) = c.string("keyAlgorithm", p) {
+        match KeyAlgorithm::from_name(&name) {
+            Some(k) => out.key_algorithm = k,
+            None => {
+                p.push(c.child("keyAlgorithm"), format!("{name:?} is not one of {}", KeyAlgorithm::NAMES.join(", ")));
+                ok = false;
+            }
+        }
+    }
+    for (key, slot) in [("validity", &mut out.validity), ("caValidity", &mut out.ca_validity)] {
+        if let Some(text) = c.string(key, p) {
+            match humantime::parse_duration(&text) {
+                Ok(d) if d >= Duration::from_secs(3600) => *slot = d,
+                Ok(_) => {
+                    p.push(c.child(key), format!("{text:?} is too short; certificates must live at least 1h"));
+                    ok = false;
+                }
+                Err(_) => {
+                    p.push(c.child(key), format!("{text:?} is not a duration such as 8760h or 365d"));
+                    ok = false;
+                }
+            }
+        }
+    }
+    if out.validity > out.ca_validity {
+        p.push(
+            c.child("validity"),
+            format!(
+                "{} is longer than caValidity {}; a certificate cannot outlive its CA",
+                humantime::format_duration(out.validity),
+                humantime::format_duration(out.ca_validity)
+            ),
+        );
+        ok = false;
+    }
+    for (path, v) in c.list("extraSANs", p).unwrap_or_default() {
+        let Some(text) = super::fields::as_string(&path, v, p) else {
+            ok = false;
+            continue;
+        };
+        match san(&text) {
+            Ok(s) => out.extra_sans.push(s),
+            Err(e) => {
+                p.push(path, e);
+                ok = false;
+            }
+        }
+    }
+    c.finish(p);
+    ok.then_some(out)
+}
+
+fn read_load_balancer(mut lb: Object, p: &mut Problems) -> Option<LoadBalancer> {
+    let kind = lb.required_string("type", p);
+    let vip = lb.field("vip");
+    let result = match kind.as_deref() {
+        Some("keepalived-haproxy") => {
+            let vip = match vip {
+                Some((path, v)) => super::fields::as_string(&path, v, p).and_then(|s| ip(&path, &s, p)),
+                None => {
+                    p.push(lb.child("vip"), "is required for type keepalived-haproxy");
+                    None
+                }
+            };
+            let interface =
+                lb.required_string("interface", p).filter(|i| check(&lb.child("interface"), interface_name(i), p));
+            let router_id = lb.integer("virtualRouterId", 1..=255, p);
+            let router_ok = router_id.is_some() || lb.field("virtualRouterId").is_none();
+            let haproxy_image = image(&mut lb, "haproxyImage", DEFAULT_HAPROXY_IMAGE, p);
+            let keepalived_image = image(&mut lb, "keepalivedImage", DEFAULT_KEEPALIVED_IMAGE, p);
+            router_ok.then_some(())?;
+            Some(LoadBalancer::KeepalivedHaproxy {
+                vip: vip?,
+                interface: interface?,
+                virtual_router_id: router_id.unwrap_or(DEFAULT_VIRTUAL_ROUTER_ID) as u8,
+                haproxy_image: haproxy_image?,
+                keepalived_image: keepalived_image?,
+            })
+        }
+        Some(other @ ("external" | "dns")) => {
+            for key in ["vip", "interface", "virtualRouterId", "haproxyImage", "keepalivedImage"] {
+                if lb.field(key).is_some() {
+                    p.push(lb.child(key), format!("does not apply to type {other}"));
+                }
+            }
+            Some(if other == "dns" { LoadBalancer::Dns } else { LoadBalancer::External })
+        }
+        Some(other) => {
+            p.push(lb.child("type"), format!("{other:?} is not one of keepalived-haproxy, external, dns"));
+            for key in ["interface", "virtualRouterId", "haproxyImage", "keepalivedImage"] {
+                lb.field(key);
+            }
+            None
+        }
+        None => None,
+    };
+    lb.finish(p);
+    result
+}
+
+fn image(lb: &mut Object, key: &'static str, default: &str, p: &mut Problems) -> Option<String> {
+    match lb.string(key, p) {
+        Some(img) if check(&lb.child(key), image_reference(&img), p) => Some(img),
+        Some(_) => None,
+        None if lb.field(key).is_some() => None,
+        None => Some(default.to_string()),
+    }
+}
+
+/// Reads `ssh` settings; with `defaults`, unset fields inherit them (per-host overrides).
+fn read_ssh(ssh: Option<Object>, defaults: Option<&Ssh>, base: &Path, p: &mut Problems) -> Option<Ssh> {
+    let home = home_dir();
+    let mut out = defaults.cloned().unwrap_or_else(default_ssh);
+    let Some(mut ssh) = ssh else { return Some(out) };
+    let mut ok = true;
+    if let Some(user) = ssh.string("user", p) {
+        ok &= check(&ssh.child("user"), user_name(&user), p);
+        out.user = user;
+    }
+    match ssh.integer("port", 1..=65535, p) {
+        Some(port) => out.port = port as u16,
+        None => ok &= ssh.field("port").is_none(),
+    }
+    for (key, slot) in [("identityFile", &mut out.identity_file), ("knownHostsFile", &mut out.known_hosts_file)] {
+        if let Some(text) = ssh.string(key, p) {
+            if text.trim().is_empty() {
+                p.push(ssh.child(key), "must not be empty");
+                ok = false;
+            } else {
+                *slot = expand_path(&text, &home, base);
+            }
+        }
+    }
+    // Like k0sctl, a non-root user implies sudo unless this block says otherwise.
+    match ssh.bool("sudo", p) {
+        Some(false) if out.user != "root" => {
+            p.push(ssh.child("sudo"), format!(
+                "user {:?} is not root, so kubeha needs passwordless sudo to write /etc/kubernetes: remove sudo: false or log in as root",
+                out.user));
+            ok = false;
+        }
+        Some(sudo) => out.sudo = sudo,
+        None if ssh.field("sudo").is_some() => ok = false,
+        None => out.sudo = out.user != "root",
+    }
+    ssh.finish(p);
+    ok.then_some(out)
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn default_ssh() -> Ssh {
+    let home = home_dir();
+    Ssh {
+        user: "root".into(),
+        port: 22,
+        identity_file: home.join(".ssh/id_ed25519"),
+        known_hosts_file: home.join(".ssh/known_hosts"),
+        sudo: false,
+    }
+}
+
+/// `~/x` is under $HOME; a relative path is relative to the inventory's directory.
+fn expand_path(text: &str, home: &Path, base: &Path) -> PathBuf {
+    if let Some(rest) = text.strip_prefix("~/") { home.join(rest) } else { base.join(text) }
+}
+
+fn read_hosts(spec: &mut Object, defaults: Option<&Ssh>, base: &Path, d: &mut Draft, p: &mut Problems) {
+    let Some(items) = spec.list("hosts", p) else {
+        if spec.field("hosts").is_none() {
+            p.push(spec.child("hosts"), "is required: list the control planes and workers");
+        }
+        return;
+    };
+    // Hosts are still read when spec.ssh was bad, so their own problems are reported too.
+    let mut all = defaults.is_some();
+    let fallback = default_ssh();
+    let defaults = defaults.unwrap_or(&fallback);
+    let mut hosts = Vec::new();
+    for (path, v) in items {
+        match read_host(&path, v, defaults, base, p) {
+            Some(h) => hosts.push((path, h)),
+            None => all = false,
+        }
+    }
+    d.hosts = Some(hosts);
+    d.all_hosts_read = all;
+}
+
+fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problems) -> Option<Host> {
+    let mut h = Object::new(path, v, p)?;
+    let name = h.required_string("name", p).filter(|n| check(&h.child("name"), node_name(n), p));
+    let address = h.required_string("address", p).and_then(|a| host_address(&h.child("address"), &a, p));
+    let role = match h.required_string("role", p).as_deref() {
+        Some("control-plane") => Some(Role::ControlPlane),
+        Some("worker") => Some(Role::Worker),
+        Some(other) => {
+            p.push(h.child("role"), format!("{other:?} is not one of control-plane, worker"));
+            None
+        }
+        None => None,
+    };
+    let ssh = h.object("ssh", p);
+    let ssh = read_ssh(ssh, Some(defaults), base, p);
+    h.finish(p);
+    Some(Host { name: name?, address: address?, role: role?, ssh: ssh? })
+}
+
+fn host_address(path: &str, text: &str, p: &mut Problems) -> Option<IpAddr> {
+    let ip = ip(path, text, p)?;
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+        p.push(path, format!("{ip} cannot be a host address (loopback, unspecified or multicast)"));
+        return None;
+    }
+    Some(ip)
+}
+
+fn ip(path: &str, text: &str, p: &mut Problems) -> Option<IpAddr> {
+    match text.parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            p.push(path, format!("{text:?} is not an IP address"));
+            None
+        }
+    }
+}
+
+fn parsed<T: FromStr<Err = String>>(path: &str, text: &str, p: &mut Problems) -> Option<T> {
+    text.parse().map_err(|e| p.push(path, e)).ok()
+}
+
+/// `host:port`, `[v6]:port`; the port is required because it decides the LB layout.
+fn parsed_endpoint(path: &str, text: &str, p: &mut Problems) -> Option<Endpoint> {
+    let bad = |p: &mut Problems, why: String| {
+        p.push(path, why);
+        None
+    };
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return bad(p, format!("{text:?} needs a port, e.g. {text}:8443"));
+    };
+    let port = match port.parse::<u16>() {
+        Ok(n) if n > 0 => n,
+        _ => return bad(p, format!("port {port:?} in {text:?} is not a number from 1 to 65535")),
+    };
+    let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        match v6.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => EndpointHost::Ip(IpAddr::V6(ip)),
+            Err(_) => return bad(p, format!("{v6:?} is not an IPv6 address")),
+        }
+    } else if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        EndpointHost::Ip(IpAddr::V4(ip))
+    } else if host.contains(':') {
+        return bad(p, format!("write an IPv6 endpoint as [address]:port, not {text:?}"));
+    } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return bad(p, format!("{host:?} is not an IPv4 address"));
+    } else {
+        match dns_name(host) {
+            Ok(()) => EndpointHost::Dns(host.to_string()),
+            Err(e) => return bad(p, e),
+        }
+    };
+    Some(Endpoint { host, port })
+}
+
+fn san(text: &str) -> Result<San, String> {
+    if let Ok(ip) = text.parse() {
+        return Ok(San::Ip(ip));
+    }
+    let name = text.strip_prefix("*.").unwrap_or(text);
+    dns_name(name).map(|()| San::Dns(text.to_string()))
+}
+
+/// Pushes the problem of a failed check; returns whether it passed.
+fn check(path: &str, result: Result<(), String>, p: &mut Problems) -> bool {
+    result.map_err(|e| p.push(path, e)).is_ok()
+}
+
+/// RFC 1123 label: what Kubernetes accepts as a name segment.
+fn dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    ok.then_some(()).ok_or_else(|| {
+        format!("{s:?} must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit")
+    })
+}
+
+/// RFC 1123 subdomain (dot-separated labels, at most 253 characters).
+fn dns_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns_label(l).is_ok());
+    ok.then_some(()).ok_or_else(|| format!("{s:?} is not a valid DNS name (lowercase RFC 1123)"))
+}
+
+/// Node names become certificate subjects (`system:node:<name>`) and etcd member names.
+fn node_name(s: &str) -> Result<(), String> {
+    dns_name(s).map_err(|_| format!("{s:?} is not a valid node name (lowercase RFC 1123 DNS name)"))
+}
+
+fn interface_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' ', '\t', ':']) && s != "." && s != "..";
+    ok.then_some(())
+        .ok_or_else(|| format!("{s:?} is not a network interface name (1-15 characters, no '/', ':' or spaces)"))
+}
+
+fn user_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !s.starts_with('-');
+    ok.then_some(()).ok_or_else(|| format!("{s:?} is not a valid user name"))
+}
+
+fn image_repository(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && !s.contains("://")
+        && !s.ends_with('/')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
+    ok.then_some(()).ok_or_else(|| {
+        format!("{s:?} is not a registry path such as registry.example.com/k8s (no scheme, no trailing '/')")
+    })
+}
+
+fn image_reference(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && !s.contains("://")
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':' | b'@'));
+    ok.then_some(()).ok_or_else(|| format!("{s:?} is not an image reference such as docker.io/library/haproxy:2.8"))
+}

@@ -1,0 +1,15 @@
+//! kubeha: bootstraps and runs highly available Kubernetes control planes over SSH.
+//!
+//! Data flows one way: [`inventory`] (YAML) → [`plan::Plan`] → [`pki`] (state directory) →
+//! [`render`] (files per host, [`files::File`]) → [`transport`] (SSH). Each stage is usable and
+//! testable on its own. [`lab`] builds local test hosts out of network namespaces.
+
+pub mod cli;
+pub mod files;
+pub mod inventory;
+pub mod lab;
+pub mod pki;
+pub mod plan;
+pub mod render;
+pub mod transport;
+pub mod version;

@@ -1,0 +1,228 @@
+//! The validated cluster plan: everything later steps need, derived once from the inventory.
+//!
+//! Nothing downstream of [`crate::inventory`] sees raw YAML. A `Plan` only exists when the
+//! inventory passed validation, so certificate generation and rendering can rely on its
+//! invariants (an odd number of control planes, unique names and addresses, a usable endpoint).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::version::{EtcdVersion, KubeVersion};
+
+/// The apiserver's secure port unless the inventory sets `spec.apiServer.bindPort`.
+pub const DEFAULT_APISERVER_PORT: u16 = 6443;
+/// Where kubeadm-compatible static pods pull from unless `spec.imageRepository` says otherwise.
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "registry.k8s.io";
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub name: String,
+    pub kubernetes_version: KubeVersion,
+    pub etcd_version: EtcdVersion,
+    pub control_plane_endpoint: Endpoint,
+    pub api_server_bind_port: u16,
+    pub image_repository: String,
+    pub load_balancer: LoadBalancer,
+    pub networking: Networking,
+    pub certificates: Certificates,
+    /// In inventory order: control planes keep their relative order, which decides VRRP priority.
+    pub hosts: Vec<Host>,
+}
+
+impl Plan {
+    pub fn control_planes(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| h.role == Role::ControlPlane)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| h.role == Role::Worker)
+    }
+
+    /// Stacked etcd: every control plane runs one member.
+    pub fn etcd_members(&self) -> impl Iterator<Item = &Host> {
+        self.control_planes()
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The ClusterIP of the `kubernetes` service: the first address of the service subnet.
+    pub fn kubernetes_service_ip(&self) -> IpAddr {
+        first_host_ip(&self.networking.service_subnet)
+    }
+
+    /// The URL every client outside the control-plane pods uses.
+    pub fn endpoint_url(&self) -> String {
+        self.control_plane_endpoint.url()
+    }
+}
+
+/// The first usable address of a subnet (network address + 1), as Kubernetes allocates it.
+pub fn first_host_ip(net: &IpNet) -> IpAddr {
+    match net {
+        IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 1).into()),
+        IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 1).into()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    pub host: EndpointHost,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        match self.host {
+            EndpointHost::Ip(IpAddr::V6(ip)) => format!("https://[{ip}]:{}", self.port),
+            ref host => format!("https://{host}:{}", self.port),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EndpointHost {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+impl std::fmt::Display for EndpointHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointHost::Ip(ip) => ip.fmt(f),
+            EndpointHost::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum LoadBalancer {
+    /// keepalived holds `vip` on one control plane; haproxy on every control plane balances
+    /// over all apiservers.
+    #[serde(rename_all = "camelCase")]
+    KeepalivedHaproxy {
+        vip: IpAddr,
+        interface: String,
+        virtual_router_id: u8,
+        haproxy_image: String,
+        keepalived_image: String,
+    },
+    /// The operator's own load balancer answers at the endpoint.
+    External,
+    /// A DNS name resolves to every apiserver; clients connect to the apiservers directly.
+    Dns,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Networking {
+    pub pod_subnet: Option<IpNet>,
+    pub service_subnet: IpNet,
+    pub dns_domain: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    EcdsaP256,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    pub const NAMES: [&'static str; 4] = ["ecdsa-p256", "rsa-2048", "rsa-3072", "rsa-4096"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "ecdsa-p256" => Self::EcdsaP256,
+            "rsa-2048" => Self::Rsa2048,
+            "rsa-3072" => Self::Rsa3072,
+            "rsa-4096" => Self::Rsa4096,
+            _ => return None,
+        })
+    }
+
+    pub fn is_rsa(self) -> bool {
+        self != Self::EcdsaP256
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificates {
+    pub key_algorithm: KeyAlgorithm,
+    /// Lifetime of leaf certificates (kubeadm: one year).
+    #[serde(serialize_with = "serialize_duration")]
+    pub validity: Duration,
+    /// Lifetime of the CAs (kubeadm: ten years).
+    #[serde(serialize_with = "serialize_duration")]
+    pub ca_validity: Duration,
+    /// Added to every apiserver serving certificate.
+    pub extra_sans: Vec<San>,
+}
+
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+/// A subject alternative name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
+pub enum San {
+    Ip(IpAddr),
+    Dns(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    pub name: String,
+    pub address: IpAddr,
+    pub role: Role,
+    pub ssh: Ssh,
+}
+
+/// How kubeha reaches a host; per-host settings already merged over `spec.ssh`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: PathBuf,
+    pub known_hosts_file: PathBuf,
+    /// Run remote commands through `sudo -n` (for a non-root `user`).
+    pub sudo: bool,
+}
+
+/// `host:port`, with brackets around IPv6 addresses.
+pub fn join_host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
