@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod files;
+pub mod https;
 pub mod inventory;
 pub mod lab;
 pub mod pki;

@@ -3,6 +3,8 @@
 //!
 //! (Interface stub: the implementation replaces the bodies.)
 
+pub mod standin;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
