@@ -171,7 +171,18 @@ pub struct Certificates {
 }
 
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
+    s.collect_str(&format_duration(*d))
+}
+
+/// Durations as operators write them: whole days as `365d`, whole hours as `36h`.
+/// (humantime would print 365 days as "11months 30days 3h 50m 24s".)
+pub fn format_duration(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    match d.as_secs() {
+        s if s > 0 && s % DAY == 0 && d.subsec_nanos() == 0 => format!("{}d", s / DAY),
+        s if s > 0 && s % 3600 == 0 && d.subsec_nanos() == 0 => format!("{}h", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }
 
 /// A subject alternative name.

@@ -59,8 +59,8 @@ pub fn describe(plan: &Plan) -> String {
         out,
         "certificates: {}, leaves valid {}, CAs valid {}",
         crate::plan::KeyAlgorithm::NAMES[certs.key_algorithm as usize],
-        humantime::format_duration(certs.validity),
-        humantime::format_duration(certs.ca_validity)
+        crate::plan::format_duration(certs.validity),
+        crate::plan::format_duration(certs.ca_validity)
     );
     let members: Vec<String> = plan
         .etcd_members()

@@ -21,7 +21,7 @@ pub const KIND: &str = "Cluster";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InventoryError {
-    #[error("cannot read inventory {}: {source}", path.display())]
+    #[error("cannot read inventory {}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("inventory {} is not valid YAML: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
@@ -51,7 +51,8 @@ pub enum ParseError {
 
 /// Validates inventory text; relative file paths in it are resolved against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Plan, ParseError> {
-    let doc: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
+    let doc: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax(syntax_message(&e.to_string())))?;
     let mut problems = fields::Problems::default();
     let draft = spec::read_document(&doc, base, &mut problems);
     checks::cross_check(&draft, &mut problems);
@@ -63,4 +64,10 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, ParseError> {
             Err(ParseError::Invalid(problems.0))
         }
     }
+}
+
+/// The YAML parser's message without its own `error:` prefix and its hint about parser options,
+/// which operators cannot set.
+fn syntax_message(raw: &str) -> String {
+    raw.trim_start_matches("error: ").replace(", set DuplicateKeyPolicy in Options if acceptable", "")
 }

@@ -243,8 +243,8 @@ fn read_certificates(certs: Option<Object>, p: &mut Problems) -> Option<Certific
             c.child("validity"),
             format!(
                 "{} is longer than caValidity {}; a certificate cannot outlive its CA",
-                humantime::format_duration(out.validity),
-                humantime::format_duration(out.ca_validity)
+                crate::plan::format_duration(out.validity),
+                crate::plan::format_duration(out.ca_validity)
             ),
         );
         ok = false;
@@ -390,8 +390,9 @@ fn read_hosts(spec: &mut Object, defaults: Option<&Ssh>, base: &Path, d: &mut Dr
         }
         return;
     };
-    // Hosts are still read when spec.ssh was bad, so their own problems are reported too.
-    let mut all = defaults.is_some();
+    // Hosts are still read when spec.ssh was bad (with built-in defaults), so their own problems
+    // and the role counts are reported too; the bad spec.ssh already keeps the plan from forming.
+    let mut all = true;
     let fallback = default_ssh();
     let defaults = defaults.unwrap_or(&fallback);
     let mut hosts = Vec::new();
