@@ -4,6 +4,7 @@
 //! [`render`] (files per host, [`files::File`]) → [`transport`] (SSH). Each stage is usable and
 //! testable on its own. [`lab`] builds local test hosts out of network namespaces.
 
+pub mod actions;
 pub mod cli;
 pub mod files;
 pub mod https;
@@ -12,5 +13,6 @@ pub mod lab;
 pub mod pki;
 pub mod plan;
 pub mod render;
+pub mod table;
 pub mod transport;
 pub mod version;

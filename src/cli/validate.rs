@@ -81,26 +81,6 @@ pub fn describe(plan: &Plan) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(["HOST", "ADDRESS", "ROLE", "SSH"], &rows));
-    out
-}
-
-/// Left-aligned columns separated by two spaces.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: [&str; N]| {
-        let text: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
-        let _ = writeln!(out, "{}", text.join("  ").trim_end());
-    };
-    line(header);
-    for row in rows {
-        line(row.each_ref().map(String::as_str));
-    }
+    out.push_str(&crate::table::render(["HOST", "ADDRESS", "ROLE", "SSH"], &rows));
     out
 }

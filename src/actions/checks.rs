@@ -1,0 +1,337 @@
+//! Preflight verdicts: what the gathered facts mean for a host, as rows of a report.
+//!
+//! Pure functions of the plan and the facts, so every rule is tested without a host. A failed
+//! row stops `init` before anything is written.
+
+use std::time::Duration;
+
+use super::facts::{Facts, Ownership};
+use crate::plan::{Host, LoadBalancer, Plan, Role};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        })
+    }
+}
+
+/// One row of the preflight report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub host: String,
+    pub check: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(host: &str, check: &'static str, status: Status, detail: impl Into<String>) -> Self {
+        Check { host: host.to_string(), check, status, detail: detail.into() }
+    }
+}
+
+/// Thresholds and what kubeha already knows about the cluster.
+#[derive(Debug, Clone)]
+pub struct Expectations {
+    /// Above this clock difference between a host and the operator, preflight fails.
+    pub max_clock_skew: Duration,
+    /// This cluster's CA hash, when the state directory already has a CA.
+    pub cluster_id: Option<String>,
+}
+
+/// Above this, etcd starts logging clock-drift warnings between members.
+const WARN_CLOCK_SKEW: f64 = 1.0;
+
+/// The TCP ports a host's components will listen on.
+pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
+    let mut ports = vec![(10250, "kubelet")];
+    if host.role == Role::ControlPlane {
+        ports.extend([
+            (plan.api_server_bind_port, "kube-apiserver"),
+            (2379, "etcd client"),
+            (2380, "etcd peer"),
+            (2381, "etcd metrics"),
+            (10257, "kube-controller-manager"),
+            (10259, "kube-scheduler"),
+        ]);
+        if matches!(plan.load_balancer, LoadBalancer::KeepalivedHaproxy { .. }) {
+            ports.push((plan.control_plane_endpoint.port, "haproxy"));
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+/// Every verdict about one host from its facts.
+pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, expect: &Expectations) -> Vec<Check> {
+    let ownership = super::facts::ownership(facts, expect.cluster_id.as_deref());
+    let mut checks = vec![
+        root(host, facts),
+        os(host, facts),
+        swap(host, facts),
+        ports(plan, host, facts, &ownership),
+        directories(host, &ownership),
+        clock(host, facts, expect.max_clock_skew),
+    ];
+    checks.retain(|c| !c.detail.is_empty());
+    checks
+}
+
+fn root(host: &Host, facts: &Facts) -> Check {
+    let how = if host.ssh.sudo { format!("{} with sudo", host.ssh.user) } else { host.ssh.user.clone() };
+    match facts.uid {
+        Some(0) => Check::new(&host.name, "root", Status::Ok, format!("commands run as root ({how})")),
+        Some(uid) => Check::new(
+            &host.name,
+            "root",
+            Status::Fail,
+            format!("commands run as uid {uid} ({how}): log in as root or set ssh.sudo: true with passwordless sudo"),
+        ),
+        None => Check::new(&host.name, "root", Status::Fail, "could not tell which user commands run as"),
+    }
+}
+
+fn os(host: &Host, facts: &Facts) -> Check {
+    let what =
+        format!("{} {} ({})", facts.kernel, facts.arch, if facts.os.is_empty() { "unknown OS" } else { &facts.os });
+    let status = match (facts.kernel.as_str(), facts.arch.as_str()) {
+        ("Linux", "x86_64" | "aarch64") => Status::Ok,
+        ("Linux", _) => Status::Warn,
+        _ => Status::Fail,
+    };
+    let detail = match status {
+        Status::Ok => what,
+        Status::Warn => format!("{what}: Kubernetes images are published for amd64 and arm64 mainly"),
+        Status::Fail => format!("{what}: Kubernetes nodes must run Linux"),
+    };
+    Check::new(&host.name, "os", status, detail)
+}
+
+fn swap(host: &Host, facts: &Facts) -> Check {
+    if facts.swaps.is_empty() {
+        Check::new(&host.name, "swap", Status::Ok, "off")
+    } else {
+        Check::new(
+            &host.name,
+            "swap",
+            Status::Fail,
+            format!(
+                "on ({}): the kubelet refuses to start with swap; run swapoff -a and remove it from /etc/fstab",
+                facts.swaps.join(", ")
+            ),
+        )
+    }
+}
+
+fn ports(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership) -> Check {
+    let wanted = required_ports(plan, host);
+    let busy: Vec<String> = wanted
+        .iter()
+        .filter(|(port, _)| facts.listening.contains(port))
+        .map(|(port, what)| format!("{port} ({what})"))
+        .collect();
+    let all: Vec<String> = wanted.iter().map(|(p, _)| p.to_string()).collect();
+    if busy.is_empty() {
+        Check::new(&host.name, "ports", Status::Ok, format!("{} free", all.join(" ")))
+    } else if *ownership == Ownership::Ours {
+        Check::new(&host.name, "ports", Status::Ok, format!("{} in use by this cluster", busy.join(", ")))
+    } else {
+        Check::new(&host.name, "ports", Status::Fail, format!("in use: {}", busy.join(", ")))
+    }
+}
+
+fn directories(host: &Host, ownership: &Ownership) -> Check {
+    let dirs = if host.role == Role::ControlPlane {
+        "/etc/kubernetes/manifests and /var/lib/etcd"
+    } else {
+        "/etc/kubernetes/manifests"
+    };
+    match ownership {
+        Ownership::Fresh => Check::new(&host.name, "directories", Status::Ok, format!("{dirs} empty")),
+        Ownership::Ours => {
+            Check::new(&host.name, "directories", Status::Ok, "already set up by kubeha for this cluster")
+        }
+        Ownership::Other(why) => Check::new(&host.name, "directories", Status::Fail, why.clone()),
+    }
+}
+
+fn clock(host: &Host, facts: &Facts, max: Duration) -> Check {
+    let Some((skew, precision)) = facts.clock_skew else {
+        return Check::new(&host.name, "clock", Status::Warn, "could not read the host's clock");
+    };
+    let detail = format!("{skew:+.3}s from this machine (±{precision:.3}s)");
+    let off = skew.abs() - precision;
+    if off > max.as_secs_f64() {
+        Check::new(
+            &host.name,
+            "clock",
+            Status::Fail,
+            format!("{detail}: more than {}s breaks certificates and etcd; sync clocks with NTP", max.as_secs_f64()),
+        )
+    } else if off > WARN_CLOCK_SKEW {
+        Check::new(&host.name, "clock", Status::Warn, format!("{detail}: etcd warns above 1s; sync clocks with NTP"))
+    } else {
+        Check::new(&host.name, "clock", Status::Ok, detail)
+    }
+}
+
+/// How a control plane reached a peer's etcd peer port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerReach {
+    /// Something accepted the connection.
+    Open,
+    /// The peer answered with a refusal: the network path works, nothing listens yet.
+    Refused,
+    /// No answer: filtered or down.
+    Unreachable(String),
+    /// The check itself could not run (e.g. the SSH server forbids forwarding).
+    Unknown(String),
+}
+
+/// One row for a control plane's reachability of every other control plane on 2380.
+pub fn peers(host: &Host, results: &[(String, PeerReach)]) -> Check {
+    let bad: Vec<String> = results
+        .iter()
+        .filter_map(|(peer, r)| match r {
+            PeerReach::Unreachable(why) => Some(format!("{peer}: {why}")),
+            _ => None,
+        })
+        .collect();
+    let unknown: Vec<String> = results
+        .iter()
+        .filter_map(|(peer, r)| match r {
+            PeerReach::Unknown(why) => Some(format!("{peer}: {why}")),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = results.iter().map(|(p, _)| p.as_str()).collect();
+    if !bad.is_empty() {
+        Check::new(
+            &host.name,
+            "etcd peers",
+            Status::Fail,
+            format!("cannot reach port 2380 of {}; open TCP 2380 between control planes", bad.join("; ")),
+        )
+    } else if !unknown.is_empty() {
+        Check::new(&host.name, "etcd peers", Status::Warn, format!("not checked: {}", unknown.join("; ")))
+    } else if names.is_empty() {
+        Check::new(&host.name, "etcd peers", Status::Ok, "single member")
+    } else {
+        Check::new(&host.name, "etcd peers", Status::Ok, format!("port 2380 of {} reachable", names.join(", ")))
+    }
+}
+
+/// A rendered report: one row per check, columns aligned.
+pub fn table(checks: &[Check]) -> String {
+    let rows: Vec<[String; 4]> =
+        checks.iter().map(|c| [c.host.clone(), c.check.to_string(), c.status.to_string(), c.detail.clone()]).collect();
+    crate::table::render(["HOST", "CHECK", "STATUS", "DETAIL"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::facts::parse;
+
+    fn plan() -> Plan {
+        crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap()
+    }
+
+    fn expect(id: Option<&str>) -> Expectations {
+        Expectations { max_clock_skew: Duration::from_secs(5), cluster_id: id.map(str::to_string) }
+    }
+
+    fn healthy() -> Facts {
+        let mut f = parse("@@uid\n0\n@@uname\nLinux\nx86_64\n@@os\nDebian 12\n@@swaps\nFilename Type\n@@end\n");
+        f.clock_skew = Some((0.01, 0.002));
+        f
+    }
+
+    fn statuses(checks: &[Check]) -> Vec<(&str, Status)> {
+        checks.iter().map(|c| (c.check, c.status)).collect()
+    }
+
+    #[test]
+    fn a_clean_host_passes() {
+        let plan = plan();
+        let checks = evaluate(&plan, &plan.hosts[0], &healthy(), &expect(None));
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
+        assert_eq!(checks.len(), 6);
+        assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
+    }
+
+    #[test]
+    fn busy_ports_swap_and_foreign_directories_fail() {
+        let plan = plan();
+        let mut f = healthy();
+        f.listening.insert(2379);
+        f.swaps.push("/swapfile".into());
+        f.manifests.push("kube-apiserver.yaml".into());
+        f.uid = Some(1000);
+        let checks = evaluate(&plan, &plan.hosts[0], &f, &expect(None));
+        let failed: Vec<&str> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.check).collect();
+        assert_eq!(failed, ["root", "swap", "ports", "directories"]);
+        assert!(checks.iter().any(|c| c.detail == "in use: 2379 (etcd client)"));
+    }
+
+    #[test]
+    fn our_own_cluster_may_hold_its_ports() {
+        let plan = plan();
+        let mut f = healthy();
+        f.listening.extend([2379, 6443, 8443]);
+        f.manifests.push("etcd.yaml".into());
+        f.marker = Some("cluster: lab\nclusterID: sha256:1234".into());
+        let checks = evaluate(&plan, &plan.hosts[0], &f, &expect(Some("sha256:1234")));
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
+        let checks = evaluate(&plan, &plan.hosts[0], &f, &expect(Some("sha256:9999")));
+        assert_eq!(statuses(&checks).iter().filter(|(_, s)| *s == Status::Fail).count(), 2);
+    }
+
+    #[test]
+    fn workers_need_only_the_kubelet_port() {
+        let plan = plan();
+        let mut f = healthy();
+        f.listening.insert(2379);
+        let checks = evaluate(&plan, &plan.hosts[3], &f, &expect(None));
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
+    }
+
+    #[test]
+    fn clock_skew_warns_then_fails() {
+        let plan = plan();
+        let mut f = healthy();
+        f.clock_skew = Some((2.5, 0.01));
+        let c = clock(&plan.hosts[0], &f, Duration::from_secs(5));
+        assert_eq!(c.status, Status::Warn);
+        f.clock_skew = Some((-7.0, 0.01));
+        let c = clock(&plan.hosts[0], &f, Duration::from_secs(5));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.starts_with("-7.000s"), "{}", c.detail);
+        // A slow round trip widens the margin instead of failing a host whose clock is right.
+        f.clock_skew = Some((5.5, 1.0));
+        assert_eq!(clock(&plan.hosts[0], &f, Duration::from_secs(5)).status, Status::Warn);
+    }
+
+    #[test]
+    fn peers_distinguish_refused_from_unreachable() {
+        let plan = plan();
+        let ok = peers(&plan.hosts[0], &[("cp2".into(), PeerReach::Refused), ("cp3".into(), PeerReach::Open)]);
+        assert_eq!(ok.status, Status::Ok);
+        let bad = peers(&plan.hosts[0], &[("cp2".into(), PeerReach::Unreachable("timed out".into()))]);
+        assert_eq!(bad.status, Status::Fail);
+        assert!(bad.detail.contains("cp2: timed out"));
+        let unknown = peers(&plan.hosts[0], &[("cp2".into(), PeerReach::Unknown("forwarding disabled".into()))]);
+        assert_eq!(unknown.status, Status::Warn);
+    }
+}

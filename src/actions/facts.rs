@@ -1,0 +1,212 @@
+//! What kubeha needs to know about a host before touching it, gathered in one remote command.
+//!
+//! One round trip per host keeps preflight fast on large inventories; the parsing and every
+//! decision made from the facts are plain functions, tested without a host.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use crate::transport::{Remote, TransportError};
+
+/// The marker file that says a host belongs to a kubeha cluster.
+pub const MARKER_PATH: &str = "/etc/kubernetes/kubeha/cluster.yaml";
+
+/// A POSIX sh script printing `@@section` headers followed by raw lines. It only reads.
+const SCRIPT: &str = r#"export LC_ALL=C
+echo @@uid; id -u
+echo @@uname; uname -s; uname -m
+echo @@os; (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-$ID}")
+echo @@time; date +%s%N
+echo @@swaps; cat /proc/swaps 2>/dev/null
+echo @@tcp; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
+echo @@manifests; ls -A /etc/kubernetes/manifests 2>/dev/null
+echo @@etcd; ls -A /var/lib/etcd 2>/dev/null
+echo @@marker; cat /etc/kubernetes/kubeha/cluster.yaml 2>/dev/null
+echo @@end
+"#;
+
+/// Facts about one host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    /// The uid commands run as (after sudo).
+    pub uid: Option<u32>,
+    pub kernel: String,
+    pub arch: String,
+    pub os: String,
+    /// The host's clock minus the operator's, in seconds, and how precisely it is known
+    /// (half the round trip).
+    pub clock_skew: Option<(f64, f64)>,
+    /// Active swap devices.
+    pub swaps: Vec<String>,
+    /// TCP ports something listens on (IPv4 and IPv6).
+    pub listening: BTreeSet<u16>,
+    /// Entries in /etc/kubernetes/manifests and /var/lib/etcd.
+    pub manifests: Vec<String>,
+    pub etcd_data: Vec<String>,
+    /// The content of the kubeha marker file, if any.
+    pub marker: Option<String>,
+}
+
+/// Runs the facts script on `remote`.
+pub async fn gather<R: Remote>(remote: &R) -> Result<Facts, TransportError> {
+    let before = SystemTime::now();
+    let out = remote.exec(SCRIPT, b"").await?;
+    let after = SystemTime::now();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut facts = parse(&text);
+    if let Some(remote_ns) = section(&text, "time").first().and_then(|t| t.trim().parse::<i128>().ok()) {
+        let ns = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+        let (b, a) = (ns(before), ns(after));
+        let skew = (remote_ns - (a + b) / 2) as f64 / 1e9;
+        facts.clock_skew = Some((skew, (a - b) as f64 / 2e9));
+    }
+    Ok(facts)
+}
+
+/// Parses the script's output (everything but the clock, which needs the local times).
+pub fn parse(text: &str) -> Facts {
+    let first = |name: &str| section(text, name).first().map(|l| l.trim().to_string()).unwrap_or_default();
+    let uname = section(text, "uname");
+    let marker = section(text, "marker");
+    Facts {
+        uid: first("uid").parse().ok(),
+        kernel: uname.first().map(|s| s.trim().to_string()).unwrap_or_default(),
+        arch: uname.get(1).map(|s| s.trim().to_string()).unwrap_or_default(),
+        os: first("os"),
+        clock_skew: None,
+        swaps: section(text, "swaps")
+            .iter()
+            .skip(1) // header
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect(),
+        listening: listening_ports(&section(text, "tcp")),
+        manifests: names(&section(text, "manifests")),
+        etcd_data: names(&section(text, "etcd")),
+        marker: (!marker.is_empty()).then(|| marker.join("\n")),
+    }
+}
+
+fn names(lines: &[&str]) -> Vec<String> {
+    lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// The lines between `@@name` and the next header.
+fn section<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
+    let header = format!("@@{name}");
+    text.lines().skip_while(|l| l.trim() != header).skip(1).take_while(|l| !l.starts_with("@@")).collect()
+}
+
+/// Ports in state LISTEN (0A) in /proc/net/tcp{,6} lines.
+fn listening_ports(lines: &[&str]) -> BTreeSet<u16> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            let port = local.rsplit_once(':')?.1;
+            (state == "0A").then(|| u16::from_str_radix(port, 16).ok()).flatten()
+        })
+        .collect()
+}
+
+/// Whose a host is, judged from its directories and marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Nothing of a cluster is there.
+    Fresh,
+    /// kubeha set it up for this cluster (the marker names this cluster's CA).
+    Ours,
+    /// Something else lives there; the text says what and what to do.
+    Other(String),
+}
+
+/// Decides ownership; `cluster_id` is this cluster's CA hash when the state directory has a CA.
+pub fn ownership(facts: &Facts, cluster_id: Option<&str>) -> Ownership {
+    match (&facts.marker, cluster_id) {
+        (Some(marker), Some(id)) if marker.contains(id) => Ownership::Ours,
+        (Some(marker), Some(_)) => Ownership::Other(format!(
+            "belongs to another kubeha cluster ({}); remove it from this inventory or reset it",
+            marker_summary(marker)
+        )),
+        (Some(marker), None) => Ownership::Other(format!(
+            "was set up by kubeha for a cluster ({}) whose CA is not in this state directory; \
+             point --state-dir at that cluster's state",
+            marker_summary(marker)
+        )),
+        (None, _) if !facts.manifests.is_empty() || !facts.etcd_data.is_empty() => {
+            let mut what = Vec::new();
+            if !facts.manifests.is_empty() {
+                what.push(format!("/etc/kubernetes/manifests has {}", facts.manifests.join(", ")));
+            }
+            if !facts.etcd_data.is_empty() {
+                what.push("/var/lib/etcd is not empty".to_string());
+            }
+            Ownership::Other(format!(
+                "{} and kubeha did not set it up (another cluster, e.g. kubeadm's?); clean it first (kubeadm reset)",
+                what.join(" and ")
+            ))
+        }
+        (None, _) => Ownership::Fresh,
+    }
+}
+
+/// `name`/`id` lines of a marker, for messages.
+fn marker_summary(marker: &str) -> String {
+    let keep: Vec<&str> = marker
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("cluster") || l.starts_with("name") || l.contains("sha256:"))
+        .collect();
+    if keep.is_empty() { "unknown cluster".to_string() } else { keep.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = "@@uid\n0\n@@uname\nLinux\nx86_64\n@@os\nDebian GNU/Linux 12 (bookworm)\n@@time\n1795457467462089258\n\
+@@swaps\nFilename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/vdb                                partition\t1048572\t\t0\t\t-2\n\
+@@tcp\n  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:0951 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+   1: 0B0012C6:0016 0B0012C6:D2F4 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
+   0: 00000000000000000000000000000000:1A0B 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n\
+@@manifests\netcd.yaml\n@@etcd\n@@marker\ncluster: lab\nclusterID: sha256:abcd\n@@end\n";
+
+    #[test]
+    fn parses_every_section() {
+        let f = parse(OUTPUT);
+        assert_eq!(f.uid, Some(0));
+        assert_eq!((f.kernel.as_str(), f.arch.as_str()), ("Linux", "x86_64"));
+        assert_eq!(f.os, "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(f.swaps, ["/dev/vdb"]);
+        // 0x0951 = 2385 listening on 127.0.0.1, 0x1A0B = 6667 on [::]; 22 is an established socket.
+        assert_eq!(f.listening.iter().copied().collect::<Vec<_>>(), [2385, 6667]);
+        assert_eq!(f.manifests, ["etcd.yaml"]);
+        assert!(f.etcd_data.is_empty());
+        assert_eq!(f.marker.as_deref(), Some("cluster: lab\nclusterID: sha256:abcd"));
+    }
+
+    #[test]
+    fn empty_output_gives_empty_facts() {
+        let f = parse("@@uid\n@@end\n");
+        assert_eq!(f.uid, None);
+        assert!(f.listening.is_empty() && f.swaps.is_empty() && f.marker.is_none());
+    }
+
+    #[test]
+    fn ownership_follows_the_marker_and_directories() {
+        let mut f = parse(OUTPUT);
+        assert_eq!(ownership(&f, Some("sha256:abcd")), Ownership::Ours);
+        assert!(
+            matches!(ownership(&f, Some("sha256:ffff")), Ownership::Other(m) if m.contains("another kubeha cluster"))
+        );
+        assert!(matches!(ownership(&f, None), Ownership::Other(m) if m.contains("--state-dir")));
+        f.marker = None;
+        assert!(
+            matches!(ownership(&f, None), Ownership::Other(m) if m.contains("etcd.yaml") && m.contains("kubeadm reset"))
+        );
+        f.manifests.clear();
+        assert_eq!(ownership(&f, Some("sha256:abcd")), Ownership::Fresh);
+    }
+}

@@ -1,0 +1,7 @@
+//! What kubeha does to hosts: commands built from phases (connect, preflight, push, wait).
+
+pub mod checks;
+pub mod facts;
+pub mod fanout;
+pub mod progress;
+pub mod push;
