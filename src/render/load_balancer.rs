@@ -27,7 +27,7 @@ use super::layout::{
 };
 use super::pod::{HostPathVolume, Probe, StaticPod};
 use crate::files::File;
-use crate::plan::join_host_port;
+use crate::plan::{LoadBalancer, join_host_port};
 
 /// The annotation holding the SHA-256 of a pod's config files.
 pub const CONFIG_HASH_ANNOTATION: &str = "kubeha.io/config-hash";
@@ -40,15 +40,6 @@ const VRRP_PASSWORD_LEN: usize = 8;
 
 /// The priority of the first control plane; each later one gets one less.
 const TOP_PRIORITY: usize = 150;
-
-/// What the `keepalived-haproxy` load balancer needs from the plan.
-pub struct Vip<'a> {
-    pub address: IpAddr,
-    pub interface: &'a str,
-    pub virtual_router_id: u8,
-    pub haproxy_image: &'a str,
-    pub keepalived_image: &'a str,
-}
 
 #[derive(Serialize)]
 struct HaproxyConfig<'a> {
@@ -90,23 +81,29 @@ struct CheckScript<'a> {
     haproxy_url: String,
 }
 
-/// haproxy and keepalived files for a control plane.
-pub fn files(ctx: &HostContext, vip: &Vip, password: &str, engine: &Engine) -> Result<Vec<File>, RenderError> {
+/// haproxy and keepalived files for a control plane; none unless the plan's load balancer is
+/// `keepalived-haproxy`.
+pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<Vec<File>, RenderError> {
     let plan = ctx.plan;
+    let LoadBalancer::KeepalivedHaproxy { vip, interface, virtual_router_id, haproxy_image, keepalived_image } =
+        &plan.load_balancer
+    else {
+        return Ok(Vec::new());
+    };
     let index = ctx.control_plane_index().unwrap_or_default();
     let priority = TOP_PRIORITY
         .checked_sub(index)
         .filter(|p| *p > 0)
         .ok_or(RenderError::TooManyControlPlanes { count: plan.control_planes().count() })?;
     let endpoint_port = plan.control_plane_endpoint.port;
-    let local = |port| format!("https://{}/healthz", join_host_port(IpAddr::from([127, 0, 0, 1]), port));
+    let local = |port| format!("https://127.0.0.1:{port}/healthz");
 
     let haproxy_cfg = engine.render(
         "haproxy.cfg",
         &HaproxyConfig {
             cluster: &plan.name,
             host: &ctx.host.name,
-            bind: match vip.address {
+            bind: match vip {
                 IpAddr::V4(_) => format!("*:{endpoint_port}"),
                 IpAddr::V6(_) => format!(":::{endpoint_port} v4v6"),
             },
@@ -124,13 +121,13 @@ pub fn files(ctx: &HostContext, vip: &Vip, password: &str, engine: &Engine) -> R
             cluster: &plan.name,
             host: &ctx.host.name,
             script: CHECK_APISERVER_SH,
-            interface: vip.interface,
-            virtual_router_id: vip.virtual_router_id,
+            interface,
+            virtual_router_id: *virtual_router_id,
             priority,
             source: ctx.address().to_string(),
             peers: ctx.peers().map(|h| h.address.to_string()).collect(),
-            auth_pass: vip.address.is_ipv4().then(|| vrrp_auth_pass(password)).transpose()?,
-            vip: vip.address.to_string(),
+            auth_pass: vip.is_ipv4().then(|| vrrp_auth_pass(password)).transpose()?,
+            vip: vip.to_string(),
         },
     )?;
     let check_script = engine.render(
@@ -150,7 +147,7 @@ pub fn files(ctx: &HostContext, vip: &Vip, password: &str, engine: &Engine) -> R
 
     let mut haproxy = StaticPod::new(
         "haproxy",
-        vip.haproxy_image.to_string(),
+        haproxy_image.clone(),
         ["haproxy", "-W", "-db", "-f", HAPROXY_CFG].map(String::from).to_vec(),
     )
     .annotate(CONFIG_HASH_ANNOTATION, config_hash(&[&haproxy_cfg]))
@@ -162,7 +159,7 @@ pub fn files(ctx: &HostContext, vip: &Vip, password: &str, engine: &Engine) -> R
 
     let mut keepalived = StaticPod::new(
         "keepalived",
-        vip.keepalived_image.to_string(),
+        keepalived_image.clone(),
         ["keepalived", "--dont-fork", "--log-console", "--log-detail", &format!("--use-file={KEEPALIVED_CONF}")]
             .map(String::from)
             .to_vec(),

@@ -28,7 +28,7 @@ pub use layout::CLUSTER_MARKER;
 pub use load_balancer::CONFIG_HASH_ANNOTATION;
 
 use crate::files::File;
-use crate::plan::{LoadBalancer, Plan};
+use crate::plan::{Host, Plan};
 use context::HostContext;
 use engine::Engine;
 use layout::{MANIFEST_MODE, manifest};
@@ -82,18 +82,7 @@ fn control_plane_files(ctx: &HostContext, secrets: &Secrets, engine: &Engine) ->
     for pod in &pods {
         files.push(File::new(manifest(&pod.name), MANIFEST_MODE, engine.render("static-pod.yaml", pod)?));
     }
-    if let LoadBalancer::KeepalivedHaproxy { vip, interface, virtual_router_id, haproxy_image, keepalived_image } =
-        &ctx.plan.load_balancer
-    {
-        let vip = load_balancer::Vip {
-            address: *vip,
-            interface,
-            virtual_router_id: *virtual_router_id,
-            haproxy_image,
-            keepalived_image,
-        };
-        files.extend(load_balancer::files(ctx, &vip, secrets.vrrp_password, engine)?);
-    }
+    files.extend(load_balancer::files(ctx, secrets.vrrp_password, engine)?);
     Ok(files)
 }
 
@@ -106,6 +95,21 @@ struct Marker<'a> {
     kubeha_version: &'static str,
 }
 
+/// `/etc/kubernetes/kubeha/cluster.yaml`: which cluster (name and CA hash) `host` belongs to.
+fn marker(plan: &Plan, host: &Host, cluster_id: &str, engine: &Engine) -> Result<File, RenderError> {
+    let text = engine.render(
+        "cluster-marker.yaml",
+        &Marker {
+            cluster: &plan.name,
+            cluster_id,
+            host: &host.name,
+            role: host.role.to_string(),
+            kubeha_version: env!("CARGO_PKG_VERSION"),
+        },
+    )?;
+    Ok(File::new(CLUSTER_MARKER, 0o644, text))
+}
+
 /// Every file each host receives: its PKI files, the rendered configs and the host marker,
 /// sorted by path, per host name.
 pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
@@ -113,19 +117,9 @@ pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec
     let engine = Engine::new()?;
     let cluster_id = pki.cluster_id();
     for host in &plan.hosts {
-        let marker = engine.render(
-            "cluster-marker.yaml",
-            &Marker {
-                cluster: &plan.name,
-                cluster_id: &cluster_id,
-                host: &host.name,
-                role: host.role.to_string(),
-                kubeha_version: env!("CARGO_PKG_VERSION"),
-            },
-        )?;
         let mut files = pki.host_files(host);
         files.append(configs.get_mut(&host.name).expect("host_configs covers every host"));
-        files.push(File::new(CLUSTER_MARKER, 0o644, marker));
+        files.push(marker(plan, host, &cluster_id, &engine)?);
         files.sort_by(|a, b| a.path.cmp(&b.path));
         if let Some(pair) = files.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(RenderError::DuplicatePath { host: host.name.clone(), path: pair[0].path.clone() });
@@ -133,4 +127,26 @@ pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec
         configs.insert(host.name.clone(), files);
     }
     Ok(configs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_names_the_cluster_and_host() {
+        let text = "apiVersion: kubeha/v1alpha1\nkind: Cluster\nmetadata: {name: lab}\nspec:\n  \
+                    kubernetesVersion: v1.31.4\n  loadBalancer: {type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}\n  \
+                    ssh: {user: root, identityFile: /root/.ssh/id_ed25519}\n  hosts:\n    \
+                    - {name: cp1, address: 198.18.0.11, role: control-plane}\n";
+        let plan = crate::inventory::parse(text, std::path::Path::new(".")).unwrap();
+        let file = marker(&plan, &plan.hosts[0], "sha256:00ff", &Engine::new().unwrap()).unwrap();
+        assert_eq!((file.path.to_str(), file.mode), (Some(CLUSTER_MARKER), 0o644));
+        let value: serde_json::Value = serde_saphyr::from_str(std::str::from_utf8(&file.content).unwrap()).unwrap();
+        assert_eq!(value["cluster"], "lab");
+        assert_eq!(value["clusterID"], "sha256:00ff");
+        assert_eq!(value["host"], "cp1");
+        assert_eq!(value["role"], "control-plane");
+        assert_eq!(value["kubehaVersion"], env!("CARGO_PKG_VERSION"));
+    }
 }
