@@ -114,8 +114,8 @@ fn check_script_needs_a_healthy_apiserver_and_haproxy() {
              -cert {pki}/apiserver.crt -key {pki}/apiserver.key) >/dev/null 2>&1 & pids=\"$pids $!\"; "
         )
     };
-    let wait = "for i in $(seq 50); do curl -sk https://127.0.0.1:6443/ -o /dev/null && \
-                curl -sk https://127.0.0.1:8443/ -o /dev/null && break; sleep 0.1; done; ";
+    let wait = "for i in $(seq 50); do curl -sk https://127.0.0.1:6443/healthz -o /dev/null && \
+                curl -sk https://127.0.0.1:8443/healthz -o /dev/null && break; sleep 0.1; done; ";
     let cases = [
         (
             "both healthy",
