@@ -1,6 +1,21 @@
 //! `kubeha render`: every file each host receives, written under DIR/<host>/<absolute path>.
+//!
+//! The output holds private keys, so directories are created 0700 and every file gets the mode
+//! it will have on the host. Each host's tree is written beside the old one and swapped in, so
+//! a re-run leaves exactly what the current plan renders (files the plan no longer produces
+//! disappear) and an interrupted run never leaves a half-written tree in place. A directory
+//! that is not an earlier render (it lacks the host marker) is never replaced.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::files::File;
+use crate::render::CLUSTER_MARKER;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,6 +28,127 @@ pub struct Args {
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
-        anyhow::bail!("render: not implemented yet ({})", self.out.display())
+        let plan = crate::inventory::load(&self.cluster.inventory)?;
+        let state_dir = self.cluster.state_dir(&plan);
+        let pki = crate::pki::load(&plan, &state_dir)
+            .with_context(|| format!("cannot load the cluster PKI from {}", state_dir.display()))?;
+        let hosts = crate::render::render(&plan, &pki)?;
+        write_hosts(&self.out, &hosts)?;
+        let count: usize = hosts.values().map(Vec::len).sum();
+        eprintln!("{count} files for {} hosts written to {}", hosts.len(), self.out.display());
+        Ok(())
+    }
+}
+
+/// Writes each host's files under `out/<host>`, replacing an earlier render of that host.
+fn write_hosts(out: &Path, hosts: &BTreeMap<String, Vec<File>>) -> anyhow::Result<()> {
+    create_private_dir(out)?;
+    for (host, files) in hosts {
+        if host.is_empty() || host.starts_with('.') || host.contains('/') {
+            bail!("host name {host:?} cannot be used as a directory name");
+        }
+        let target = out.join(host);
+        let staging = out.join(format!(".{host}.new"));
+        let old = out.join(format!(".{host}.old"));
+        for leftover in [&staging, &old] {
+            remove_if_present(leftover)?;
+        }
+        for f in files {
+            write_file(&staging, f).with_context(|| format!("cannot write {}", staging.display()))?;
+        }
+        if target.exists() {
+            let marker = target.join(CLUSTER_MARKER.trim_start_matches('/'));
+            if !marker.is_file() {
+                remove_if_present(&staging)?;
+                bail!(
+                    "{} exists and is not an earlier kubeha render (no {CLUSTER_MARKER}); \
+                     remove it or choose another --out",
+                    target.display()
+                );
+            }
+            fs::rename(&target, &old).with_context(|| format!("cannot move {} aside", target.display()))?;
+        }
+        fs::rename(&staging, &target).with_context(|| format!("cannot rename {}", staging.display()))?;
+        remove_if_present(&old)?;
+    }
+    Ok(())
+}
+
+/// Writes `file` at `root/<absolute path>` with its mode, creating parents 0700.
+fn write_file(root: &Path, file: &File) -> anyhow::Result<()> {
+    let relative = file.path.strip_prefix("/").with_context(|| format!("{} is not absolute", file.path.display()))?;
+    let path = root.join(relative);
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(file.mode)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(&file.content).with_context(|| format!("cannot write {}", path.display()))?;
+    // The umask may have cleared bits of the requested mode.
+    f.set_permissions(fs::Permissions::from_mode(file.mode))?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn remove_if_present(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(marker: &str, extra: &str) -> BTreeMap<String, Vec<File>> {
+        let files = vec![
+            File::new("/etc/kubernetes/pki/ca.key", 0o600, "key"),
+            File::new(CLUSTER_MARKER, 0o644, marker),
+            File::new(extra, 0o700, "#!/bin/sh\n"),
+        ];
+        BTreeMap::from([("cp1".to_string(), files)])
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn writes_modes_replaces_earlier_renders_and_refuses_foreign_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        write_hosts(&out, &tree("one", "/etc/kubernetes/keepalived/check_apiserver.sh")).unwrap();
+        let host = out.join("cp1");
+        assert_eq!(mode(&out), 0o700);
+        assert_eq!(mode(&host.join("etc/kubernetes/pki")), 0o700);
+        assert_eq!(mode(&host.join("etc/kubernetes/pki/ca.key")), 0o600);
+        assert_eq!(mode(&host.join("etc/kubernetes/keepalived/check_apiserver.sh")), 0o700);
+
+        // A re-render replaces the tree: files no longer rendered are gone.
+        write_hosts(&out, &tree("two", "/usr/local/bin/other")).unwrap();
+        assert_eq!(fs::read_to_string(host.join(CLUSTER_MARKER.trim_start_matches('/'))).unwrap(), "two");
+        assert!(!host.join("etc/kubernetes/keepalived").exists());
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 1, "no staging directories left behind");
+
+        // A directory that is not a render is left alone.
+        let foreign = dir.path().join("foreign");
+        fs::create_dir_all(foreign.join("cp1/data")).unwrap();
+        let err = write_hosts(&foreign, &tree("x", "/x")).unwrap_err();
+        assert!(format!("{err:#}").contains("not an earlier kubeha render"), "{err:#}");
+        assert!(foreign.join("cp1/data").exists());
     }
 }

@@ -1,17 +1,53 @@
 //! Every file each host receives, rendered from the plan with tera templates.
 //!
-//! (Interface stub: the implementation replaces the bodies.)
+//! [`host_configs`] produces what the plan alone decides (static-pod manifests, load-balancer
+//! configs, the kubelet configuration); [`render`] adds the PKI's certificates, keys and
+//! kubeconfigs and the host marker, giving the complete set of files per host. Output is
+//! deterministic: the same plan and PKI give byte-identical files, sorted by path, so renders
+//! can be compared and snapshot-tested.
+//!
+//! Layout: `context` derives per-host addresses and URLs, `control_plane`, `etcd`,
+//! `load_balancer` and `kubelet` choose what each component gets, `pod` and `engine` turn that
+//! into text through the templates in `templates/`.
+
+mod context;
+mod control_plane;
+mod engine;
+mod etcd;
+mod kubelet;
+mod layout;
+mod load_balancer;
+mod pod;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use layout::CLUSTER_MARKER;
+pub use load_balancer::CONFIG_HASH_ANNOTATION;
 
 use crate::files::File;
-use crate::plan::Plan;
+use crate::plan::{Host, Plan};
+use context::HostContext;
+use engine::Engine;
+use layout::{MANIFEST_MODE, manifest};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RenderError {
-    #[error("{0}")]
-    Todo(String),
+    /// An embedded template failed: a bug in kubeha, not in the inventory.
+    #[error("internal error in template {name} (please report it): {source}")]
+    Template { name: &'static str, source: tera::Error },
+    #[error("the cluster's VRRP password cannot be written to keepalived.conf: {0}")]
+    VrrpPassword(String),
+    #[error(
+        "{count} control planes are more than keepalived can rank with distinct VRRP priorities; \
+         use an external load balancer (loadBalancer.type: external)"
+    )]
+    TooManyControlPlanes { count: usize },
+    #[error("host {host}: two files for {}; the PKI and the rendered configs overlap", path.display())]
+    DuplicatePath { host: String, path: PathBuf },
 }
 
 /// Cluster secrets that configuration files embed (not certificates).
@@ -20,6 +56,97 @@ pub struct Secrets<'a> {
 }
 
 /// Static-pod manifests and component configs per host name, each list sorted by path.
-pub fn host_configs(_plan: &Plan, _secrets: &Secrets) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
-    Err(RenderError::Todo("render::host_configs".into()))
+pub fn host_configs(plan: &Plan, secrets: &Secrets) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
+    let engine = Engine::new()?;
+    let mut out = BTreeMap::new();
+    for host in &plan.hosts {
+        let ctx = HostContext::new(plan, host);
+        let mut files = vec![kubelet::config(&ctx, &engine)?];
+        if ctx.is_control_plane() {
+            files.extend(control_plane_files(&ctx, secrets, &engine)?);
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        out.insert(host.name.clone(), files);
+    }
+    Ok(out)
+}
+
+fn control_plane_files(ctx: &HostContext, secrets: &Secrets, engine: &Engine) -> Result<Vec<File>, RenderError> {
+    let pods = [
+        etcd::manifest(ctx),
+        control_plane::apiserver(ctx),
+        control_plane::controller_manager(ctx),
+        control_plane::scheduler(ctx),
+    ];
+    let mut files = Vec::new();
+    for pod in &pods {
+        files.push(File::new(manifest(&pod.name), MANIFEST_MODE, engine.render("static-pod.yaml", pod)?));
+    }
+    files.extend(load_balancer::files(ctx, secrets.vrrp_password, engine)?);
+    Ok(files)
+}
+
+#[derive(Serialize)]
+struct Marker<'a> {
+    cluster: &'a str,
+    cluster_id: &'a str,
+    host: &'a str,
+    role: String,
+    kubeha_version: &'static str,
+}
+
+/// `/etc/kubernetes/kubeha/cluster.yaml`: which cluster (name and CA hash) `host` belongs to.
+fn marker(plan: &Plan, host: &Host, cluster_id: &str, engine: &Engine) -> Result<File, RenderError> {
+    let text = engine.render(
+        "cluster-marker.yaml",
+        &Marker {
+            cluster: &plan.name,
+            cluster_id,
+            host: &host.name,
+            role: host.role.to_string(),
+            kubeha_version: env!("CARGO_PKG_VERSION"),
+        },
+    )?;
+    Ok(File::new(CLUSTER_MARKER, 0o644, text))
+}
+
+/// Every file each host receives: its PKI files, the rendered configs and the host marker,
+/// sorted by path, per host name.
+pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
+    let mut configs = host_configs(plan, &Secrets { vrrp_password: pki.vrrp_password() })?;
+    let engine = Engine::new()?;
+    let cluster_id = pki.cluster_id();
+    for host in &plan.hosts {
+        let mut files = pki.host_files(host);
+        files.append(configs.get_mut(&host.name).expect("host_configs covers every host"));
+        files.push(marker(plan, host, &cluster_id, &engine)?);
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Some(pair) = files.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(RenderError::DuplicatePath { host: host.name.clone(), path: pair[0].path.clone() });
+        }
+        configs.insert(host.name.clone(), files);
+    }
+    Ok(configs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_names_the_cluster_and_host() {
+        let text = "apiVersion: kubeha/v1alpha1\nkind: Cluster\nmetadata: {name: lab}\nspec:\n  \
+                    kubernetesVersion: v1.31.4\n  loadBalancer: {type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}\n  \
+                    ssh: {user: root, identityFile: /root/.ssh/id_ed25519}\n  hosts:\n    \
+                    - {name: cp1, address: 198.18.0.11, role: control-plane}\n";
+        let plan = crate::inventory::parse(text, std::path::Path::new(".")).unwrap();
+        let file = marker(&plan, &plan.hosts[0], "sha256:00ff", &Engine::new().unwrap()).unwrap();
+        assert_eq!((file.path.to_str(), file.mode), (Some(CLUSTER_MARKER), 0o644));
+        let value: serde_json::Value = serde_saphyr::from_str(std::str::from_utf8(&file.content).unwrap()).unwrap();
+        assert_eq!(value["cluster"], "lab");
+        assert_eq!(value["clusterID"], "sha256:00ff");
+        assert_eq!(value["host"], "cp1");
+        assert_eq!(value["role"], "control-plane");
+        assert_eq!(value["kubehaVersion"], env!("CARGO_PKG_VERSION"));
+    }
 }

@@ -1,0 +1,117 @@
+//! The per-host view of the plan that every renderer starts from.
+//!
+//! Addresses, URLs and image references are derived here once, with the rules kubeadm applies
+//! (bracketed IPv6 in URLs, a loopback of the host's own address family for local clients), so
+//! the component modules only choose flags.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+use super::layout::{ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};
+use crate::plan::{Host, Plan, Role, join_host_port};
+
+/// One host of the plan, with what its files need to know about it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostContext<'a> {
+    pub plan: &'a Plan,
+    pub host: &'a Host,
+}
+
+impl<'a> HostContext<'a> {
+    pub fn new(plan: &'a Plan, host: &'a Host) -> Self {
+        HostContext { plan, host }
+    }
+
+    pub fn is_control_plane(&self) -> bool {
+        self.host.role == Role::ControlPlane
+    }
+
+    pub fn address(&self) -> IpAddr {
+        self.host.address
+    }
+
+    /// Loopback in the host's address family: kubeadm points local clients (apiserver → etcd,
+    /// probes) at it, so an IPv6-only host never needs IPv4.
+    pub fn loopback(&self) -> IpAddr {
+        match self.host.address {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        }
+    }
+
+    /// `address:bindPort`: where this host's apiserver is reached (kubeadm's advertise endpoint).
+    pub fn apiserver_endpoint(&self) -> String {
+        join_host_port(self.host.address, self.plan.api_server_bind_port)
+    }
+
+    pub fn etcd_client_url(&self) -> String {
+        https(self.host.address, ETCD_CLIENT_PORT)
+    }
+
+    pub fn etcd_peer_url(&self) -> String {
+        https(self.host.address, ETCD_PEER_PORT)
+    }
+
+    pub fn etcd_local_client_url(&self) -> String {
+        https(self.loopback(), ETCD_CLIENT_PORT)
+    }
+
+    /// Plain HTTP on loopback: metrics and health only, never data.
+    pub fn etcd_metrics_url(&self) -> String {
+        format!("http://{}", join_host_port(self.loopback(), ETCD_METRICS_PORT))
+    }
+
+    /// `<imageRepository>/<component>:<kubernetesVersion>`.
+    pub fn kubernetes_image(&self, component: &str) -> String {
+        format!("{}/{component}:{}", self.plan.image_repository, self.plan.kubernetes_version)
+    }
+
+    /// `<imageRepository>/etcd:<etcd tag>`.
+    pub fn etcd_image(&self) -> String {
+        format!("{}/etcd:{}", self.plan.image_repository, self.plan.etcd_version.tag)
+    }
+
+    /// Position among the control planes in inventory order (`None` for workers).
+    pub fn control_plane_index(&self) -> Option<usize> {
+        self.plan.control_planes().position(|h| h.name == self.host.name)
+    }
+
+    /// The other control planes, in inventory order.
+    pub fn peers(&self) -> impl Iterator<Item = &'a Host> + 'a {
+        let name = self.host.name.as_str();
+        self.plan.control_planes().filter(move |h| h.name != name)
+    }
+}
+
+/// `--initial-cluster`: every stacked etcd member as `name=https://addr:2380`, inventory order.
+pub fn initial_cluster(plan: &Plan) -> String {
+    plan.etcd_members()
+        .map(|h| format!("{}={}", h.name, https(h.address, ETCD_PEER_PORT)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The cluster DNS service address: the tenth address of the service subnet, as kubeadm
+/// allocates it for CoreDNS.
+pub fn cluster_dns_ip(service_subnet: &IpNet) -> IpAddr {
+    match service_subnet {
+        IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 10).into()),
+        IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 10).into()),
+    }
+}
+
+fn https(ip: IpAddr, port: u16) -> String {
+    format!("https://{}", join_host_port(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_ip_is_the_tenth_service_address() {
+        assert_eq!(cluster_dns_ip(&"10.96.0.0/12".parse().unwrap()).to_string(), "10.96.0.10");
+        assert_eq!(cluster_dns_ip(&"fd00:10:96::/108".parse().unwrap()).to_string(), "fd00:10:96::a");
+    }
+}

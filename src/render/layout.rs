@@ -1,0 +1,36 @@
+//! Where things live on a host and which ports they use: the layout every part of kubeha agrees
+//! on (see the project notes), in one place so manifests, configs and scripts cannot disagree.
+
+/// Static-pod manifests the kubelet runs.
+pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
+/// kubeadm's certificate directory; mounted into the control-plane pods at the same path.
+pub const PKI_DIR: &str = "/etc/kubernetes/pki";
+pub const CA_CERT: &str = "/etc/kubernetes/pki/ca.crt";
+pub const ETCD_PKI_DIR: &str = "/etc/kubernetes/pki/etcd";
+pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
+pub const CONTROLLER_MANAGER_CONF: &str = "/etc/kubernetes/controller-manager.conf";
+pub const SCHEDULER_CONF: &str = "/etc/kubernetes/scheduler.conf";
+
+pub const HAPROXY_DIR: &str = "/etc/kubernetes/haproxy";
+pub const HAPROXY_CFG: &str = "/etc/kubernetes/haproxy/haproxy.cfg";
+pub const KEEPALIVED_DIR: &str = "/etc/kubernetes/keepalived";
+pub const KEEPALIVED_CONF: &str = "/etc/kubernetes/keepalived/keepalived.conf";
+pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver.sh";
+
+pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+/// Marks a host as managed by kubeha, for which cluster.
+pub const CLUSTER_MARKER: &str = "/etc/kubernetes/kubeha/cluster.yaml";
+
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+pub const ETCD_METRICS_PORT: u16 = 2381;
+pub const CONTROLLER_MANAGER_PORT: u16 = 10257;
+pub const SCHEDULER_PORT: u16 = 10259;
+
+/// Manifests hold flags only, but kubeadm writes them 0600 and kubelet does not care.
+pub const MANIFEST_MODE: u32 = 0o600;
+
+/// The manifest path of a static pod.
+pub fn manifest(name: &str) -> String {
+    format!("{MANIFESTS_DIR}/{name}.yaml")
+}

@@ -1,0 +1,231 @@
+//! The `keepalived-haproxy` load balancer: haproxy on every control plane balancing over all
+//! apiservers, and keepalived moving the VIP to a control plane whose apiserver and haproxy work.
+//!
+//! Choices and why:
+//! - haproxy passes TLS through (`mode tcp`) and checks each apiserver with `GET /healthz` over
+//!   TLS, verifying the certificate against the cluster CA and the name `kubernetes` that every
+//!   apiserver certificate carries; a dead backend is skipped (`option redispatch`, retries) and
+//!   its sessions are closed so clients reconnect to a live one.
+//! - keepalived runs unicast VRRP between the control planes (works where multicast does not),
+//!   every instance `BACKUP` with `nopreempt` and distinct priorities, so a recovered host does
+//!   not take the VIP back. The health script has weight 0: a failing host goes to FAULT and
+//!   releases the VIP instead of merely lowering its priority.
+//! - Both pods mount their config *directory* and carry a hash of their config files as an
+//!   annotation: a changed config changes the manifest, so the kubelet restarts the pod (a
+//!   running container keeps the old inode of a file replaced by rename).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::RenderError;
+use super::context::HostContext;
+use super::engine::Engine;
+use super::layout::{
+    CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR, MANIFEST_MODE, manifest,
+};
+use super::pod::{HostPathVolume, Probe, StaticPod};
+use crate::files::File;
+use crate::plan::{LoadBalancer, join_host_port};
+
+/// The annotation holding the SHA-256 of a pod's config files.
+pub const CONFIG_HASH_ANNOTATION: &str = "kubeha.io/config-hash";
+
+/// A DNS name in every apiserver serving certificate; haproxy verifies it on health checks.
+const APISERVER_CERT_NAME: &str = "kubernetes";
+
+/// keepalived's PASS authentication uses at most this many characters of the password.
+const VRRP_PASSWORD_LEN: usize = 8;
+
+/// The priority of the first control plane; each later one gets one less.
+const TOP_PRIORITY: usize = 150;
+
+#[derive(Serialize)]
+struct HaproxyConfig<'a> {
+    cluster: &'a str,
+    host: &'a str,
+    bind: String,
+    ca_file: &'static str,
+    verify_name: &'static str,
+    servers: Vec<Backend<'a>>,
+}
+
+#[derive(Serialize)]
+struct Backend<'a> {
+    name: &'a str,
+    address: String,
+}
+
+#[derive(Serialize)]
+struct KeepalivedConfig<'a> {
+    cluster: &'a str,
+    host: &'a str,
+    script: &'static str,
+    interface: &'a str,
+    virtual_router_id: u8,
+    priority: usize,
+    source: String,
+    peers: Vec<String>,
+    /// `None` for IPv6: VRRPv3 has no authentication.
+    auth_pass: Option<&'a str>,
+    vip: String,
+}
+
+#[derive(Serialize)]
+struct CheckScript<'a> {
+    cluster: &'a str,
+    host: &'a str,
+    ca_file: &'static str,
+    apiserver_url: String,
+    haproxy_url: String,
+}
+
+/// haproxy and keepalived files for a control plane; none unless the plan's load balancer is
+/// `keepalived-haproxy`.
+pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<Vec<File>, RenderError> {
+    let plan = ctx.plan;
+    let LoadBalancer::KeepalivedHaproxy { vip, interface, virtual_router_id, haproxy_image, keepalived_image } =
+        &plan.load_balancer
+    else {
+        return Ok(Vec::new());
+    };
+    let index = ctx.control_plane_index().unwrap_or_default();
+    let priority = TOP_PRIORITY
+        .checked_sub(index)
+        .filter(|p| *p > 0)
+        .ok_or(RenderError::TooManyControlPlanes { count: plan.control_planes().count() })?;
+    let endpoint_port = plan.control_plane_endpoint.port;
+    let local = |port| format!("https://127.0.0.1:{port}/healthz");
+
+    let haproxy_cfg = engine.render(
+        "haproxy.cfg",
+        &HaproxyConfig {
+            cluster: &plan.name,
+            host: &ctx.host.name,
+            bind: match vip {
+                IpAddr::V4(_) => format!("*:{endpoint_port}"),
+                IpAddr::V6(_) => format!(":::{endpoint_port} v4v6"),
+            },
+            ca_file: CA_CERT,
+            verify_name: APISERVER_CERT_NAME,
+            servers: plan
+                .control_planes()
+                .map(|h| Backend { name: &h.name, address: join_host_port(h.address, plan.api_server_bind_port) })
+                .collect(),
+        },
+    )?;
+    let keepalived_conf = engine.render(
+        "keepalived.conf",
+        &KeepalivedConfig {
+            cluster: &plan.name,
+            host: &ctx.host.name,
+            script: CHECK_APISERVER_SH,
+            interface,
+            virtual_router_id: *virtual_router_id,
+            priority,
+            source: ctx.address().to_string(),
+            peers: ctx.peers().map(|h| h.address.to_string()).collect(),
+            auth_pass: vip.is_ipv4().then(|| vrrp_auth_pass(password)).transpose()?,
+            vip: vip.to_string(),
+        },
+    )?;
+    let check_script = engine.render(
+        "check_apiserver.sh",
+        &CheckScript {
+            cluster: &plan.name,
+            host: &ctx.host.name,
+            ca_file: CA_CERT,
+            apiserver_url: local(plan.api_server_bind_port),
+            haproxy_url: local(endpoint_port),
+        },
+    )?;
+
+    let haproxy_cfg = File::new(HAPROXY_CFG, 0o644, haproxy_cfg);
+    let keepalived_conf = File::new(KEEPALIVED_CONF, 0o600, keepalived_conf);
+    let check_script = File::new(CHECK_APISERVER_SH, 0o700, check_script);
+
+    let mut haproxy = StaticPod::new(
+        "haproxy",
+        haproxy_image.clone(),
+        ["haproxy", "-W", "-db", "-f", HAPROXY_CFG].map(String::from).to_vec(),
+    )
+    .annotate(CONFIG_HASH_ANNOTATION, config_hash(&[&haproxy_cfg]))
+    .mount([
+        HostPathVolume::existing_file("ca-cert", CA_CERT),
+        HostPathVolume::existing_dir("haproxy-config", HAPROXY_DIR),
+    ]);
+    haproxy.liveness_probe = Some(Probe::tcp_liveness("127.0.0.1", endpoint_port));
+
+    let mut keepalived = StaticPod::new(
+        "keepalived",
+        keepalived_image.clone(),
+        ["keepalived", "--dont-fork", "--log-console", "--log-detail", &format!("--use-file={KEEPALIVED_CONF}")]
+            .map(String::from)
+            .to_vec(),
+    )
+    .annotate(CONFIG_HASH_ANNOTATION, config_hash(&[&keepalived_conf, &check_script]))
+    .mount([
+        HostPathVolume::existing_file("ca-cert", CA_CERT),
+        HostPathVolume::existing_dir("keepalived-config", KEEPALIVED_DIR),
+    ]);
+    keepalived.capabilities = vec!["NET_ADMIN", "NET_BROADCAST", "NET_RAW"];
+
+    let haproxy_yaml = engine.render("static-pod.yaml", &haproxy)?;
+    let keepalived_yaml = engine.render("static-pod.yaml", &keepalived)?;
+    Ok(vec![
+        haproxy_cfg,
+        File::new(manifest("haproxy"), MANIFEST_MODE, haproxy_yaml),
+        keepalived_conf,
+        check_script,
+        File::new(manifest("keepalived"), MANIFEST_MODE, keepalived_yaml),
+    ])
+}
+
+/// The part of the cluster's VRRP password keepalived uses, checked so it cannot break the
+/// config syntax. Longer passwords are cut as keepalived itself would (it refuses the config
+/// in test mode otherwise).
+fn vrrp_auth_pass(password: &str) -> Result<&str, RenderError> {
+    let usable = |c: char| c.is_ascii_alphanumeric() || "-_.+/=:@%^~".contains(c);
+    if password.is_empty() || !password.chars().all(usable) {
+        return Err(RenderError::VrrpPassword(
+            "it must be non-empty and use only letters, digits and -_.+/=:@%^~".to_string(),
+        ));
+    }
+    Ok(&password[..password.len().min(VRRP_PASSWORD_LEN)])
+}
+
+/// SHA-256 over the paths and contents of `files`, hex: changes whenever any of them does.
+pub fn config_hash(files: &[&File]) -> String {
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(f.path.as_os_str().as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(Sha256::digest(&f.content));
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vrrp_password_is_cut_to_what_keepalived_uses() {
+        assert_eq!(vrrp_auth_pass("abcdefghijkl").unwrap(), "abcdefgh");
+        assert_eq!(vrrp_auth_pass("abc").unwrap(), "abc");
+        for bad in ["", "with space", "quote\"", "brace}", "hash#"] {
+            assert!(vrrp_auth_pass(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn config_hash_depends_on_path_and_content() {
+        let a = File::new("/a", 0o644, "x");
+        let b = File::new("/b", 0o644, "x");
+        let a2 = File::new("/a", 0o644, "y");
+        assert_ne!(config_hash(&[&a]), config_hash(&[&b]));
+        assert_ne!(config_hash(&[&a]), config_hash(&[&a2]));
+        assert_eq!(config_hash(&[&a]), config_hash(&[&File::new("/a", 0o600, "x")]));
+    }
+}
