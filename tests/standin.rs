@@ -12,7 +12,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{Lab, VERSION, expect_failure, expired_serving_cert, with_flag};
-use kubeha::https::{HttpsUrl, Request, VerifyFailure};
+use kubeha::https::{HttpsError, HttpsUrl, Request, VerifyFailure};
 
 // ---------------------------------------------------------------------------------------------
 // kube-apiserver
@@ -21,6 +21,18 @@ use kubeha::https::{HttpsUrl, Request, VerifyFailure};
 fn apiserver_serves_health_version_and_api_and_follows_etcd() {
     let mut lab = Lab::new();
     let etcd = lab.start_etcd();
+
+    // crate::https against real etcd (Go's TLS, client-cert-auth): a client certificate from
+    // another CA, or none, is refused in the handshake, and the error says so.
+    let etcd_url = format!("https://{}:2379/v3/kv/range", lab.ns.ip);
+    let key = serde_json::json!({"key": "aGVhbHRo"});
+    for identity in [Some("other-client"), None] {
+        let client = lab.client("etcd-ca.crt", identity);
+        let err = lab.rt.block_on(client.post_json(&etcd_url, &key)).unwrap_err();
+        assert!(matches!(err, HttpsError::Handshake { .. }), "{identity:?}: {err}");
+        assert!(!err.is_verification_failure() && !err.is_transient(), "{identity:?}: {err}");
+    }
+
     let flags = lab.pki.apiserver_flags(lab.ns.ip);
     let api = lab.start_standin("kube-apiserver", "kube-apiserver", flags);
 

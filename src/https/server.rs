@@ -152,7 +152,9 @@ impl ServerTls {
         ServerTls::new(vec![cert.der().clone()], key_der, client_ca)
     }
 
-    /// The rustls configuration (for callers that run their own accept loop).
+    /// The rustls configuration, for callers that run their own accept loop. Client
+    /// certificates are not verified in the handshake: call [`ServerTls::peer`] on each
+    /// accepted connection.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.config.clone()
     }

@@ -84,7 +84,6 @@ pub fn run(component: &str, args: Vec<String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("Error: {e}");
             ExitCode::FAILURE
         }
