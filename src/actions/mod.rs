@@ -5,3 +5,4 @@ pub mod facts;
 pub mod fanout;
 pub mod progress;
 pub mod push;
+pub mod wait;
