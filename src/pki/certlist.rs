@@ -447,3 +447,26 @@ fn alt_names(mut dns: Vec<String>, ips: Vec<IpAddr>) -> Vec<San> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alt_names_are_sorted_and_unique_as_kubeadm_writes_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let sans = alt_names(
+            vec!["kubernetes".into(), "cp1".into(), "kubernetes".into()],
+            vec![ip("10.96.0.1"), ip("198.18.0.11"), ip("10.96.0.1")],
+        );
+        assert_eq!(
+            sans,
+            vec![
+                San::Dns("cp1".into()),
+                San::Dns("kubernetes".into()),
+                San::Ip(ip("10.96.0.1")),
+                San::Ip(ip("198.18.0.11"))
+            ]
+        );
+    }
+}

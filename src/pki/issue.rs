@@ -93,11 +93,6 @@ pub(crate) fn leaf(
     params.signed_by(key.pair(), issuer)
 }
 
-/// The key usages kubeha expects on a leaf certificate.
-pub(crate) fn leaf_key_usages() -> [KeyUsagePurpose; 2] {
-    [KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
-}
-
 fn base_params(
     common_name: &str,
     organizations: &[String],
@@ -109,7 +104,7 @@ fn base_params(
     params.serial_number = Some(random_serial());
     params.not_before = not_before;
     params.not_after = not_after;
-    params.key_usages = leaf_key_usages().to_vec();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params
 }
 

@@ -139,3 +139,48 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Contents, &'static str> {
         key_pem: decode(&user.user.key_data, "client-key-data is missing", "client-key-data is not base64")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents() -> Contents {
+        Contents {
+            cluster: "lab".into(),
+            server: "https://[fd00::10]:6443".into(),
+            user: "system:node:cp1".into(),
+            ca_pem: b"ca".to_vec(),
+            cert_pem: b"cert".to_vec(),
+            key_pem: b"secret key bytes".to_vec(),
+        }
+    }
+
+    #[test]
+    fn rendered_kubeconfigs_parse_back() {
+        let text = render(&contents());
+        assert!(text.contains("  name: system:node:cp1@lab\n"), "{text}");
+        let back = parse(text.as_bytes()).unwrap();
+        let c = contents();
+        assert_eq!(
+            (back.cluster, back.server, back.user, back.ca_pem, back.cert_pem, back.key_pem),
+            (c.cluster, c.server, c.user, c.ca_pem, c.cert_pem, c.key_pem)
+        );
+    }
+
+    #[test]
+    fn odd_names_are_quoted() {
+        assert_eq!(scalar("kubernetes-admin"), "kubernetes-admin");
+        assert_eq!(scalar("a: b"), "\"a: b\"");
+        assert_eq!(scalar("-x"), "\"-x\"");
+        assert_eq!(scalar(""), "\"\"");
+    }
+
+    #[test]
+    fn broken_kubeconfigs_are_described_without_their_content() {
+        let text = render(&contents()).replace("client-key-data: ", "client-key-data: x%");
+        assert_eq!(parse(text.as_bytes()).err(), Some("client-key-data is not base64"));
+        let text = render(&contents()).replace("current-context: system:node:cp1@lab", "current-context: other");
+        assert_eq!(parse(text.as_bytes()).err(), Some("current-context does not name a context"));
+        assert_eq!(parse(b"users: [").err(), Some("not a kubeconfig YAML document"));
+    }
+}

@@ -75,6 +75,7 @@ struct CaMaterial {
 struct Signer<'a> {
     authority: Authority,
     crt: PathBuf,
+    pem: &'a [u8],
     cert: X509Certificate<'a>,
     issuer: Issuer<'a, &'a KeyPair>,
 }
@@ -119,15 +120,13 @@ impl Run<'_> {
 
         let signers = CAS.iter().zip(&materials).map(|(row, m)| self.signer(row, m)).collect::<Result<Vec<_>, _>>()?;
         let signer = |authority| signers.iter().find(|s| s.authority == authority).expect("every authority has a CA");
-        let ca_pem = &materials[0].pem;
-        debug_assert_eq!(CAS[0].authority, Authority::Kubernetes);
 
         let leaves = certlist::leaves(self.plan);
         let kubeconfigs = certlist::kubeconfigs(self.plan);
         let jobs: Vec<Job> = leaves.iter().map(Job::Leaf).chain(kubeconfigs.iter().map(Job::Kubeconfig)).collect();
         let done = parallel::map(&jobs, |job| match job {
             Job::Leaf(leaf) => self.leaf(leaf, signer(leaf.identity.signer)),
-            Job::Kubeconfig(kc) => self.kubeconfig(kc, signer(Authority::Kubernetes), ca_pem).map(|r| vec![r]),
+            Job::Kubeconfig(kc) => self.kubeconfig(kc, signer(Authority::Kubernetes)).map(|r| vec![r]),
         });
         for recs in done {
             records.append(&mut recs?);
@@ -216,7 +215,7 @@ impl Run<'_> {
                 what: "CA certificate for rcgen",
                 detail: e.to_string(),
             })?;
-        Ok(Signer { authority: row.authority, crt, cert, issuer })
+        Ok(Signer { authority: row.authority, crt, pem: &material.pem, cert, issuer })
     }
 
     fn service_account(&self) -> Result<Vec<Record>, PkiError> {
@@ -312,13 +311,13 @@ impl Run<'_> {
         Ok(cert.pem().into_bytes())
     }
 
-    fn kubeconfig(&self, kc: &Kubeconfig, signer: &Signer<'_>, ca_pem: &[u8]) -> Result<Record, PkiError> {
+    fn kubeconfig(&self, kc: &Kubeconfig, signer: &Signer<'_>) -> Result<Record, PkiError> {
         let path = self.store.path(&kc.rel);
         let mut expected = Contents {
             cluster: self.plan.name.clone(),
             server: kc.server.clone(),
             user: kc.identity.common_name.clone(),
-            ca_pem: ca_pem.to_vec(),
+            ca_pem: signer.pem.to_vec(),
             cert_pem: Vec::new(),
             key_pem: Vec::new(),
         };
@@ -357,7 +356,7 @@ impl Run<'_> {
                 found.cluster, found.user, expected.cluster, expected.user
             ));
         }
-        let same_ca = found.ca_pem == ca_pem
+        let same_ca = found.ca_pem == signer.pem
             || inspect::pem_to_der(&found.ca_pem, &path).ok().as_deref() == Some(signer.cert.as_raw());
         if !same_ca {
             reasons.push(format!("its CA is not the current {}", signer.crt.display()));

@@ -47,3 +47,20 @@ pub(crate) fn parse_vrrp_password(content: &[u8], path: &Path) -> Result<String,
 pub(crate) fn vrrp_password_file(password: &str) -> Vec<u8> {
     format!("{password}\n").into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_eight_random_alphanumerics() {
+        let a = new_vrrp_password();
+        let b = new_vrrp_password();
+        assert!(a.len() == LEN && a.bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+        let path = Path::new("secrets/vrrp-password");
+        assert_eq!(parse_vrrp_password(&vrrp_password_file(&a), path).unwrap(), a);
+        assert!(parse_vrrp_password(b"short\n", path).is_err());
+        assert!(parse_vrrp_password(b"abcd efg\n", path).is_err());
+    }
+}
