@@ -371,14 +371,7 @@ fn second_run_changes_nothing_and_everything_is_private() {
     let state = dir.path().join("state");
     certs_generate(&example_inventory(), &state);
     let first = tree(&state);
-    let out = kubeha(&[
-        "certs",
-        "generate",
-        "-i",
-        example_inventory().to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = certs_generate_output(&example_inventory(), &state);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing created or renewed");
     assert!(
@@ -582,14 +575,7 @@ fn refused(good: &Path, damage: impl FnOnce(&Path), file: &str, says: &str) -> S
     run_ok("cp", &["-a", good.to_str().unwrap(), state.to_str().unwrap()]);
     damage(&state);
     let before = tree(&state);
-    let out = kubeha(&[
-        "certs",
-        "generate",
-        "-i",
-        example_inventory().to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-    ]);
+    let out = certs_generate_output(&example_inventory(), &state);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");

@@ -21,18 +21,18 @@ use super::PkiError;
 use super::certlist::Identity;
 use crate::plan::San;
 
-/// The DER of the first certificate in a PEM file (the leaf, as kubeadm reads it).
+/// The DER of the first certificate in a PEM file (the leaf, as kubeadm reads it); [`parse`]
+/// tells whether it is a certificate.
 pub(crate) fn pem_to_der(pem: &[u8], path: &Path) -> Result<Vec<u8>, PkiError> {
     let der = CertificateDer::from_pem_slice(pem).map_err(|e| PkiError::Corrupt {
         path: path.to_path_buf(),
         what: "certificate",
         detail: format!("no PEM CERTIFICATE block: {e}"),
     })?;
-    parse(&der, path)?;
     Ok(der.to_vec())
 }
 
-/// Parses DER that [`pem_to_der`] already accepted, or reports it as corrupt.
+/// Parses a DER certificate, or reports the file as corrupt.
 pub(crate) fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError> {
     match X509Certificate::from_der(der) {
         Ok((_, cert)) => Ok(cert),

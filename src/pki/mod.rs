@@ -107,7 +107,10 @@ pub fn load(plan: &Plan, state_dir: &Path) -> Result<Pki, PkiError> {
 
 impl Pki {
     /// The certificates, keys and kubeconfigs `host` receives, at their paths on the host,
-    /// sorted by path. `host` must be a host of the plan the PKI was loaded for.
+    /// sorted by path.
+    ///
+    /// # Panics
+    /// If `host` is not a host of the plan the PKI was loaded for.
     pub fn host_files(&self, host: &Host) -> Vec<File> {
         let mut out: Vec<File> = certlist::placements(host)
             .into_iter()

@@ -177,11 +177,7 @@ impl Run<'_> {
         match (self.store.read(&crt)?, self.store.read(&key_rel)?) {
             (Some(pem), Some(key_pem)) => {
                 let der = inspect::pem_to_der(&pem, &crt_path)?;
-                let key = Key::from_pem(key_pem, &key_path)?;
-                let cert = inspect::parse(&der, &crt_path)?;
-                if !key.matches(cert.public_key()) {
-                    return Err(PkiError::KeyMismatch { cert: crt_path, key: key_path });
-                }
+                let (cert, key) = pair(&der, key_pem, &crt_path, &key_path)?;
                 inspect::check_ca(&cert, &crt_path, self.validity.now)?;
                 let records =
                     vec![Record::new(crt, Change::Kept, pem.clone()), Record::new(key_rel, Change::Kept, key.pem())];
@@ -253,11 +249,7 @@ impl Run<'_> {
         let (key, key_change, cert_change) = match (self.store.read(&crt)?, self.store.read(&key_rel)?) {
             (Some(pem), Some(key_pem)) => {
                 let der = inspect::pem_to_der(&pem, &crt_path)?;
-                let key = Key::from_pem(key_pem, &key_path)?;
-                let cert = inspect::parse(&der, &crt_path)?;
-                if !key.matches(cert.public_key()) {
-                    return Err(PkiError::KeyMismatch { cert: crt_path, key: key_path });
-                }
+                let (cert, key) = pair(&der, key_pem, &crt_path, &key_path)?;
                 match inspect::leaf_mismatch(&cert, &leaf.identity, &signer.cert, &signer.crt, self.validity.now) {
                     None => {
                         return Ok(vec![
@@ -335,9 +327,9 @@ impl Run<'_> {
         let found = kubeconfig::parse(&bytes).map_err(corrupt)?;
         let key = Key::from_pem(found.key_pem.clone(), &path)
             .map_err(|_| corrupt("client-key-data is not a usable private key"))?;
-        let der = inspect::pem_to_der(&found.cert_pem, &path)
-            .map_err(|_| corrupt("client-certificate-data is not a certificate"))?;
-        let cert = inspect::parse(&der, &path)?;
+        let not_a_cert = |_| corrupt("client-certificate-data is not a certificate");
+        let der = inspect::pem_to_der(&found.cert_pem, &path).map_err(not_a_cert)?;
+        let cert = inspect::parse(&der, &path).map_err(not_a_cert)?;
         if !key.matches(cert.public_key()) {
             return Err(PkiError::EmbeddedKeyMismatch { path });
         }
@@ -388,6 +380,16 @@ impl Run<'_> {
         self.store.write(rel, &content, SECRET_MODE)?;
         Ok((password, Record::new(rel, Change::Created, content)))
     }
+}
+
+/// An existing certificate and its key, refused unless they belong together.
+fn pair<'d>(der: &'d [u8], key_pem: Vec<u8>, crt: &Path, key: &Path) -> Result<(X509Certificate<'d>, Key), PkiError> {
+    let cert = inspect::parse(der, crt)?;
+    let private = Key::from_pem(key_pem, key)?;
+    if !private.matches(cert.public_key()) {
+        return Err(PkiError::KeyMismatch { cert: crt.to_path_buf(), key: key.to_path_buf() });
+    }
+    Ok((cert, private))
 }
 
 enum Job<'a> {

@@ -93,9 +93,14 @@ pub fn kubeha(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kubeha")).args(args).env_remove("KUBEHA_STATE_DIR").output().unwrap()
 }
 
+/// Runs `kubeha certs generate -i INVENTORY --state-dir DIR`.
+pub fn certs_generate_output(inventory: &Path, state: &Path) -> Output {
+    kubeha(&["certs", "generate", "-i", inventory.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+}
+
 /// `kubeha certs generate -i INVENTORY --state-dir DIR`, which must succeed; returns stdout.
 pub fn certs_generate(inventory: &Path, state: &Path) -> String {
-    let out = kubeha(&["certs", "generate", "-i", inventory.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    let out = certs_generate_output(inventory, state);
     assert!(out.status.success(), "kubeha certs generate failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
