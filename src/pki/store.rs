@@ -83,13 +83,14 @@ impl Store {
 
     /// Makes every rename of this run durable.
     pub(crate) fn sync_dirs(&self) -> Result<(), PkiError> {
-        let dirs = std::mem::take(&mut *self.touched.lock().expect("no panics while locked"));
-        for dir in dirs {
-            std::fs::File::open(&dir)
+        let dirs: Vec<PathBuf> =
+            std::mem::take(&mut *self.touched.lock().expect("no panics while locked")).into_iter().collect();
+        let synced = super::parallel::map(&dirs, |dir| {
+            std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|source| PkiError::Write { path: dir.clone(), source })?;
-        }
-        Ok(())
+                .map_err(|source| PkiError::Write { path: dir.clone(), source })
+        });
+        synced.into_iter().collect()
     }
 
     fn make_dir(&self, dir: &Path) -> Result<(), PkiError> {
