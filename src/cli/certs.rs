@@ -1,8 +1,16 @@
 //! `kubeha certs`: the cluster PKI in the state directory.
+//!
+//! `generate` prints one line per file it created or renewed on stdout (the result) and a
+//! one-line summary on stderr.
+
+use std::io::Write;
+
+use anyhow::Context;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Create every missing certificate, key and kubeconfig; keep valid existing ones.
+    /// Create every missing certificate, key and kubeconfig; keep valid existing ones, and
+    /// re-issue (with the same key) leaf certificates that no longer fit the inventory.
     Generate(super::ClusterArgs),
 }
 
@@ -12,8 +20,23 @@ impl Command {
             Command::Generate(args) => {
                 let plan = crate::inventory::load(&args.inventory)?;
                 let dir = args.state_dir(&plan);
-                let report = crate::pki::generate(&plan, &dir)?;
-                eprintln!("{} created, {} kept in {}", report.created.len(), report.kept.len(), dir.display());
+                let report = crate::pki::generate(&plan, &dir)
+                    .with_context(|| format!("cannot generate the PKI in {}", dir.display()))?;
+                let mut out = std::io::stdout().lock();
+                for path in &report.created {
+                    writeln!(out, "created {}", path.display())?;
+                }
+                for renewal in &report.renewed {
+                    writeln!(out, "renewed {} ({})", renewal.path.display(), renewal.reason)?;
+                }
+                out.flush()?;
+                eprintln!(
+                    "{} created, {} renewed, {} kept in {}",
+                    report.created.len(),
+                    report.renewed.len(),
+                    report.kept.len(),
+                    dir.display()
+                );
                 Ok(())
             }
         }

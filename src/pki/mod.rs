@@ -1,19 +1,33 @@
 //! The cluster PKI in the local state directory: kubeadm-compatible certificates, keys and
 //! kubeconfigs, generated once and reused.
 //!
-//! (Interface stub: the implementation replaces the bodies.)
+//! The state directory holds what every control plane shares under `pki/` (the three CAs,
+//! `sa.key`/`sa.pub`, the shared client certificates), what belongs to one host under
+//! `nodes/<host>/`, `admin.conf`/`super-admin.conf` at its root and the VRRP password under
+//! `secrets/`. [`generate`] fills in whatever is missing and re-issues leaf certificates the
+//! plan has outgrown; [`load`] reads and checks everything without writing, and hands each host
+//! its files at their paths under `/etc/kubernetes` ([`Pki::host_files`]).
+//!
+//! The list of certificates is data in [`certlist`]; `docs/pki.md` describes every file.
 
+mod certlist;
+mod error;
+mod inspect;
+mod issue;
+mod keys;
+mod kubeconfig;
+mod parallel;
+mod reconcile;
+mod secrets;
+mod store;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub use error::PkiError;
 
 use crate::files::File;
 use crate::plan::{Host, Plan};
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PkiError {
-    #[error("{0}")]
-    Todo(String),
-}
 
 /// `$XDG_STATE_HOME/kubeha/<cluster>`, else `~/.local/state/kubeha/<cluster>`.
 pub fn default_state_dir(cluster: &str) -> PathBuf {
@@ -23,16 +37,27 @@ pub fn default_state_dir(cluster: &str) -> PathBuf {
     base.join("kubeha").join(cluster)
 }
 
-/// What `generate` did, file by file (paths relative to the state directory).
+/// What `generate` did, file by file (paths relative to the state directory), in the order of
+/// the certificate list.
 #[derive(Debug, Default)]
 pub struct GenerateReport {
     pub created: Vec<PathBuf>,
     pub kept: Vec<PathBuf>,
+    /// Leaf certificates and kubeconfigs re-issued or rewritten (with their existing keys).
+    pub renewed: Vec<Renewal>,
 }
 
-/// Creates whatever is missing under `state_dir`; never replaces a valid existing file.
-pub fn generate(_plan: &Plan, _state_dir: &Path) -> Result<GenerateReport, PkiError> {
-    Err(PkiError::Todo("pki::generate".into()))
+/// A file `generate` rewrote, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Creates whatever is missing under `state_dir` and re-issues leaf certificates that no longer
+/// fit the plan (with their existing keys); never replaces a CA or a key.
+pub fn generate(plan: &Plan, state_dir: &Path) -> Result<GenerateReport, PkiError> {
+    Ok(reconcile::run(plan, state_dir, reconcile::Mode::Generate)?.report)
 }
 
 /// A client certificate and key in PEM, for kubeha's own TLS connections.
@@ -41,41 +66,104 @@ pub struct ClientIdentity {
     pub key_pem: Vec<u8>,
 }
 
-/// Everything in the state directory, loaded and checked against the plan.
-pub struct Pki {}
+/// Never prints the key.
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("cert_pem_bytes", &self.cert_pem.len()).finish_non_exhaustive()
+    }
+}
 
-/// Loads the complete PKI; fails when anything the plan needs is missing or invalid.
-pub fn load(_plan: &Plan, _state_dir: &Path) -> Result<Pki, PkiError> {
-    Err(PkiError::Todo("pki::load".into()))
+/// Everything in the state directory, loaded and checked against the plan.
+pub struct Pki {
+    state_dir: PathBuf,
+    /// Every file of the plan by path relative to the state directory.
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    cluster_id: String,
+    vrrp_password: String,
+}
+
+/// Never prints file contents or the password.
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("state_dir", &self.state_dir)
+            .field("files", &self.files.len())
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads the complete PKI; fails when anything the plan needs is missing or invalid, or a leaf
+/// certificate no longer fits the plan (then `kubeha certs generate` renews it).
+pub fn load(plan: &Plan, state_dir: &Path) -> Result<Pki, PkiError> {
+    let outcome = reconcile::run(plan, state_dir, reconcile::Mode::Check)?;
+    Ok(Pki {
+        state_dir: state_dir.to_path_buf(),
+        files: outcome.files,
+        cluster_id: outcome.cluster_id,
+        vrrp_password: outcome.vrrp_password,
+    })
 }
 
 impl Pki {
-    /// The certificates, keys and kubeconfigs `host` receives, at their paths on the host.
-    pub fn host_files(&self, _host: &Host) -> Vec<File> {
-        todo!()
+    /// The certificates, keys and kubeconfigs `host` receives, at their paths on the host,
+    /// sorted by path.
+    ///
+    /// # Panics
+    /// If `host` is not a host of the plan the PKI was loaded for.
+    pub fn host_files(&self, host: &Host) -> Vec<File> {
+        let mut out: Vec<File> = certlist::placements(host)
+            .into_iter()
+            .map(|p| File::new(p.host_path, p.mode, self.file(&p.rel).to_vec()))
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
     }
+
     /// The cluster CA certificate (PEM).
     pub fn ca_cert_pem(&self) -> &[u8] {
-        todo!()
+        self.file(Path::new("pki/ca.crt"))
     }
+
     /// The etcd CA certificate (PEM).
     pub fn etcd_ca_cert_pem(&self) -> &[u8] {
-        todo!()
+        self.file(Path::new("pki/etcd/ca.crt"))
     }
+
     /// The `etcd/healthcheck-client` identity kubeha uses to query etcd.
     pub fn etcd_healthcheck_client(&self) -> ClientIdentity {
-        todo!()
+        self.identity("pki/etcd/healthcheck-client")
     }
+
+    /// The `apiserver-etcd-client` identity (what the apiservers use to reach etcd).
+    pub fn apiserver_etcd_client(&self) -> ClientIdentity {
+        self.identity("pki/apiserver-etcd-client")
+    }
+
     /// `admin.conf` in the state directory.
     pub fn admin_kubeconfig_path(&self) -> PathBuf {
-        todo!()
+        self.state_dir.join("admin.conf")
     }
+
     /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo (kubeadm's discovery hash).
     pub fn cluster_id(&self) -> String {
-        todo!()
+        self.cluster_id.clone()
     }
+
     /// The VRRP authentication password shared by every keepalived of this cluster.
     pub fn vrrp_password(&self) -> &str {
-        todo!()
+        &self.vrrp_password
+    }
+
+    fn identity(&self, base: &str) -> ClientIdentity {
+        let base = Path::new(base);
+        ClientIdentity {
+            cert_pem: self.file(&base.with_extension("crt")).to_vec(),
+            key_pem: self.file(&base.with_extension("key")).to_vec(),
+        }
+    }
+
+    fn file(&self, rel: &Path) -> &[u8] {
+        self.files.get(rel).map(Vec::as_slice).unwrap_or_else(|| panic!("{} is not a file of the plan", rel.display()))
     }
 }

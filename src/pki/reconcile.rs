@@ -1,0 +1,398 @@
+//! The one pass over the state directory that both `generate` and `load` make: read every file
+//! the plan needs, check it, and (when generating) create what is missing and re-issue leaf
+//! certificates that no longer fit, always with their existing keys.
+//!
+//! Rules, file by file:
+//! - a CA is kept if its certificate and key are readable, match, and it is an unexpired CA;
+//!   anything else about a CA is an error, because replacing a CA breaks every host;
+//! - a key is never replaced; a leaf certificate without its key is an error, a key without
+//!   its certificate gets a new certificate;
+//! - a leaf that no longer fits the plan is re-issued with its key and reported as renewed;
+//! - in [`Mode::Check`] nothing is written, and whatever would be created or renewed is an error.
+//!
+//! CAs are settled first (each parsed once, with its rcgen issuer built once); then leaves and
+//! kubeconfigs, which are independent of each other, are handled on every core.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rcgen::{Issuer, KeyPair};
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use x509_parser::certificate::X509Certificate;
+
+use super::certlist::{self, Authority, CAS, CERT_MODE, CaRow, Kubeconfig, Leaf, SA_KEY, SA_PUB, SECRET_MODE};
+use super::issue::{self, Validity};
+use super::keys::{self, Key};
+use super::kubeconfig::{self, Contents};
+use super::store::Store;
+use super::{GenerateReport, PkiError, Renewal, inspect, parallel, secrets};
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Create what is missing and renew what no longer fits.
+    Generate,
+    /// Write nothing; anything missing or out of date is an error.
+    Check,
+}
+
+/// Everything the pass read or wrote.
+pub(crate) struct Outcome {
+    /// Content of every file of the plan, by path relative to the state directory.
+    pub(crate) files: BTreeMap<PathBuf, Vec<u8>>,
+    pub(crate) report: GenerateReport,
+    pub(crate) cluster_id: String,
+    pub(crate) vrrp_password: String,
+}
+
+enum Change {
+    Created,
+    Kept,
+    Renewed(String),
+}
+
+struct Record {
+    rel: PathBuf,
+    change: Change,
+    content: Vec<u8>,
+}
+
+impl Record {
+    fn new(rel: impl Into<PathBuf>, change: Change, content: impl Into<Vec<u8>>) -> Self {
+        Record { rel: rel.into(), change, content: content.into() }
+    }
+}
+
+/// A CA's certificate and key, as read or created.
+struct CaMaterial {
+    pem: Vec<u8>,
+    der: Vec<u8>,
+    key: Key,
+}
+
+/// A CA ready to check and sign leaves: parsed once.
+struct Signer<'a> {
+    authority: Authority,
+    crt: PathBuf,
+    pem: &'a [u8],
+    cert: X509Certificate<'a>,
+    issuer: Issuer<'a, &'a KeyPair>,
+}
+
+struct Run<'a> {
+    store: &'a Store,
+    plan: &'a Plan,
+    mode: Mode,
+    validity: Validity,
+}
+
+pub(crate) fn run(plan: &Plan, dir: &Path, mode: Mode) -> Result<Outcome, PkiError> {
+    let store = Store::new(dir);
+    if mode == Mode::Generate {
+        store.create_root()?;
+    }
+    let run = Run { store: &store, plan, mode, validity: Validity::starting_now(&plan.certificates) };
+    let result = run.all();
+    // Make whatever was written durable, even when a later file failed.
+    let synced = store.sync_dirs();
+    let outcome = result?;
+    synced?;
+    Ok(outcome)
+}
+
+impl Run<'_> {
+    fn all(&self) -> Result<Outcome, PkiError> {
+        let mut records = Vec::new();
+
+        let (cas, sa) = std::thread::scope(|scope| {
+            let sa = scope.spawn(|| self.service_account());
+            let cas = parallel::map(&CAS, |row| self.ca(row));
+            (cas, sa.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        let mut materials = Vec::new();
+        for ca in cas {
+            let (material, mut recs) = ca?;
+            records.append(&mut recs);
+            materials.push(material);
+        }
+        records.append(&mut sa?);
+
+        let signers = CAS.iter().zip(&materials).map(|(row, m)| self.signer(row, m)).collect::<Result<Vec<_>, _>>()?;
+        let signer = |authority| signers.iter().find(|s| s.authority == authority).expect("every authority has a CA");
+
+        let leaves = certlist::leaves(self.plan);
+        let kubeconfigs = certlist::kubeconfigs(self.plan);
+        let jobs: Vec<Job> = leaves.iter().map(Job::Leaf).chain(kubeconfigs.iter().map(Job::Kubeconfig)).collect();
+        let done = parallel::map(&jobs, |job| match job {
+            Job::Leaf(leaf) => self.leaf(leaf, signer(leaf.identity.signer)),
+            Job::Kubeconfig(kc) => self.kubeconfig(kc, signer(Authority::Kubernetes)).map(|r| vec![r]),
+        });
+        for recs in done {
+            records.append(&mut recs?);
+        }
+
+        let (vrrp_password, record) = self.vrrp_password()?;
+        records.push(record);
+
+        let cluster_id =
+            format!("sha256:{}", hex::encode(Sha256::digest(signer(Authority::Kubernetes).cert.public_key().raw)));
+        let mut report = GenerateReport::default();
+        let mut files = BTreeMap::new();
+        for Record { rel, change, content } in records {
+            match change {
+                Change::Created => report.created.push(rel.clone()),
+                Change::Kept => report.kept.push(rel.clone()),
+                Change::Renewed(reason) => report.renewed.push(Renewal { path: rel.clone(), reason }),
+            }
+            files.insert(rel, content);
+        }
+        Ok(Outcome { files, report, cluster_id, vrrp_password })
+    }
+
+    /// In check mode, what would be created is an error.
+    fn may_create(&self, rel: &Path) -> Result<(), PkiError> {
+        match self.mode {
+            Mode::Generate => Ok(()),
+            Mode::Check => Err(PkiError::Missing { path: self.store.path(rel) }),
+        }
+    }
+
+    /// In check mode, what would be renewed is an error.
+    fn may_renew(&self, rel: &Path, reason: &str) -> Result<(), PkiError> {
+        match self.mode {
+            Mode::Generate => Ok(()),
+            Mode::Check => Err(PkiError::Stale { path: self.store.path(rel), reason: reason.to_string() }),
+        }
+    }
+
+    fn new_key(&self) -> Result<Key, PkiError> {
+        Key::generate(self.plan.certificates.key_algorithm)
+    }
+
+    fn ca(&self, row: &CaRow) -> Result<(CaMaterial, Vec<Record>), PkiError> {
+        let base = Path::new("pki").join(row.base);
+        let (crt, key_rel) = (base.with_extension("crt"), base.with_extension("key"));
+        let (crt_path, key_path) = (self.store.path(&crt), self.store.path(&key_rel));
+        match (self.store.read(&crt)?, self.store.read(&key_rel)?) {
+            (Some(pem), Some(key_pem)) => {
+                let der = inspect::pem_to_der(&pem, &crt_path)?;
+                let (cert, key) = pair(&der, key_pem, &crt_path, &key_path)?;
+                inspect::check_ca(&cert, &crt_path, self.validity.now)?;
+                let records =
+                    vec![Record::new(crt, Change::Kept, pem.clone()), Record::new(key_rel, Change::Kept, key.pem())];
+                Ok((CaMaterial { pem, der, key }, records))
+            }
+            (None, None) => {
+                self.may_create(&crt)?;
+                let key = self.new_key()?;
+                let cert = issue::ca(row.common_name, &key, &self.validity)
+                    .map_err(|e| PkiError::Sign { path: crt_path, detail: e.to_string() })?;
+                let pem = cert.pem().into_bytes();
+                self.store.write(&key_rel, key.pem(), SECRET_MODE)?;
+                self.store.write(&crt, &pem, CERT_MODE)?;
+                let records = vec![
+                    Record::new(crt, Change::Created, pem.clone()),
+                    Record::new(key_rel, Change::Created, key.pem()),
+                ];
+                Ok((CaMaterial { pem, der: cert.der().to_vec(), key }, records))
+            }
+            (Some(_), None) => Err(PkiError::MissingKey { cert: crt_path, key: key_path }),
+            (None, Some(_)) => Err(PkiError::MissingCaCert { key: key_path, cert: crt_path }),
+        }
+    }
+
+    fn signer<'m>(&self, row: &CaRow, material: &'m CaMaterial) -> Result<Signer<'m>, PkiError> {
+        let crt = Path::new("pki").join(row.base).with_extension("crt");
+        let cert = inspect::parse(&material.der, &self.store.path(&crt))?;
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(material.der.as_slice()), material.key.pair())
+            .map_err(|e| PkiError::Corrupt {
+                path: self.store.path(&crt),
+                what: "CA certificate for rcgen",
+                detail: e.to_string(),
+            })?;
+        Ok(Signer { authority: row.authority, crt, pem: &material.pem, cert, issuer })
+    }
+
+    fn service_account(&self) -> Result<Vec<Record>, PkiError> {
+        let (key_path, pub_path) = (self.store.path(Path::new(SA_KEY)), self.store.path(Path::new(SA_PUB)));
+        match (self.store.read(Path::new(SA_KEY))?, self.store.read(Path::new(SA_PUB))?) {
+            (Some(key_pem), Some(public)) => {
+                let key = Key::from_pem(key_pem, &key_path)?;
+                if !keys::public_pem_matches(&public, &key, &pub_path)? {
+                    return Err(PkiError::KeyMismatch { cert: pub_path, key: key_path });
+                }
+                Ok(vec![Record::new(SA_KEY, Change::Kept, key.pem()), Record::new(SA_PUB, Change::Kept, public)])
+            }
+            (Some(key_pem), None) => {
+                self.may_create(Path::new(SA_PUB))?;
+                let key = Key::from_pem(key_pem, &key_path)?;
+                let public = key.public_pem();
+                self.store.write(Path::new(SA_PUB), public.as_bytes(), CERT_MODE)?;
+                Ok(vec![Record::new(SA_KEY, Change::Kept, key.pem()), Record::new(SA_PUB, Change::Created, public)])
+            }
+            (None, Some(_)) => Err(PkiError::MissingKey { cert: pub_path, key: key_path }),
+            (None, None) => {
+                self.may_create(Path::new(SA_KEY))?;
+                let key = self.new_key()?;
+                let public = key.public_pem();
+                self.store.write(Path::new(SA_KEY), key.pem(), SECRET_MODE)?;
+                self.store.write(Path::new(SA_PUB), public.as_bytes(), CERT_MODE)?;
+                Ok(vec![Record::new(SA_KEY, Change::Created, key.pem()), Record::new(SA_PUB, Change::Created, public)])
+            }
+        }
+    }
+
+    fn leaf(&self, leaf: &Leaf, signer: &Signer<'_>) -> Result<Vec<Record>, PkiError> {
+        let (crt, key_rel) = (leaf.rel.with_extension("crt"), leaf.rel.with_extension("key"));
+        let (crt_path, key_path) = (self.store.path(&crt), self.store.path(&key_rel));
+        let (key, key_change, cert_change) = match (self.store.read(&crt)?, self.store.read(&key_rel)?) {
+            (Some(pem), Some(key_pem)) => {
+                let der = inspect::pem_to_der(&pem, &crt_path)?;
+                let (cert, key) = pair(&der, key_pem, &crt_path, &key_path)?;
+                match inspect::leaf_mismatch(&cert, &leaf.identity, &signer.cert, &signer.crt, self.validity.now) {
+                    None => {
+                        return Ok(vec![
+                            Record::new(crt, Change::Kept, pem),
+                            Record::new(key_rel, Change::Kept, key.pem()),
+                        ]);
+                    }
+                    Some(reason) => {
+                        self.may_renew(&crt, &reason)?;
+                        (key, Change::Kept, Change::Renewed(reason))
+                    }
+                }
+            }
+            (None, Some(key_pem)) => {
+                self.may_create(&crt)?;
+                (Key::from_pem(key_pem, &key_path)?, Change::Kept, Change::Created)
+            }
+            (Some(_), None) => return Err(PkiError::MissingKey { cert: crt_path, key: key_path }),
+            (None, None) => {
+                self.may_create(&crt)?;
+                let key = self.new_key()?;
+                self.store.write(&key_rel, key.pem(), SECRET_MODE)?;
+                (key, Change::Created, Change::Created)
+            }
+        };
+        let pem = self.issue(&leaf.identity, &key, signer, &crt_path)?;
+        self.store.write(&crt, &pem, CERT_MODE)?;
+        Ok(vec![Record::new(crt, cert_change, pem), Record::new(key_rel, key_change, key.pem())])
+    }
+
+    fn issue(
+        &self,
+        identity: &certlist::Identity,
+        key: &Key,
+        signer: &Signer<'_>,
+        path: &Path,
+    ) -> Result<Vec<u8>, PkiError> {
+        let cert = issue::leaf(identity, key, &signer.issuer, &self.validity)
+            .map_err(|e| PkiError::Sign { path: path.to_path_buf(), detail: e.to_string() })?;
+        // rcgen re-encodes the CA's subject as the issuer name; Go clients chain by exact bytes.
+        let issued = inspect::parse(cert.der(), path)?;
+        if issued.issuer().as_raw() != signer.cert.subject().as_raw() {
+            return Err(PkiError::Sign {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "the subject of {} cannot be reproduced exactly as an issuer name",
+                    signer.crt.display()
+                ),
+            });
+        }
+        Ok(cert.pem().into_bytes())
+    }
+
+    fn kubeconfig(&self, kc: &Kubeconfig, signer: &Signer<'_>) -> Result<Record, PkiError> {
+        let path = self.store.path(&kc.rel);
+        let mut expected = Contents {
+            cluster: self.plan.name.clone(),
+            server: kc.server.clone(),
+            user: kc.identity.common_name.clone(),
+            ca_pem: signer.pem.to_vec(),
+            cert_pem: Vec::new(),
+            key_pem: Vec::new(),
+        };
+        let Some(bytes) = self.store.read(&kc.rel)? else {
+            self.may_create(&kc.rel)?;
+            let key = self.new_key()?;
+            expected.cert_pem = self.issue(&kc.identity, &key, signer, &path)?;
+            expected.key_pem = key.pem().to_vec();
+            let text = kubeconfig::render(&expected);
+            self.store.write(&kc.rel, text.as_bytes(), SECRET_MODE)?;
+            return Ok(Record::new(&kc.rel, Change::Created, text));
+        };
+        let corrupt =
+            |detail: &str| PkiError::Corrupt { path: path.clone(), what: "kubeconfig", detail: detail.into() };
+        let found = kubeconfig::parse(&bytes).map_err(corrupt)?;
+        let key = Key::from_pem(found.key_pem.clone(), &path)
+            .map_err(|_| corrupt("client-key-data is not a usable private key"))?;
+        let not_a_cert = |_| corrupt("client-certificate-data is not a certificate");
+        let der = inspect::pem_to_der(&found.cert_pem, &path).map_err(not_a_cert)?;
+        let cert = inspect::parse(&der, &path).map_err(not_a_cert)?;
+        if !key.matches(cert.public_key()) {
+            return Err(PkiError::EmbeddedKeyMismatch { path });
+        }
+
+        let mut reasons = Vec::new();
+        let cert_reason = inspect::leaf_mismatch(&cert, &kc.identity, &signer.cert, &signer.crt, self.validity.now);
+        if let Some(reason) = &cert_reason {
+            reasons.push(format!("client certificate: {reason}"));
+        }
+        if found.server != expected.server {
+            reasons.push(format!("server is {}, expected {}", found.server, expected.server));
+        }
+        if found.cluster != expected.cluster || found.user != expected.user {
+            reasons.push(format!(
+                "names cluster {:?} and user {:?}, expected {:?} and {:?}",
+                found.cluster, found.user, expected.cluster, expected.user
+            ));
+        }
+        let same_ca = found.ca_pem == signer.pem
+            || inspect::pem_to_der(&found.ca_pem, &path).ok().as_deref() == Some(signer.cert.as_raw());
+        if !same_ca {
+            reasons.push(format!("its CA is not the current {}", signer.crt.display()));
+        }
+        if reasons.is_empty() {
+            return Ok(Record::new(&kc.rel, Change::Kept, bytes));
+        }
+        let reason = reasons.join("; ");
+        self.may_renew(&kc.rel, &reason)?;
+        expected.cert_pem = match cert_reason {
+            Some(_) => self.issue(&kc.identity, &key, signer, &path)?,
+            None => found.cert_pem,
+        };
+        expected.key_pem = found.key_pem;
+        let text = kubeconfig::render(&expected);
+        self.store.write(&kc.rel, text.as_bytes(), SECRET_MODE)?;
+        Ok(Record::new(&kc.rel, Change::Renewed(reason), text))
+    }
+
+    fn vrrp_password(&self) -> Result<(String, Record), PkiError> {
+        let rel = Path::new(secrets::VRRP_PASSWORD);
+        if let Some(content) = self.store.read(rel)? {
+            let password = secrets::parse_vrrp_password(&content, &self.store.path(rel))?;
+            return Ok((password, Record::new(rel, Change::Kept, content)));
+        }
+        self.may_create(rel)?;
+        let password = secrets::new_vrrp_password();
+        let content = secrets::vrrp_password_file(&password);
+        self.store.write(rel, &content, SECRET_MODE)?;
+        Ok((password, Record::new(rel, Change::Created, content)))
+    }
+}
+
+/// An existing certificate and its key, refused unless they belong together.
+fn pair<'d>(der: &'d [u8], key_pem: Vec<u8>, crt: &Path, key: &Path) -> Result<(X509Certificate<'d>, Key), PkiError> {
+    let cert = inspect::parse(der, crt)?;
+    let private = Key::from_pem(key_pem, key)?;
+    if !private.matches(cert.public_key()) {
+        return Err(PkiError::KeyMismatch { cert: crt.to_path_buf(), key: key.to_path_buf() });
+    }
+    Ok((cert, private))
+}
+
+enum Job<'a> {
+    Leaf(&'a Leaf),
+    Kubeconfig(&'a Kubeconfig),
+}
