@@ -68,7 +68,10 @@ pub trait Remote: Send + Sync {
     }
 
     /// The state of each path (`None` where it does not exist), in the order given.
-    fn file_states(&self, paths: &[PathBuf]) -> impl Future<Output = Result<Vec<Option<FileState>>, TransportError>> + Send {
+    fn file_states(
+        &self,
+        paths: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<Option<FileState>>, TransportError>> + Send {
         async move {
             let _ = paths;
             todo!()
