@@ -255,10 +255,24 @@ fn the_kubelet_stand_in_starts_restarts_and_stops_static_pods() {
     assert!(lab.pods("cp1").unwrap().iter().all(|p| !p.name.contains("hidden")));
     ssh_ok(&lab, "cp1", "rm /etc/kubernetes/manifests/app.yaml.bak /etc/kubernetes/manifests/.hidden.yaml");
 
+    // staticPodPath in the kubelet configuration moves the static pod directory: pods of the old
+    // one stop, pods of the new one start.
+    put(&lab, "cp1", "/etc/kubernetes/other/o.yaml", &pod_manifest("o", "exec sleep 1000", ""));
+    let config =
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: /etc/kubernetes/other\n";
+    put(&lab, "cp1", "/var/lib/kubelet/config.yaml", config);
+    lab.wait_pod("cp1", "o", secs(10), |p| p.running).unwrap();
+    wait_for(secs(15), "app to stop", || (!lab.pod("cp1", "app").unwrap()?.running).then_some(())).unwrap();
+    let config = config.replace("/etc/kubernetes/other", "/etc/kubernetes/manifests");
+    put(&lab, "cp1", "/var/lib/kubelet/config.yaml", &config);
+    let p3 = lab.wait_pod("cp1", "app", secs(15), |p| p.running).unwrap();
+    assert_eq!(p3.manifest_sha256, sha256(&v2));
+    wait_for(secs(15), "o to go", || lab.pod("cp1", "o").unwrap().is_none().then_some(())).unwrap();
+
     // A removed manifest stops its pod.
     ssh_ok(&lab, "cp1", "rm /etc/kubernetes/manifests/app.yaml");
     wait_for(secs(15), "app to go", || lab.pod("cp1", "app").unwrap().is_none().then_some(())).unwrap();
-    assert!(!Path::new(&format!("/proc/{}", p2.pid.unwrap())).exists());
+    assert!(!Path::new(&format!("/proc/{}", p3.pid.unwrap())).exists());
 
     // A process that exits is started again, later each time.
     let crash = pod_manifest("crash", "date +%s.%N >> /var/lib/kubelet/crash-starts; exit 3", "");
@@ -541,6 +555,8 @@ fn dropping_a_lab_after_a_panic_tears_it_down() {
 #[test]
 fn two_labs_run_side_by_side() {
     let _g = serial();
+    let machine_had: Vec<bool> =
+        ["/etc/kubernetes", "/var/lib/kubelet"].iter().map(|d| Path::new(d).exists()).collect();
     let a = Lab::up(spec("t6", 6, 1, 0)).unwrap();
     let b = Lab::up(spec("t7", 7, 1, 1)).unwrap();
     let (sa, sb) = (snapshot(&a), snapshot(&b));
@@ -557,6 +573,9 @@ fn two_labs_run_side_by_side() {
     assert_eq!(ssh_ok(&b, "w1", "hostname").trim(), "w1", "b keeps running");
     b.down().unwrap();
     assert_gone(&sb);
+    // Mount points the first lab created outlive it while the second uses them, and go with it.
+    let now: Vec<bool> = ["/etc/kubernetes", "/var/lib/kubelet"].iter().map(|d| Path::new(d).exists()).collect();
+    assert_eq!(machine_had, now);
 }
 
 #[test]

@@ -68,17 +68,32 @@ pub(super) fn down(state: &mut State, children: &mut Vec<Child>) -> Result<(), L
     state.bridge_created = left.iter().any(|l| *l == format!("link {}", state.bridge));
     left.extend(supervisors.iter().filter(|s| s.alive()).map(|s| format!("process {}", s.pid)));
 
-    // Mount points the lab created, unless something (another lab's hosts) still uses them.
+    // Mount points the lab created, unless something still uses them: then the lab using them
+    // (another lab's hosts) takes them over and removes them when it goes down.
+    // Another lab may have handed its mount points over to this one since it was loaded.
+    if let Ok(disk) = State::load(&state.dir) {
+        for d in disk.created_dirs {
+            if !state.created_dirs.contains(&d) {
+                state.created_dirs.push(d);
+            }
+        }
+    }
     let mut kept = Vec::new();
     for dir in std::mem::take(&mut state.created_dirs) {
-        let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if empty && !hostfs::mounted_anywhere(&dir) {
+        if !std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
+            if dir.exists() {
+                eprintln!("kubeha-lab: keeping {}: it is not empty", dir.display());
+            }
+            continue;
+        }
+        let users = hostfs::mounted_by(&dir);
+        if users.is_empty() {
             if std::fs::remove_dir(&dir).is_err() && dir.exists() {
                 left.push(format!("directory {}", dir.display()));
                 kept.push(dir);
             }
-        } else if dir.exists() {
-            eprintln!("kubeha-lab: keeping {} (not empty or still mounted elsewhere)", dir.display());
+        } else if !hand_over(&dir, &users, &state.dir) {
+            eprintln!("kubeha-lab: keeping {}: processes {users:?} still mount it", dir.display());
         }
     }
     state.created_dirs = kept;
@@ -94,4 +109,22 @@ pub(super) fn down(state: &mut State, children: &mut Vec<Child>) -> Result<(), L
         let _ = state.save();
         Err(LabError::Leftovers { dir: state.dir.clone(), parts: left })
     }
+}
+
+/// Records `dir` as created by the lab one of `users` (supervisor PIDs) belongs to.
+fn hand_over(dir: &std::path::Path, users: &[u32], own: &std::path::Path) -> bool {
+    for lab_dir in users.iter().filter_map(|p| hostfs::supervisor_lab_dir(*p)) {
+        if lab_dir == own {
+            continue;
+        }
+        if let Ok(mut other) = State::load(&lab_dir) {
+            if !other.created_dirs.iter().any(|d| d == dir) {
+                other.created_dirs.push(dir.to_path_buf());
+            }
+            if other.save().is_ok() {
+                return true;
+            }
+        }
+    }
+    false
 }

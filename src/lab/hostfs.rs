@@ -179,23 +179,33 @@ fn io(path: impl AsRef<Path>, source: std::io::Error) -> LabError {
     LabError::Io { path: path.as_ref().to_path_buf(), source }
 }
 
-/// Whether any mount namespace on the machine still has something mounted on `path` (another
-/// lab's hosts, say): such a directory must not be removed.
-pub fn mounted_anywhere(path: &Path) -> bool {
-    let mut seen = std::collections::HashSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+/// Processes whose mount namespace has something mounted on `path` (e.g. another lab's hosts):
+/// such a directory must not be removed.
+pub fn mounted_by(path: &Path) -> Vec<u32> {
+    let mut namespaces = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) else { continue };
-        if !seen.insert(ns) {
-            continue;
-        }
-        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { continue };
-        if info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == path)) {
-            return true;
+        let mounts_it = *namespaces.entry(ns).or_insert_with(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .is_ok_and(|info| info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == path)))
+        });
+        if mounts_it {
+            out.push(pid);
         }
     }
-    false
+    out
+}
+
+/// The lab directory of a supervisor process (`kubeha-lab node --dir DIR --host HOST`).
+pub fn supervisor_lab_dir(pid: u32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let node = args.iter().position(|a| *a == b"node")?;
+    let dir = args.get(node + 1..)?.windows(2).find(|w| w[0] == b"--dir")?[1];
+    Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
 }
 
 #[cfg(test)]

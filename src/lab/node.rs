@@ -96,8 +96,14 @@ impl Supervisor {
             .open(host_dir.join("kubelet.log"))
             .map_err(|e| format!("cannot open kubelet.log: {e}"))?;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the kubeha-lab binary: {e}"))?;
-        let kubelet =
-            Kubelet::new(&host.name, &exe, Path::new("/etc/kubernetes/manifests"), &host_dir.join("pods"), events);
+        let kubelet = Kubelet::new(
+            &host.name,
+            &exe,
+            Path::new("/etc/kubernetes/manifests"),
+            Path::new("/var/lib/kubelet/config.yaml"),
+            &host_dir.join("pods"),
+            events,
+        );
         let mut s =
             Supervisor { host, host_dir, signals, kubelet, sshd: None, stopping: false, last_status: String::new() };
         s.start_sshd()?;

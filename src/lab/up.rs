@@ -37,6 +37,9 @@ pub(super) fn up(spec: LabSpec) -> Result<Lab, LabError> {
             return Err(LabError::MissingTool { program: program.to_string(), package: package.to_string() });
         }
     }
+    if spec.user == super::spec::LabUser::Ops && find_program("sudo").is_none() {
+        return Err(LabError::MissingTool { program: "sudo".into(), package: "sudo".into() });
+    }
     let exe = match &spec.exe {
         Some(exe) => exe.clone(),
         None => std::env::current_exe().map_err(|source| LabError::Io { path: "/proc/self/exe".into(), source })?,

@@ -1,7 +1,9 @@
 //! The kubelet stand-in: runs the static pods of one lab host as plain processes.
 //!
-//! Like the kubelet's file source it reads every regular file in `/etc/kubernetes/manifests`
-//! whose name does not start with a dot (about once a second), and keys pods by file. A new file
+//! Like the kubelet's file source it reads every regular file in the static pod directory whose
+//! name does not start with a dot (about once a second), and keys pods by file. The directory is
+//! `staticPodPath` from `/var/lib/kubelet/config.yaml` when that file sets one (re-read on every
+//! scan, where the kubelet reads it at start), else `/etc/kubernetes/manifests`. A new file
 //! starts a pod; a changed file stops the pod (TERM, KILL after the grace period) and starts it
 //! from the new content; a removed file stops it; a process that exits is started again after a
 //! back-off (restartPolicy Always, the default), counting restarts. hostPath volumes are checked
@@ -42,7 +44,12 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub struct Kubelet {
     host: String,
     exe: PathBuf,
+    /// The static pod directory when the kubelet configuration names none.
     manifests: PathBuf,
+    /// The KubeletConfiguration file (`staticPodPath`).
+    config: PathBuf,
+    /// The directory used by the last scan, to report changes once.
+    scanned: Option<PathBuf>,
     /// Pod logs (`<pod>.log`), on the machine's side.
     logs: PathBuf,
     events: std::fs::File,
@@ -84,11 +91,13 @@ enum Phase {
 }
 
 impl Kubelet {
-    pub fn new(host: &str, exe: &Path, manifests: &Path, logs: &Path, events: std::fs::File) -> Kubelet {
+    pub fn new(host: &str, exe: &Path, manifests: &Path, config: &Path, logs: &Path, events: std::fs::File) -> Kubelet {
         Kubelet {
             host: host.to_string(),
             exe: exe.to_path_buf(),
             manifests: manifests.to_path_buf(),
+            config: config.to_path_buf(),
+            scanned: None,
             logs: logs.to_path_buf(),
             events,
             pods: BTreeMap::new(),
@@ -208,9 +217,30 @@ impl Kubelet {
         true
     }
 
+    /// `staticPodPath` from the kubelet configuration, else the default directory.
+    fn manifest_dir(&self) -> PathBuf {
+        std::fs::read_to_string(&self.config)
+            .ok()
+            .and_then(|text| serde_saphyr::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| v.get("staticPodPath")?.as_str().map(PathBuf::from))
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| self.manifests.clone())
+    }
+
     fn scan(&mut self, now: Instant) {
+        let dir = self.manifest_dir();
+        if self.scanned.as_ref() != Some(&dir) {
+            let line = format!(
+                "{} {} kubelet: static pods from {}\n",
+                humantime::format_rfc3339_millis(SystemTime::now()),
+                self.host,
+                dir.display()
+            );
+            let _ = self.events.write_all(line.as_bytes());
+            self.scanned = Some(dir.clone());
+        }
         let mut seen = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir(&self.manifests) {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let file = e.file_name().to_string_lossy().into_owned();
                 // Dot files are the kubelet's only exclusion (editors' and kubeha's temp files).
