@@ -173,6 +173,17 @@ fn hosts_answer_ssh_with_their_own_keys_names_and_files() {
     assert_eq!(log.last().map(String::as_str), Some(multi));
     assert!(log.iter().any(|c| c == "hostname; id -un; sudo -n id -u"), "{log:?}");
 
+    // direct-tcpip forwarding works through the command-recording sshd: cp1 opens a connection to
+    // cp2's sshd, whose banner comes back.
+    let mut fwd = lab.ssh_command("cp1").unwrap();
+    fwd.arg("-W").arg(format!("{cp2}:22")).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = fwd.spawn().unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner).unwrap();
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+
     // The written inventory is one kubeha accepts.
     let out = Command::new(env!("CARGO_BIN_EXE_kubeha"))
         .arg("validate")

@@ -231,7 +231,7 @@ impl Lab {
     /// the program and its arguments.
     pub fn exec_command(&self, host: &str) -> Result<Command, LabError> {
         let pid = self.supervisor(host)?.ok_or_else(|| LabError::HostDown { host: host.to_string() })?.pid;
-        let mut cmd = Command::new("nsenter");
+        let mut cmd = process::command("nsenter");
         cmd.args(["-t", &pid.to_string(), "-n", "-m", "-u", "--"]);
         Ok(cmd)
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,9 +98,27 @@ pub fn terminate(procs: &[ProcRef], grace: Duration, mut reap: impl FnMut()) {
     reap();
 }
 
+/// A system program by absolute path, on PATH, or in `/usr/sbin` or `/sbin` (which a non-login
+/// root shell may leave off PATH).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    if name.starts_with('/') {
+        return Path::new(name).is_file().then(|| PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A `Command` for a system program (see [`find_program`]).
+pub fn command(program: &str) -> Command {
+    Command::new(find_program(program).unwrap_or_else(|| PathBuf::from(program)))
+}
+
 /// Runs a program to completion, capturing its output.
 pub fn output<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<Output, LabError> {
-    Command::new(program)
+    command(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -115,7 +134,7 @@ pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String, LabErro
 /// Like [`run`], with `stdin` fed to the program.
 pub fn run_with_stdin<S: AsRef<OsStr>>(program: &str, args: &[S], stdin: &str) -> Result<String, LabError> {
     use std::io::Write;
-    let mut child = Command::new(program)
+    let mut child = command(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -5,10 +5,10 @@
 //! what was made.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use super::process::ProcRef;
+use super::process::{ProcRef, find_program};
 use super::spec::{LabSpec, bridge_name, netns_name, veth_name};
 use super::state::{HostState, State, make_dir, write_file};
 use super::status::NodeStatus;
@@ -131,6 +131,8 @@ fn build(lab: &mut Lab) -> Result<(), LabError> {
         net::create_hosts(&lab.state.bridge, &lab.state.hosts[start..end].iter().collect::<Vec<_>>())?;
     }
 
+    let ip = find_program("ip").unwrap_or_else(|| PathBuf::from("ip"));
+    let unshare = find_program("unshare").unwrap_or_else(|| PathBuf::from("unshare"));
     for i in 0..lab.state.hosts.len() {
         let h = &lab.state.hosts[i];
         let hd = lab.state.host_dir(&h.name);
@@ -140,8 +142,11 @@ fn build(lab: &mut Lab) -> Result<(), LabError> {
             .open(hd.join("node.log"))
             .map_err(|source| LabError::Io { path: hd.join("node.log"), source })?;
         let err = log.try_clone().map_err(|source| LabError::Io { path: hd.join("node.log"), source })?;
-        let child = Command::new("setsid")
-            .args(["ip", "netns", "exec", &h.netns, "unshare", "--mount", "--uts", "--propagation", "private"])
+        let child = super::process::command("setsid")
+            .arg(&ip)
+            .args(["netns", "exec", &h.netns])
+            .arg(&unshare)
+            .args(["--mount", "--uts", "--propagation", "private"])
             .arg(&lab.state.exe)
             .args(["node", "--dir"])
             .arg(&dir)
@@ -188,14 +193,4 @@ pub(super) fn tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(5);
     format!("{} (last lines of {})", lines[start..].join("\n"), path.display())
-}
-
-/// A program by absolute path, or found on PATH.
-fn find_program(name: &str) -> Option<PathBuf> {
-    if name.starts_with('/') {
-        return Path::new(name).is_file().then(|| PathBuf::from(name));
-    }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
-        .unwrap_or_default()
 }
