@@ -493,7 +493,6 @@ fn unusable_vrrp_passwords_are_refused() {
 // ---------------------------------------------------------------- with the PKI
 
 #[test]
-#[ignore = "needs pki: pki::generate and pki::load are implemented elsewhere"]
 fn cli_render_writes_every_file_with_its_mode() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
