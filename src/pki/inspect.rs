@@ -10,6 +10,7 @@ use std::path::Path;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use sha2::Digest;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
@@ -41,6 +42,11 @@ pub(crate) fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a
 }
 
 /// Refuses a CA certificate that cannot sign for the cluster any more.
+/// `sha256:<hex>` of a CA's SubjectPublicKeyInfo: kubeadm's discovery hash, kubeha's cluster id.
+pub(crate) fn cluster_id(ca: &X509Certificate<'_>) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(ca.public_key().raw)))
+}
+
 pub(crate) fn check_ca(cert: &X509Certificate<'_>, path: &Path, now: OffsetDateTime) -> Result<(), PkiError> {
     let is_ca = matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
     if !is_ca {

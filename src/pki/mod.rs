@@ -60,6 +60,19 @@ pub fn generate(plan: &Plan, state_dir: &Path) -> Result<GenerateReport, PkiErro
     Ok(reconcile::run(plan, state_dir, reconcile::Mode::Generate)?.report)
 }
 
+/// The cluster id (see [`Pki::cluster_id`]) of the CA already in `state_dir`, if there is one.
+/// Preflight uses it to recognise hosts that belong to this cluster before anything is generated.
+pub fn existing_cluster_id(state_dir: &Path) -> Result<Option<String>, PkiError> {
+    let path = state_dir.join("pki/ca.crt");
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PkiError::Read { path, source }),
+    };
+    let der = inspect::pem_to_der(&pem, &path)?;
+    Ok(Some(inspect::cluster_id(&inspect::parse(&der, &path)?)))
+}
+
 /// A client certificate and key in PEM, for kubeha's own TLS connections.
 pub struct ClientIdentity {
     pub cert_pem: Vec<u8>,

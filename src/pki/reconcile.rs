@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
 use x509_parser::certificate::X509Certificate;
 
 use super::certlist::{self, Authority, CAS, CERT_MODE, CaRow, Kubeconfig, Leaf, SA_KEY, SA_PUB, SECRET_MODE};
@@ -135,8 +134,7 @@ impl Run<'_> {
         let (vrrp_password, record) = self.vrrp_password()?;
         records.push(record);
 
-        let cluster_id =
-            format!("sha256:{}", hex::encode(Sha256::digest(signer(Authority::Kubernetes).cert.public_key().raw)));
+        let cluster_id = inspect::cluster_id(&signer(Authority::Kubernetes).cert);
         let mut report = GenerateReport::default();
         let mut files = BTreeMap::new();
         for Record { rel, change, content } in records {
