@@ -237,6 +237,8 @@ async fn put_writes_atomically_with_mode_and_owner_and_file_states_read_back() {
     assert!(matches!(err, TransportError::NotAFile { .. }), "{err}");
     let err = host.put(&File::new("relative/x", 0o644, "x")).await.unwrap_err();
     assert!(matches!(err, TransportError::InvalidPath { .. }), "{err}");
+    let err = host.file_states(&[base.join("empty"), "relative/y".into()]).await.unwrap_err();
+    assert_eq!(err.to_string(), "khtr1: \"relative/y\" is not an absolute path with a file name");
     // A directory where the file should go: refused, not moved into it.
     let err = host.put(&File::new(base.join("pki"), 0o644, "x")).await.unwrap_err();
     assert!(err.to_string().contains("cannot rename"), "{err}");

@@ -129,10 +129,7 @@ pub trait Remote: Send + Sync {
             if paths.is_empty() {
                 return Ok(Vec::new());
             }
-            let script = shell::file_states_script(paths).ok_or_else(|| TransportError::InvalidPath {
-                host: self.host().to_string(),
-                path: paths.iter().find(|p| !p.is_absolute() || p.to_str().is_none()).cloned().unwrap_or_default(),
-            })?;
+            let script = shell::file_states_script(paths).ok_or_else(|| invalid_path(self.host(), paths))?;
             let out = self.run(&script, b"").await?;
             let step = shell::step_label(&script);
             let lines = shell::parse_file_states(&out.stdout, paths.len())
@@ -167,12 +164,15 @@ pub trait Remote: Send + Sync {
             if dirs.is_empty() {
                 return Ok(Vec::new());
             }
-            let script = shell::clean_temp_script(dirs).ok_or_else(|| TransportError::InvalidPath {
-                host: self.host().to_string(),
-                path: dirs.iter().find(|p| !p.is_absolute() || p.to_str().is_none()).cloned().unwrap_or_default(),
-            })?;
+            let script = shell::clean_temp_script(dirs).ok_or_else(|| invalid_path(self.host(), dirs))?;
             let out = self.run(&script, b"").await?;
             Ok(shell::parse_removed(&out.stdout))
         }
     }
+}
+
+/// The error for the first of `paths` that a script cannot name (relative or not UTF-8).
+fn invalid_path(host: &str, paths: &[PathBuf]) -> TransportError {
+    let path = paths.iter().find(|p| !p.is_absolute() || p.to_str().is_none()).cloned().unwrap_or_default();
+    TransportError::InvalidPath { host: host.to_string(), path }
 }
