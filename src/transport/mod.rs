@@ -1,19 +1,32 @@
 //! Remote hosts: running commands and writing files over SSH.
 //!
 //! Everything kubeha does on a host goes through the small [`Remote`] trait: run a command as
-//! root with some bytes on stdin, or open a TCP connection from the host. Atomic file writes and
-//! file checksums are built on `exec` here, once, so every implementation (SSH, the in-memory
-//! test host) behaves the same. File contents always travel on stdin, never in a command line.
+//! root with some bytes on stdin, or open a TCP connection from the host. Atomic file writes,
+//! file checksums and temp-file cleanup are built on `exec` here, once (scripts in [`shell`]),
+//! so every implementation behaves the same. File contents always travel on stdin, never in a
+//! command line.
 //!
-//! (Interface stub: the implementation replaces the bodies marked `todo!`.)
+//! Implementations: [`SshHost`] (russh; see `docs/ssh.md`) and [`MemoryRemote`] (an in-memory
+//! host for fast tests of code built on the trait).
+
+mod auth;
+mod error;
+pub mod known_hosts;
+mod memory;
+pub mod shell;
+mod ssh;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::files::File;
+
+pub use auth::{Credentials, PassphraseFn, PassphrasePrompt};
+pub use error::{ACCEPT_NEW_HINT, PresentedKey, TransportError};
+pub use memory::{Call, MemoryFile, MemoryRemote, TcpHandler};
+pub use ssh::{SshHost, SshOptions};
 
 /// What a remote command did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +34,18 @@ pub struct Output {
     pub status: u32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// stdout as text (lossy UTF-8).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stderr as text (lossy UTF-8).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
 }
 
 /// A byte stream to a TCP port, opened by a remote host (an SSH `direct-tcpip` channel).
@@ -37,15 +62,6 @@ pub struct FileState {
     pub gid: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransportError {
-    #[error("{host}: {message}")]
-    Todo { host: String, message: String },
-    #[error("{host}: {what} timed out after {}", humantime::format_duration(*after))]
-    Timeout { host: String, what: String, after: Duration },
-}
-
 /// One host kubeha works on.
 pub trait Remote: Send + Sync {
     /// The host's inventory name, for messages.
@@ -53,28 +69,110 @@ pub trait Remote: Send + Sync {
 
     /// Runs a POSIX `sh` command line as root (through `sudo -n` where the inventory says so),
     /// with `stdin` as its standard input. A non-zero exit status is not an error here.
+    /// A leading `# label` comment line names the command in errors and timeouts.
     fn exec(&self, command: &str, stdin: &[u8]) -> impl Future<Output = Result<Output, TransportError>> + Send;
 
     /// Opens a TCP connection from the host to `address:port` (e.g. `127.0.0.1:2379`).
     fn open_tcp(&self, address: &str, port: u16) -> impl Future<Output = Result<Tunnel, TransportError>> + Send;
 
-    /// Writes `file` atomically: a dot-named temporary file in the target directory, checked
-    /// against the expected SHA-256, fsynced, chmod/chown root, then renamed into place.
-    fn put(&self, file: &File) -> impl Future<Output = Result<(), TransportError>> + Send {
+    /// Like [`exec`](Remote::exec), but a non-zero exit status is an error naming the host, the
+    /// step (see [`shell::step_label`]), the status and the command's stderr.
+    fn run(&self, command: &str, stdin: &[u8]) -> impl Future<Output = Result<Output, TransportError>> + Send {
         async move {
-            let _ = file;
-            todo!()
+            let out = self.exec(command, stdin).await?;
+            if out.status != 0 {
+                return Err(TransportError::CommandFailed {
+                    host: self.host().to_string(),
+                    step: shell::step_label(command),
+                    status: out.status,
+                    stderr: error::stderr_text(&out.stderr),
+                });
+            }
+            Ok(out)
         }
     }
 
-    /// The state of each path (`None` where it does not exist), in the order given.
+    /// Writes `file` atomically: a dot-named temporary file in the target directory, checked
+    /// against the expected SHA-256, chown root, chmod, fsynced, then renamed into place (parent
+    /// directories are created 0755). On any failure the temporary file is removed and the
+    /// target is untouched.
+    fn put(&self, file: &File) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            let invalid = || TransportError::InvalidPath { host: self.host().to_string(), path: file.path.clone() };
+            let name = file.path.file_name().and_then(|n| n.to_str()).ok_or_else(invalid)?;
+            let script = shell::put_script(file, &shell::temp_name(name)).ok_or_else(invalid)?;
+            let out = self.exec(&script, &file.content).await?;
+            match out.status {
+                0 => Ok(()),
+                shell::PUT_CHECKSUM_MISMATCH => Err(TransportError::ChecksumMismatch {
+                    host: self.host().to_string(),
+                    path: file.path.clone(),
+                    detail: error::stderr_text(&out.stderr).trim_start_matches("kubeha-put: ").to_string(),
+                }),
+                status => Err(TransportError::CommandFailed {
+                    host: self.host().to_string(),
+                    step: format!("writing {}", file.path.display()),
+                    status,
+                    stderr: error::stderr_text(&out.stderr),
+                }),
+            }
+        }
+    }
+
+    /// The state of each path (`None` where it does not exist), in the order given, from one
+    /// remote command. A path that exists but is not a regular file is an error.
     fn file_states(
         &self,
         paths: &[PathBuf],
     ) -> impl Future<Output = Result<Vec<Option<FileState>>, TransportError>> + Send {
         async move {
-            let _ = paths;
-            todo!()
+            if paths.is_empty() {
+                return Ok(Vec::new());
+            }
+            let script = shell::file_states_script(paths).ok_or_else(|| invalid_path(self.host(), paths))?;
+            let out = self.run(&script, b"").await?;
+            let step = shell::step_label(&script);
+            let lines = shell::parse_file_states(&out.stdout, paths.len())
+                .map_err(|detail| TransportError::BadOutput { host: self.host().to_string(), step, detail })?;
+            lines
+                .into_iter()
+                .zip(paths)
+                .map(|(line, path)| match line {
+                    shell::StateLine::File { sha256, mode, uid, gid } => Ok(Some(FileState { sha256, mode, uid, gid })),
+                    shell::StateLine::Missing => Ok(None),
+                    shell::StateLine::NotAFile => {
+                        Err(TransportError::NotAFile { host: self.host().to_string(), path: path.clone() })
+                    }
+                    shell::StateLine::Unreadable => Err(TransportError::CommandFailed {
+                        host: self.host().to_string(),
+                        step: format!("reading {}", path.display()),
+                        status: 1,
+                        stderr: error::stderr_text(&out.stderr),
+                    }),
+                })
+                .collect()
         }
     }
+
+    /// Removes kubeha's temporary files (`.kubeha-*.tmp`) that an interrupted run left in `dirs`
+    /// (missing directories are fine); returns the paths removed.
+    fn remove_stale_temp_files(
+        &self,
+        dirs: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<PathBuf>, TransportError>> + Send {
+        async move {
+            if dirs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let script = shell::clean_temp_script(dirs).ok_or_else(|| invalid_path(self.host(), dirs))?;
+            let out = self.run(&script, b"").await?;
+            Ok(shell::parse_removed(&out.stdout))
+        }
+    }
+}
+
+/// The error for the first of `paths` that a script cannot name (relative or not UTF-8).
+fn invalid_path(host: &str, paths: &[PathBuf]) -> TransportError {
+    let path = paths.iter().find(|p| !p.is_absolute() || p.to_str().is_none()).cloned().unwrap_or_default();
+    TransportError::InvalidPath { host: host.to_string(), path }
 }

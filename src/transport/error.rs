@@ -1,0 +1,233 @@
+//! What can go wrong talking to a host, each case with the host (and file, user or step) it
+//! concerns and what the operator can do about it.
+//!
+//! Messages never carry file contents or key material: a failed upload names the path, a failed
+//! command names a short step label and shows the command's own stderr.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the operator makes kubeha record a host key it has not seen before.
+pub const ACCEPT_NEW_HINT: &str = "run kubeha with --accept-new-host-keys to record it";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("{host}: {what} timed out after {}", humantime::format_duration(*after))]
+    Timeout { host: String, what: String, after: Duration },
+
+    #[error("{host}: cannot connect to {address}: {source}")]
+    Connect {
+        host: String,
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{host}: SSH connection to {address} failed: {source}")]
+    Handshake {
+        host: String,
+        address: String,
+        #[source]
+        source: Box<russh::Error>,
+    },
+
+    #[error(
+        "{host}: the host key of {} is not known ({} key {}, not in {}); verify that fingerprint out of \
+         band (e.g. `ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub` on the host's console), then record it \
+         with `{}`, or {ACCEPT_NEW_HINT}",
+        key.address, key.algorithm, key.fingerprint, key.file.display(), key.key_file_kind(), key.keyscan_command()
+    )]
+    UnknownHostKey { host: String, key: Box<PresentedKey> },
+
+    #[error(
+        "{host}: HOST KEY CHANGED: {} presented {} key {}, which does not match the key(s) recorded in {} \
+         at line(s) {}; someone may be intercepting the connection. If the host was reinstalled, verify the \
+         new key out of band, remove the old entry (`ssh-keygen -R {} -f {}`) and record the new one",
+        key.address, key.algorithm, key.fingerprint, key.file.display(), join_lines(lines),
+        key.known_hosts_name, key.file.display()
+    )]
+    HostKeyChanged { host: String, key: Box<PresentedKey>, lines: Vec<usize> },
+
+    #[error(
+        "{host}: the host key {} of {} is marked @revoked in {} line {line}",
+        key.fingerprint, key.address, key.file.display()
+    )]
+    HostKeyRevoked { host: String, key: Box<PresentedKey>, line: usize },
+
+    #[error("{host}: {address} presented an SSH host certificate; kubeha checks plain host keys only")]
+    HostCertificate { host: String, address: String },
+
+    #[error("known hosts file {}: {source}", file.display())]
+    KnownHosts {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{host}: SSH authentication as {user}@{address} failed; tried: {}. Check that one of these public keys \
+         is in {user}'s authorized_keys on the host",
+        if tried.is_empty() { "no key".to_string() } else { tried.join("; ") }
+    )]
+    AuthFailed { host: String, user: String, address: String, tried: Vec<String> },
+
+    #[error("identity file {}: {reason}", path.display())]
+    IdentityFile { path: PathBuf, reason: String },
+
+    #[error(
+        "identity file {} is protected by a passphrase and there is no terminal to ask for it: load it into \
+         ssh-agent (`eval $(ssh-agent)`, `ssh-add {}`) and run kubeha again with SSH_AUTH_SOCK set",
+        path.display(), path.display()
+    )]
+    PassphraseNeeded { path: PathBuf },
+
+    #[error("identity file {}: wrong passphrase (asked {attempts} time(s))", path.display())]
+    WrongPassphrase { path: PathBuf, attempts: u32 },
+
+    #[error(
+        "{host}: sudo asks {user} for a password; kubeha needs passwordless sudo (a sudoers rule like \
+         `{user} ALL=(ALL) NOPASSWD: ALL`), or log in as root"
+    )]
+    SudoPasswordRequired { host: String, user: String },
+
+    #[error("{host}: {user} cannot run commands as root with `sudo -n` (exit status {status}): {stderr}")]
+    SudoFailed { host: String, user: String, status: u32, stderr: String },
+
+    #[error("{host}: {step} failed with exit status {status}{}", stderr_suffix(stderr))]
+    CommandFailed { host: String, step: String, status: u32, stderr: String },
+
+    #[error("{host}: {step} was killed by signal {signal}{}", stderr_suffix(stderr))]
+    CommandKilled { host: String, step: String, signal: String, stderr: String },
+
+    #[error(
+        "{host}: {} did not arrive intact (sha256 mismatch; {detail}); nothing was installed",
+        path.display()
+    )]
+    ChecksumMismatch { host: String, path: PathBuf, detail: String },
+
+    #[error("{host}: the remote side refused to run {step} (exec request denied)")]
+    ExecRefused { host: String, step: String },
+
+    #[error("{host}: connection lost during {what}{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Disconnected { host: String, what: String, reason: Option<String> },
+
+    #[error("{host}: {what}: {source}")]
+    Channel {
+        host: String,
+        what: String,
+        #[source]
+        source: Box<russh::Error>,
+    },
+
+    #[error(
+        "{host}: the SSH server refuses TCP forwarding to {target} (administratively prohibited: \
+         `AllowTcpForwarding no` or a `permitopen` restriction in sshd_config or authorized_keys); kubeha needs it \
+         to reach etcd and the apiserver on the host"
+    )]
+    ForwardingRefused { host: String, target: String },
+
+    #[error("{host}: the host could not connect to {target} ({reason}); is the service listening there?")]
+    TargetUnreachable { host: String, target: String, reason: String },
+
+    #[error("{host}: {path:?} is not an absolute path with a file name")]
+    InvalidPath { host: String, path: PathBuf },
+
+    #[error("{host}: {} exists but is not a regular file", path.display())]
+    NotAFile { host: String, path: PathBuf },
+
+    #[error("{host}: unexpected output from {step}: {detail}")]
+    BadOutput { host: String, step: String, detail: String },
+}
+
+/// A host key as a server presented it, and the known_hosts file it was checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedKey {
+    /// `address:port` connected to (IPv6 in brackets).
+    pub address: String,
+    /// The host's name in known_hosts: the address, or `[address]:port` for ports other than 22.
+    pub known_hosts_name: String,
+    /// e.g. `ssh-ed25519`.
+    pub algorithm: String,
+    /// `SHA256:...`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    pub file: PathBuf,
+}
+
+impl PresentedKey {
+    /// The part of OpenSSH's host key file name for this kind of key (`ed25519`, `ecdsa`, `rsa`).
+    pub fn key_file_kind(&self) -> &'static str {
+        match self.algorithm.as_str() {
+            "ssh-ed25519" => "ed25519",
+            a if a.starts_with("ecdsa-") => "ecdsa",
+            a if a.starts_with("ssh-rsa") || a.starts_with("rsa-") => "rsa",
+            _ => "*",
+        }
+    }
+
+    /// The `ssh-keyscan` command line that records this host's keys in the known_hosts file.
+    pub fn keyscan_command(&self) -> String {
+        let (ip, port) = match self.address.rsplit_once(':') {
+            Some((ip, port)) => (ip.trim_start_matches('[').trim_end_matches(']'), port),
+            None => (self.address.as_str(), "22"),
+        };
+        format!("ssh-keyscan -p {port} {ip} >> {}", self.file.display())
+    }
+}
+
+fn join_lines(lines: &[usize]) -> String {
+    lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+}
+
+/// A command's stderr as it goes into an error: lossy UTF-8, trimmed, at most the last 2000
+/// bytes (the end of a log usually says what went wrong).
+pub(crate) fn stderr_text(stderr: &[u8]) -> String {
+    const MAX: usize = 2000;
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut start = text.len() - MAX;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_stderr_keeps_its_end() {
+        let mut long = "x".repeat(5000);
+        long.push_str("the real reason");
+        let text = stderr_text(long.as_bytes());
+        assert!(text.ends_with("the real reason"));
+        assert!(text.len() < 2100);
+    }
+
+    #[test]
+    fn changed_key_names_file_and_lines() {
+        let key = Box::new(PresentedKey {
+            address: "[2001:db8::1]:2222".into(),
+            known_hosts_name: "[2001:db8::1]:2222".into(),
+            algorithm: "ecdsa-sha2-nistp256".into(),
+            fingerprint: "SHA256:abc".into(),
+            file: "/home/op/.ssh/known_hosts".into(),
+        });
+        let e = TransportError::HostKeyChanged { host: "cp1".into(), key: key.clone(), lines: vec![3, 7] };
+        let text = e.to_string();
+        assert!(text.contains("/home/op/.ssh/known_hosts at line(s) 3, 7"), "{text}");
+        assert!(text.starts_with("cp1: HOST KEY CHANGED"), "{text}");
+        assert!(text.contains("ssh-keygen -R [2001:db8::1]:2222 -f /home/op/.ssh/known_hosts"), "{text}");
+        let text = TransportError::UnknownHostKey { host: "cp1".into(), key }.to_string();
+        assert!(text.contains("ssh-keyscan -p 2222 2001:db8::1 >> /home/op/.ssh/known_hosts"), "{text}");
+        assert!(text.contains("ssh_host_ecdsa_key.pub"), "{text}");
+    }
+}

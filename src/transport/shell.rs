@@ -1,0 +1,352 @@
+//! The remote side of kubeha's file operations: POSIX `sh` scripts (plus coreutils `sha256sum`,
+//! `stat`, `sync`, `mv -T`) built here once and run through [`Remote::exec`](super::Remote::exec).
+//!
+//! Scripts carry paths, modes and checksums, never contents: file bytes travel on the channel's
+//! stdin. Every script starts with a `# kubeha <step>` comment line; [`step_label`] turns it into
+//! the short label that errors and timeouts name.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::files::File;
+
+/// Exit status of the put script when the received bytes do not have the expected SHA-256.
+pub const PUT_CHECKSUM_MISMATCH: u32 = 3;
+
+/// Prefix of kubeha's temporary files: dot-named, so the kubelet ignores them in the manifests
+/// directory.
+pub const TEMP_PREFIX: &str = ".kubeha-";
+/// Suffix of kubeha's temporary files.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Quotes `s` for POSIX `sh`: one single-quoted word that the shell passes on unchanged.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Exit status of coreutils `timeout` when the time limit ended the command.
+pub const TIMEOUT_STATUS: u32 = 124;
+
+/// The command line sent to the SSH server: `command` run by `sh` (whatever the login shell is),
+/// through `sudo -n` for a non-root user with `sudo: true`, under coreutils `timeout` when a
+/// limit is given. The remote `timeout` ends the command's whole process group (SIGTERM, then
+/// SIGKILL 5 s later): a command that outlives its limit, or whose connection is lost, does not
+/// keep running on the host.
+pub fn wrap(command: &str, sudo: bool, limit: Option<Duration>) -> String {
+    let mut line = String::new();
+    if sudo {
+        line.push_str("sudo -n -- ");
+    }
+    if let Some(limit) = limit {
+        line.push_str(&format!("timeout -k 5 {:.3} ", limit.as_secs_f64().max(0.001)));
+    }
+    line.push_str("sh -c ");
+    line.push_str(&quote(command));
+    line
+}
+
+/// The short name of a command for messages: the text of a leading `# ` comment line, or else
+/// the start of its first line.
+pub fn step_label(command: &str) -> String {
+    let first = command.trim_start().lines().next().unwrap_or("");
+    if let Some(label) = first.strip_prefix("# ") {
+        return truncate(label.trim(), 120);
+    }
+    format!("command `{}`", truncate(first.trim(), 60))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A path as script text: absolute and valid UTF-8, or `None`.
+fn path_text(path: &Path) -> Option<&str> {
+    if !path.is_absolute() {
+        return None;
+    }
+    path.to_str()
+}
+
+/// The temporary file name used while writing `name`: `.kubeha-<name>.<16 hex>.tmp`, random so
+/// two runs never share one.
+pub fn temp_name(name: &str) -> String {
+    let mut random = [0u8; 8];
+    // getrandom only fails when the OS has no entropy source at all; fall back to the time.
+    if getrandom::fill(&mut random).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        random = (nanos as u64).to_le_bytes();
+    }
+    // Keep the whole name under the usual 255-byte limit.
+    format!("{TEMP_PREFIX}{}.{}{TEMP_SUFFIX}", truncate(name, 200).trim_end_matches('…'), hex::encode(random))
+}
+
+/// The script that installs `file` atomically from its stdin, or `None` if the path is not an
+/// absolute UTF-8 path with a file name.
+///
+/// Order: create the parent (0755 directories), write the temporary file under `umask 077` (root
+/// only, from the first byte), check size and SHA-256 (a connection cut mid-stream ends `cat`
+/// early and fails here, so a truncated file is never installed), chown root, chmod, fsync,
+/// rename over the target (`mv -T`: never into a directory of that name), fsync the directory.
+/// An EXIT trap removes the temporary file on every failure, and HUP/INT/TERM exit through it.
+pub fn put_script(file: &File, temp: &str) -> Option<String> {
+    let target = path_text(&file.path)?;
+    let dir = file.path.parent().and_then(path_text)?;
+    file.path.file_name()?;
+    let temp_path = Path::new(dir).join(temp);
+    let temp_path = temp_path.to_str()?;
+    Some(format!(
+        "# kubeha put {target}
+set -u
+d={d}
+t={t}
+f={f}
+trap 'rm -f -- \"$t\"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
+fail() {{ s=$1; shift; echo \"kubeha-put: $*\" >&2; exit \"$s\"; }}
+(umask 022 && mkdir -p -- \"$d\") || fail 10 \"cannot create directory $d\"
+umask 077
+cat > \"$t\" || fail 11 \"cannot write $t\"
+n=$(wc -c < \"$t\") || fail 12 \"cannot read back $t\"
+s=$(sha256sum < \"$t\") || fail 12 \"cannot checksum $t\"
+s=${{s%% *}}
+[ \"$s\" = {sum} ] || fail {mismatch} \"received $n of {size} bytes with sha256 $s, expected {sum}\"
+chown 0:0 -- \"$t\" || fail 13 \"cannot chown $t to root\"
+chmod {mode:04o} -- \"$t\" || fail 14 \"cannot chmod $t\"
+sync -- \"$t\" || fail 15 \"cannot fsync $t\"
+mv -f -T -- \"$t\" \"$f\" || fail 16 \"cannot rename $t to $f\"
+sync -- \"$d\" || fail 17 \"cannot fsync directory $d\"
+",
+        d = quote(dir),
+        t = quote(temp_path),
+        f = quote(target),
+        sum = file.sha256(),
+        size = file.content.len(),
+        mismatch = PUT_CHECKSUM_MISMATCH,
+        mode = file.mode & 0o7777,
+    ))
+}
+
+/// The script that prints one line per path, in order: `F <sha256> <octal mode> <uid> <gid>` for
+/// a regular file (symlinks followed), `N` where nothing exists, `O` for anything else, `E` if a
+/// file could not be read. Missing paths are not errors.
+pub fn file_states_script(paths: &[PathBuf]) -> Option<String> {
+    let mut words = Vec::with_capacity(paths.len());
+    for path in paths {
+        words.push(quote(path_text(path)?));
+    }
+    Some(format!(
+        "# kubeha file-states ({n} paths)
+for p in {words}; do
+  if [ -f \"$p\" ]; then
+    if s=$(sha256sum < \"$p\") && m=$(stat -L -c '%a %u %g' -- \"$p\"); then printf 'F %s %s\\n' \"${{s%% *}}\" \"$m\"; else printf 'E\\n'; fi
+  elif [ -e \"$p\" ]; then printf 'O\\n'
+  else printf 'N\\n'
+  fi
+done
+",
+        n = paths.len(),
+        words = words.join(" "),
+    ))
+}
+
+/// One path's line from [`file_states_script`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLine {
+    File { sha256: String, mode: u32, uid: u32, gid: u32 },
+    Missing,
+    NotAFile,
+    Unreadable,
+}
+
+/// Parses the output of [`file_states_script`]; `Err` says what was wrong with it.
+pub fn parse_file_states(stdout: &[u8], expected: usize) -> Result<Vec<StateLine>, String> {
+    let text = std::str::from_utf8(stdout).map_err(|_| "output is not UTF-8".to_string())?;
+    let mut states = Vec::with_capacity(expected);
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let state = match fields.as_slice() {
+            ["N"] => StateLine::Missing,
+            ["O"] => StateLine::NotAFile,
+            ["E"] => StateLine::Unreadable,
+            ["F", sha, mode, uid, gid] if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                StateLine::File {
+                    sha256: sha.to_ascii_lowercase(),
+                    mode: u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode in {line:?}"))?,
+                    uid: uid.parse().map_err(|_| format!("bad uid in {line:?}"))?,
+                    gid: gid.parse().map_err(|_| format!("bad gid in {line:?}"))?,
+                }
+            }
+            _ => return Err(format!("unexpected line {line:?}")),
+        };
+        states.push(state);
+    }
+    if states.len() != expected {
+        return Err(format!("{} lines for {expected} paths", states.len()));
+    }
+    Ok(states)
+}
+
+/// The script that removes kubeha's temporary files (`.kubeha-*.tmp`, regular files only) left
+/// in `dirs` by an interrupted run, printing each removed path followed by a NUL byte.
+pub fn clean_temp_script(dirs: &[PathBuf]) -> Option<String> {
+    let mut words = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        words.push(quote(path_text(dir)?));
+    }
+    Some(format!(
+        "# kubeha remove stale temporary files
+for d in {words}; do
+  for f in \"$d\"/{TEMP_PREFIX}*{TEMP_SUFFIX}; do
+    if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then rm -f -- \"$f\" && printf '%s\\000' \"$f\"; fi
+  done
+done
+",
+        words = words.join(" "),
+    ))
+}
+
+/// Splits the NUL-terminated paths printed by [`clean_temp_script`].
+pub fn parse_removed(stdout: &[u8]) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    stdout.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Runs `script` with the local `sh`, returning (status, stdout, stderr).
+    fn sh(script: &str, stdin: &[u8]) -> (i32, Vec<u8>, String) {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        for s in ["plain", "it's", "'", "''", "a b\tc\nd", "$(touch /nonexistent/x) `id` $HOME \\ \" ; |", "", "ü"] {
+            let (status, out, _) = sh(&format!("printf %s {}", quote(s)), b"");
+            assert_eq!(status, 0);
+            assert_eq!(String::from_utf8(out).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn wrapped_command_runs_in_sh() {
+        let inner = "printf '%s|' \"$0\" it\\'s; cat";
+        let (status, out, _) = sh(&wrap(inner, false, None), b"stdin");
+        assert_eq!(status, 0);
+        assert_eq!(String::from_utf8(out).unwrap(), "sh|it's|stdin");
+        let (status, out, _) = sh(&wrap(inner, false, Some(Duration::from_secs(5))), b"stdin");
+        assert_eq!((status, String::from_utf8(out).unwrap().as_str()), (0, "sh|it's|stdin"));
+        assert_eq!(wrap("true", true, None), "sudo -n -- sh -c 'true'");
+        assert_eq!(wrap("true", false, Some(Duration::from_millis(1500))), "timeout -k 5 1.500 sh -c 'true'");
+        let started = std::time::Instant::now();
+        let (status, _, _) = sh(&wrap("sleep 5 & sleep 6", false, Some(Duration::from_millis(200))), b"");
+        assert_eq!(status as u32, TIMEOUT_STATUS);
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn labels_come_from_the_leading_comment() {
+        assert_eq!(step_label("# kubeha put /etc/x\nset -u"), "kubeha put /etc/x");
+        assert_eq!(step_label("systemctl restart kubelet"), "command `systemctl restart kubelet`");
+        assert!(step_label(&"y".repeat(500)).len() < 80);
+    }
+
+    #[test]
+    fn temp_names_are_dot_files_and_differ() {
+        let a = temp_name("etcd.yaml");
+        let b = temp_name("etcd.yaml");
+        assert!(a.starts_with(".kubeha-etcd.yaml.") && a.ends_with(".tmp"), "{a}");
+        assert_ne!(a, b);
+        assert!(temp_name(&"n".repeat(300)).len() < 255);
+    }
+
+    #[test]
+    fn scripts_carry_no_content_and_need_absolute_paths() {
+        let secret = "-----BEGIN PRIVATE KEY-----\nMIIsecret\n";
+        let file = File::new("/etc/kubernetes/pki/ca.key", 0o600, secret);
+        let script = put_script(&file, &temp_name("ca.key")).unwrap();
+        assert!(!script.contains("MIIsecret"));
+        assert!(script.contains(&file.sha256()));
+        assert!(script.contains("chmod 0600"));
+        assert!(put_script(&File::new("relative/ca.key", 0o600, ""), "t").is_none());
+        assert!(put_script(&File::new("/", 0o600, ""), "t").is_none());
+        assert!(file_states_script(&["etc/x".into()]).is_none());
+    }
+
+    /// The file-states script against the local filesystem (sha256sum and stat are coreutils).
+    #[test]
+    fn file_states_script_reports_each_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("it's a file");
+        std::fs::write(&file, b"hello\n").unwrap();
+        let paths = vec![file.clone(), dir.path().join("missing"), dir.path().to_path_buf()];
+        let (status, out, err) = sh(&file_states_script(&paths).unwrap(), b"");
+        assert_eq!(status, 0, "{err}");
+        let states = parse_file_states(&out, 3).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            states[0],
+            StateLine::File {
+                sha256: "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03".into(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            }
+        );
+        assert_eq!(states[1], StateLine::Missing);
+        assert_eq!(states[2], StateLine::NotAFile);
+        assert!(parse_file_states(&out, 4).is_err());
+        assert!(parse_file_states(b"F abc 644 0 0\n", 1).is_err());
+    }
+
+    #[test]
+    fn clean_script_removes_only_kubeha_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".kubeha-etcd.yaml.0011223344556677.tmp");
+        let keep = [dir.path().join("etcd.yaml"), dir.path().join(".other.tmp"), dir.path().join("kubeha-x.tmp")];
+        std::fs::write(&stale, b"x").unwrap();
+        for k in &keep {
+            std::fs::write(k, b"x").unwrap();
+        }
+        let dirs = vec![dir.path().to_path_buf(), dir.path().join("absent")];
+        let (status, out, err) = sh(&clean_temp_script(&dirs).unwrap(), b"");
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(parse_removed(&out), vec![stale.clone()]);
+        assert!(!stale.exists());
+        assert!(keep.iter().all(|k| k.exists()));
+    }
+}
