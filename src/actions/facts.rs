@@ -12,7 +12,8 @@ use crate::transport::{Remote, TransportError};
 pub const MARKER_PATH: &str = "/etc/kubernetes/kubeha/cluster.yaml";
 
 /// A POSIX sh script printing `@@section` headers followed by raw lines. It only reads.
-const SCRIPT: &str = r#"export LC_ALL=C
+const SCRIPT: &str = r#"# gathering host facts
+export LC_ALL=C
 echo @@uid; id -u
 echo @@uname; uname -s; uname -m
 echo @@os; (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-$ID}")

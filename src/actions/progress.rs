@@ -55,6 +55,14 @@ impl Progress {
         }
     }
 
+    /// A passing detail (a file being written, the last answer while waiting): shown on the
+    /// live line only, so plain logs stay one line per step.
+    pub fn detail(&self, host: &str, message: impl AsRef<str>) {
+        if self.live.is_some() {
+            self.step(host, message);
+        }
+    }
+
     /// `host` is finished with this command, successfully or not.
     pub fn finish(&self, host: &str, message: impl AsRef<str>) {
         match &self.live {

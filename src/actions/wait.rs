@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::https::{HttpsUrl, Request, TlsClient};
 use crate::plan::{EndpointHost, Plan};
-use crate::transport::Remote;
+use crate::transport::{Remote, TransportError};
 
 /// How long to wait for everything, and how often to ask.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,31 @@ pub struct WaitError {
     pub last: String,
 }
 
-/// Calls `probe` until it succeeds or `deadline` passes, reporting each failure to `on_retry`.
+/// Why a probe did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Not ready yet; asking again may succeed.
+    Retry(String),
+    /// Asking again cannot help (the SSH connection to the host is gone).
+    Fatal(String),
+}
+
+impl Failure {
+    fn text(&self) -> &str {
+        match self {
+            Failure::Retry(t) | Failure::Fatal(t) => t,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(text: String) -> Self {
+        Failure::Retry(text)
+    }
+}
+
+/// Calls `probe` until it succeeds, fails fatally or `deadline` passes, reporting each failure
+/// to `on_retry`.
 pub async fn until<T, F, Fut>(
     what: &str,
     deadline: Instant,
@@ -40,17 +64,20 @@ pub async fn until<T, F, Fut>(
 ) -> Result<T, WaitError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, Failure>>,
 {
     let started = Instant::now();
     loop {
         match probe().await {
             Ok(t) => return Ok(t),
-            Err(last) if Instant::now() + interval >= deadline => {
-                return Err(WaitError { what: what.to_string(), after: started.elapsed(), last });
+            Err(f @ Failure::Fatal(_)) => {
+                return Err(WaitError { what: what.to_string(), after: started.elapsed(), last: f.text().to_string() });
             }
-            Err(last) => {
-                on_retry(&last);
+            Err(f) if Instant::now() + interval >= deadline => {
+                return Err(WaitError { what: what.to_string(), after: started.elapsed(), last: f.text().to_string() });
+            }
+            Err(f) => {
+                on_retry(f.text());
                 tokio::time::sleep(interval).await;
             }
         }
@@ -100,7 +127,7 @@ pub fn check_members(plan: &Plan, members: &[Member]) -> Result<(), String> {
 }
 
 /// `GET /health` of the etcd member on `remote`, through a tunnel to its 127.0.0.1:2379.
-pub async fn etcd_health<R: Remote>(remote: &R, client: &TlsClient) -> Result<(), String> {
+pub async fn etcd_health<R: Remote>(remote: &R, client: &TlsClient) -> Result<(), Failure> {
     let response = local_request(remote, 2379, client, &Request::get("/health")).await?;
     #[derive(Deserialize)]
     struct Health {
@@ -108,35 +135,35 @@ pub async fn etcd_health<R: Remote>(remote: &R, client: &TlsClient) -> Result<()
     }
     match response.json::<Health>() {
         Ok(h) if response.is_success() && h.health == "true" => Ok(()),
-        _ => Err(format!("etcd /health answered {}: {}", response.status, response.text().trim())),
+        _ => Err(format!("etcd /health answered {}: {}", response.status, response.text().trim()).into()),
     }
 }
 
 /// The member list as the etcd member on `remote` sees it.
-pub async fn etcd_members<R: Remote>(remote: &R, client: &TlsClient) -> Result<Vec<Member>, String> {
+pub async fn etcd_members<R: Remote>(remote: &R, client: &TlsClient) -> Result<Vec<Member>, Failure> {
     let request = Request::post_json("/v3/cluster/member/list", &serde_json::json!({}));
     let response = local_request(remote, 2379, client, &request).await?;
     if !response.is_success() {
-        return Err(format!("etcd member list answered {}: {}", response.status, response.text().trim()));
+        return Err(format!("etcd member list answered {}: {}", response.status, response.text().trim()).into());
     }
-    response.json::<MemberList>().map(|l| l.members).map_err(|e| format!("etcd member list: {e}"))
+    response.json::<MemberList>().map(|l| l.members).map_err(|e| format!("etcd member list: {e}").into())
 }
 
 /// `GET /healthz` of the apiserver on `remote`, through a tunnel to its 127.0.0.1:`port`.
-pub async fn apiserver_health<R: Remote>(remote: &R, port: u16, client: &TlsClient) -> Result<(), String> {
+pub async fn apiserver_health<R: Remote>(remote: &R, port: u16, client: &TlsClient) -> Result<(), Failure> {
     let response = local_request(remote, port, client, &Request::get("/healthz")).await?;
-    healthz(&response)
+    healthz(&response).map_err(Failure::Retry)
 }
 
 /// `GET <endpoint>/healthz` from this machine, verifying the endpoint's name or address.
-pub async fn endpoint_health(plan: &Plan, client: &TlsClient) -> Result<(), String> {
-    let url = HttpsUrl::parse(&format!("{}/healthz", plan.endpoint_url())).map_err(|e| e.to_string())?;
+pub async fn endpoint_health(plan: &Plan, client: &TlsClient) -> Result<(), Failure> {
+    let url = HttpsUrl::parse(&format!("{}/healthz", plan.endpoint_url())).map_err(|e| Failure::Fatal(e.to_string()))?;
     let name = match &plan.control_plane_endpoint.host {
         EndpointHost::Ip(ip) => ip.to_string(),
         EndpointHost::Dns(name) => name.clone(),
     };
     let response = client.send_as(&url, &name, &Request::get("/healthz")).await.map_err(|e| e.to_string())?;
-    healthz(&response)
+    healthz(&response).map_err(Failure::Retry)
 }
 
 fn healthz(response: &crate::https::Response) -> Result<(), String> {
@@ -157,9 +184,12 @@ async fn local_request<R: Remote>(
     port: u16,
     client: &TlsClient,
     request: &Request,
-) -> Result<crate::https::Response, String> {
-    let tunnel = remote.open_tcp("127.0.0.1", port).await.map_err(|e| e.to_string())?;
-    client.request(tunnel, "127.0.0.1", request).await.map_err(|e| e.to_string())
+) -> Result<crate::https::Response, Failure> {
+    let tunnel = remote.open_tcp("127.0.0.1", port).await.map_err(|e| match e {
+        TransportError::Disconnected { .. } | TransportError::ForwardingRefused { .. } => Failure::Fatal(e.to_string()),
+        e => Failure::Retry(e.to_string()),
+    })?;
+    client.request(tunnel, "127.0.0.1", request).await.map_err(|e| Failure::Retry(e.to_string()))
 }
 
 #[cfg(test)]
@@ -201,7 +231,7 @@ mod tests {
             Duration::from_millis(5),
             || async {
                 let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if n < 3 { Err(format!("try {n}")) } else { Ok(n) }
+                if n < 3 { Err(Failure::Retry(format!("try {n}"))) } else { Ok(n) }
             },
             |_| {},
         )
@@ -211,12 +241,24 @@ mod tests {
             "thing",
             Instant::now() + Duration::from_millis(30),
             Duration::from_millis(10),
-            || async { Err("still down".to_string()) },
+            || async { Err(Failure::Retry("still down".to_string())) },
             |_| {},
         )
         .await
         .unwrap_err();
         assert_eq!(err.last, "still down");
         assert!(err.to_string().starts_with("thing not ready after"));
+        let started = Instant::now();
+        let fatal = until::<(), _, _>(
+            "thing",
+            Instant::now() + Duration::from_secs(60),
+            Duration::from_millis(10),
+            || async { Err(Failure::Fatal("gone".to_string())) },
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(fatal.last, "gone");
+        assert!(started.elapsed() < Duration::from_secs(30), "a fatal failure must not wait for the deadline");
     }
 }

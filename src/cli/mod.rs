@@ -2,6 +2,9 @@
 //! and prints; all error printing and exit codes live here.
 
 mod certs;
+mod init;
+mod preflight;
+mod remote;
 mod render;
 mod validate;
 
@@ -18,6 +21,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The inventory (or the command line) is invalid; nothing was changed.
     pub const INVALID_INPUT: u8 = 2;
+    /// Preflight found a problem on a host; nothing was changed.
+    pub const PREFLIGHT_FAILED: u8 = 3;
 }
 
 #[derive(Debug, Parser)]
@@ -36,6 +41,17 @@ enum Command {
     Certs(certs::Command),
     /// Write every file each host should receive under DIR/<host>/<absolute path>.
     Render(render::Args),
+    /// Check every host before anything is written (exit code 3 when a check fails).
+    Preflight(preflight::Args),
+    /// Turn the inventory's hosts into a running HA control plane (or converge one).
+    Init(init::Args),
+}
+
+/// Output formats of commands that print a report.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 /// Arguments shared by commands that read an inventory and the state directory.
@@ -62,14 +78,33 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => args.exec(),
         Command::Certs(cmd) => cmd.exec(),
         Command::Render(args) => args.exec(),
+        Command::Preflight(args) => args.exec(),
+        Command::Init(args) => args.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the message before it
+/// already includes (library errors often quote their source).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

@@ -11,22 +11,16 @@ pub struct Args {
     #[arg(short, long, value_name = "FILE")]
     inventory: PathBuf,
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
-    output: Format,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
+    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
+    output: super::Format,
 }
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = crate::inventory::load(&self.inventory)?;
         match self.output {
-            Format::Text => print!("{}", describe(&plan)),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            super::Format::Text => print!("{}", describe(&plan)),
+            super::Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         }
         Ok(())
     }

@@ -116,7 +116,7 @@ pub fn prepare(state: &State, host: &HostState, authorized_keys: &str, command_w
     let etc = dir.join("etc");
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86400);
     let mut additions = vec![
-        ("passwd", format!("{OPS_USER}:x:{uid}:{gid}:kubeha lab operator:/home/{OPS_USER}:/bin/bash\n")),
+        ("passwd", format!("{OPS_USER}:x:{uid}:{gid}:kubeha lab operator:/home/{OPS_USER}:/bin/sh\n")),
         ("group", format!("{OPS_USER}:x:{gid}:\n")),
         // `*`: no password, and not locked (sshd refuses locked accounts without PAM).
         ("shadow", format!("{OPS_USER}:*:{today}:0:99999:7:::\n")),
@@ -130,6 +130,10 @@ pub fn prepare(state: &State, host: &HostState, authorized_keys: &str, command_w
     for (file, extra) in additions {
         copy_with(Path::new("/etc").join(file).as_path(), &etc.join(file), &extra)?;
     }
+    // Lab hosts log root in with /bin/sh: sshd runs every command through the login shell, and
+    // bash would source the machine's /root/.bashrc for each one (slow, and not the lab's).
+    let passwd = read(&etc.join("passwd").to_string_lossy())?;
+    write_file(&etc.join("passwd"), root_shell_sh(&passwd).as_bytes(), 0o644)?;
     if Path::new("/etc/hostname").exists() {
         write_file(&etc.join("hostname"), format!("{}\n", host.name).as_bytes(), 0o644)?;
     }
@@ -206,6 +210,20 @@ pub fn supervisor_lab_dir(pid: u32) -> Option<PathBuf> {
     let node = args.iter().position(|a| *a == b"node")?;
     let dir = args.get(node + 1..)?.windows(2).find(|w| w[0] == b"--dir")?[1];
     Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
+}
+
+/// `passwd` with root's login shell set to /bin/sh.
+fn root_shell_sh(passwd: &str) -> String {
+    passwd
+        .lines()
+        .map(|line| match line.split_once(':') {
+            Some(("root", _)) => match line.rsplit_once(':') {
+                Some((head, _)) => format!("{head}:/bin/sh\n"),
+                None => format!("{line}\n"),
+            },
+            _ => format!("{line}\n"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,177 @@
+//! `preflight`: every check on every host, in parallel, as one report.
+//!
+//! Checks never change a host. A host that cannot be reached gets a failed `ssh` row and no
+//! others; every other host is still checked, so one run shows every problem.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::checks::{self, Check, Expectations, PeerReach, Status};
+use super::connect::Connections;
+use super::facts;
+use super::fanout;
+use super::progress::Progress;
+use crate::plan::{Host, LoadBalancer, Plan, Role, join_host_port};
+use crate::transport::{Remote, SshHost, TransportError};
+
+/// How long a peer or VIP probe may take before the target counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs every check; the rows come in inventory order, cluster-wide rows last.
+pub async fn run(
+    plan: &Plan,
+    connections: &Connections<'_>,
+    expect: &Expectations,
+    parallel: usize,
+    progress: &Progress,
+) -> Vec<Check> {
+    let per_host = fanout::each(&connections.results, parallel, |(host, conn)| async move {
+        let rows = match conn {
+            Ok(ssh) => host_checks(plan, host, ssh, expect, progress).await,
+            Err(e) => vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())],
+        };
+        let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+        progress.finish(&host.name, format!("preflight: {worst}"));
+        rows
+    })
+    .await;
+    let mut rows: Vec<Check> = per_host.into_iter().flat_map(|(_, rows)| rows).collect();
+    rows.push(endpoint_check(plan, &rows).await);
+    rows
+}
+
+async fn host_checks(plan: &Plan, host: &Host, ssh: &SshHost, expect: &Expectations, progress: &Progress) -> Vec<Check> {
+    progress.step(&host.name, "preflight: gathering facts");
+    let mut rows = vec![Check::new(
+        &host.name,
+        "ssh",
+        Status::Ok,
+        format!("{}@{} ({})", host.ssh.user, join_host_port(host.address, host.ssh.port), ssh.authenticated_with()),
+    )];
+    match facts::gather(ssh).await {
+        Ok(facts) => rows.extend(checks::evaluate(plan, host, &facts, expect)),
+        Err(e) => {
+            rows.push(Check::new(&host.name, "facts", Status::Fail, e.to_string()));
+            return rows;
+        }
+    }
+    if host.role == Role::ControlPlane {
+        progress.step(&host.name, "preflight: checking TCP forwarding and etcd peers");
+        rows.push(forwarding(host, ssh).await);
+        let peers: Vec<&Host> = plan.control_planes().filter(|p| p.name != host.name).collect();
+        rows.push(match peer_reach(ssh, &peers).await {
+            Ok(results) => checks::peers(host, &results),
+            Err(e) => Check::new(&host.name, "etcd peers", Status::Fail, e.to_string()),
+        });
+    }
+    rows
+}
+
+/// kubeha asks etcd and the apiserver on 127.0.0.1 of each control plane through SSH port
+/// forwarding; the host's own sshd port is the one port certainly open to try it on.
+async fn forwarding(host: &Host, ssh: &SshHost) -> Check {
+    let address = ssh.address();
+    match ssh.open_tcp(&address.ip().to_string(), address.port()).await {
+        Ok(_) => Check::new(&host.name, "forwarding", Status::Ok, "SSH TCP forwarding allowed"),
+        Err(e @ TransportError::ForwardingRefused { .. }) => Check::new(&host.name, "forwarding", Status::Fail, e.to_string()),
+        Err(e) => Check::new(&host.name, "forwarding", Status::Warn, format!("could not check: {e}")),
+    }
+}
+
+/// Tries every peer's etcd peer port from `ssh`'s host with bash's /dev/tcp, which reports the
+/// operating system's reason (refused means the path works and nothing listens yet).
+async fn peer_reach(ssh: &SshHost, peers: &[&Host]) -> Result<Vec<(String, PeerReach)>, TransportError> {
+    if peers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let targets: Vec<String> = peers.iter().map(|p| p.address.to_string()).collect();
+    let script = format!(
+        "# checking etcd peer ports\n\
+         command -v bash >/dev/null 2>&1 || {{ echo @@nobash; exit 0; }}\n\
+         for t in {}; do\n\
+         \x20 out=$(timeout {} bash -c \"exec 3<>/dev/tcp/$t/2380\" 2>&1); rc=$?\n\
+         \x20 echo \"@@peer $t $rc\"; echo \"$out\"\n\
+         done\n",
+        targets.join(" "),
+        PROBE_TIMEOUT.as_secs()
+    );
+    let out = ssh.run(&script, b"").await?;
+    Ok(parse_peer_output(&out.stdout_text(), peers))
+}
+
+fn parse_peer_output(text: &str, peers: &[&Host]) -> Vec<(String, PeerReach)> {
+    if text.contains("@@nobash") {
+        return peers.iter().map(|p| (p.name.clone(), PeerReach::Unknown("bash is not installed".into()))).collect();
+    }
+    peers
+        .iter()
+        .map(|peer| {
+            let header = format!("@@peer {} ", peer.address);
+            let mut lines = text.lines().skip_while(|l| !l.starts_with(&header));
+            let rc = lines.next().and_then(|l| l[header.len()..].trim().parse::<i32>().ok());
+            let detail: String = lines.take_while(|l| !l.starts_with("@@")).collect::<Vec<_>>().join(" ");
+            let reach = match rc {
+                Some(0) => PeerReach::Open,
+                Some(124) => PeerReach::Unreachable(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+                Some(_) if detail.contains("Connection refused") => PeerReach::Refused,
+                Some(_) => PeerReach::Unreachable(os_reason(&detail)),
+                None => PeerReach::Unknown("no result".into()),
+            };
+            (peer.name.clone(), reach)
+        })
+        .collect()
+}
+
+/// The last `: reason` of a bash connect error ("bash: connect: No route to host").
+fn os_reason(detail: &str) -> String {
+    detail.rsplit(": ").next().unwrap_or(detail).trim().to_string()
+}
+
+/// The VIP must not answer before kubeha has set up keepalived: any answer (a connection or a
+/// refusal) means some machine already has the address.
+async fn endpoint_check(plan: &Plan, rows: &[Check]) -> Check {
+    let LoadBalancer::KeepalivedHaproxy { vip, .. } = &plan.load_balancer else {
+        return Check::new("cluster", "endpoint", Status::Ok, "provided by the operator's load balancer or DNS");
+    };
+    let target = SocketAddr::new(*vip, plan.control_plane_endpoint.port);
+    let answer = probe(target).await;
+    let ours = rows.iter().any(|c| c.check == "directories" && c.detail.starts_with("already set up by kubeha"));
+    match answer {
+        None => Check::new("cluster", "vip", Status::Ok, format!("{vip} does not answer yet")),
+        Some(what) if ours => Check::new("cluster", "vip", Status::Ok, format!("{vip} {what} (this cluster's)")),
+        Some(what) => Check::new(
+            "cluster",
+            "vip",
+            Status::Fail,
+            format!("{vip} already answers ({what}): another machine has this address; pick a free VIP"),
+        ),
+    }
+}
+
+/// `None` when nothing answers at `target` within the probe timeout.
+async fn probe(target: SocketAddr) -> Option<&'static str> {
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
+        Ok(Ok(_)) => Some("accepts connections"),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some("refuses connections"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_probe_output_is_classified() {
+        let plan = crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/"))
+            .unwrap();
+        let peers: Vec<&Host> = plan.control_planes().collect();
+        let out = "@@peer 198.18.0.11 0\n\n@@peer 198.18.0.12 1\nbash: connect: Connection refused\nbash: line 1: /dev/tcp/198.18.0.12/2380: Connection refused\n@@peer 198.18.0.13 1\nbash: connect: No route to host\n";
+        let r = parse_peer_output(out, &peers);
+        assert_eq!(r[0], ("cp1".to_string(), PeerReach::Open));
+        assert_eq!(r[1], ("cp2".to_string(), PeerReach::Refused));
+        assert_eq!(r[2], ("cp3".to_string(), PeerReach::Unreachable("No route to host".into())));
+        let none = parse_peer_output("@@nobash\n", &peers);
+        assert!(matches!(&none[0].1, PeerReach::Unknown(m) if m.contains("bash")));
+    }
+}

@@ -1,0 +1,73 @@
+//! `kubeha init`: preflight, certificates, render, push, and wait until the control plane is up.
+
+use std::time::Duration;
+
+use crate::actions::checks;
+use crate::actions::init::{InitError, InitOptions, init};
+use crate::actions::progress::Progress;
+use crate::actions::wait::WaitOptions;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    cluster: super::ClusterArgs,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
+    /// How long to wait for etcd, the apiservers and the endpoint to become healthy.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Connect, run preflight and show which files would change; write nothing anywhere.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Args {
+    pub fn exec(self) -> anyhow::Result<()> {
+        let plan = crate::inventory::load(&self.cluster.inventory)?;
+        let state_dir = self.cluster.state_dir(&plan);
+        let options = InitOptions {
+            reach: self.remote.reach(),
+            max_clock_skew: self.remote.max_clock_skew,
+            wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
+            dry_run: self.dry_run,
+        };
+        let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
+        let result = super::remote::runtime()?.block_on(init(&plan, &state_dir, &options, &progress));
+        progress.clear();
+        let report = match result {
+            Ok(report) => report,
+            Err(InitError::Preflight { checks }) => {
+                let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
+                eprint!("{}", checks::table(&failed));
+                return Err(InitError::Preflight { checks }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for warning in &report.warnings {
+            eprintln!("warning: {} {}: {}", warning.host, warning.check, warning.detail);
+        }
+        for (host, pushed) in &report.pushed {
+            if !pushed.written.is_empty() {
+                eprintln!("{host}: {}", pushed.summary(self.dry_run));
+            }
+        }
+        let timing = format!(
+            "kubeha worked {:.2}s, waited {:.2}s for the components",
+            report.work.as_secs_f64(),
+            report.waited.as_secs_f64()
+        );
+        if self.dry_run {
+            let verdict = if report.changed_hosts() { "files would change" } else { "nothing would change" };
+            println!("dry run: {verdict}; nothing was written");
+        } else if report.changed_hosts() || report.certificates_changed > 0 {
+            println!("cluster {} is up: {} ({timing})", plan.name, plan.endpoint_url());
+            println!("admin kubeconfig: {}", state_dir.join("admin.conf").display());
+        } else {
+            println!(
+                "cluster {} is up and unchanged: every host already had its files ({timing})",
+                plan.name
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! Options shared by the commands that work on hosts over SSH.
+
+use std::time::Duration;
+
+use crate::actions::connect::{Reach, ssh_options};
+
+#[derive(Debug, clap::Args)]
+pub struct RemoteArgs {
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: u16,
+    /// Record the host key of a host not yet in its knownHostsFile (like ssh's
+    /// StrictHostKeyChecking=accept-new). A changed host key is always refused.
+    #[arg(long)]
+    accept_new_host_keys: bool,
+    /// Limit for the TCP connection, SSH handshake and each authentication step.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Limit for each remote command.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    command_timeout: Duration,
+    /// Fail preflight when a host's clock differs from this machine's by more than this.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_clock_skew: Duration,
+}
+
+impl RemoteArgs {
+    pub fn reach(&self) -> Reach {
+        Reach {
+            ssh: ssh_options(self.connect_timeout, self.command_timeout, self.accept_new_host_keys),
+            parallel: usize::from(self.parallel),
+        }
+    }
+}
+
+/// A multi-threaded runtime for the commands that talk to hosts.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
