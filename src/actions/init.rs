@@ -110,10 +110,8 @@ async fn phases(
     started: Instant,
 ) -> Result<InitReport, InitError> {
     let mut report = InitReport::default();
-    let expect = Expectations {
-        max_clock_skew: options.max_clock_skew,
-        cluster_id: pki::existing_cluster_id(state_dir)?,
-    };
+    let expect =
+        Expectations { max_clock_skew: options.max_clock_skew, cluster_id: pki::existing_cluster_id(state_dir)? };
     let checks = preflight::run(plan, connections, &expect, options.reach.parallel, progress).await;
     if checks.iter().any(|c| c.status == Status::Fail) {
         return Err(InitError::Preflight { checks });
@@ -153,7 +151,9 @@ async fn push_all(
         let files = files.get(&host.name).map(Vec::as_slice).unwrap_or_default();
         let result = push_host(host, ssh, files, options.dry_run, progress).await;
         match &result {
-            Ok(r) if host.role == Role::Worker || options.dry_run => progress.finish(&host.name, r.summary(options.dry_run)),
+            Ok(r) if host.role == Role::Worker || options.dry_run => {
+                progress.finish(&host.name, r.summary(options.dry_run))
+            }
             Ok(r) => progress.step(&host.name, r.summary(false)),
             Err(e) => progress.finish(&host.name, format!("failed: {e}")),
         }
@@ -256,14 +256,7 @@ async fn wait_for_cluster(
     }
     let endpoint = plan.endpoint_url();
     progress.note(format!("waiting for {endpoint}/healthz"));
-    until(
-        &format!("{endpoint}/healthz"),
-        deadline,
-        interval,
-        || wait::endpoint_health(plan, api),
-        |_| {},
-    )
-    .await?;
+    until(&format!("{endpoint}/healthz"), deadline, interval, || wait::endpoint_health(plan, api), |_| {}).await?;
     Ok(())
 }
 

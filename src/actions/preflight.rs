@@ -25,7 +25,7 @@ pub async fn run(
     parallel: usize,
     progress: &Progress,
 ) -> Vec<Check> {
-    let per_host = fanout::each(&connections.results, parallel, |(host, conn)| async move {
+    let hosts = fanout::each(&connections.results, parallel, |(host, conn)| async move {
         let rows = match conn {
             Ok(ssh) => host_checks(plan, host, ssh, expect, progress).await,
             Err(e) => vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())],
@@ -33,14 +33,21 @@ pub async fn run(
         let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
         progress.finish(&host.name, format!("preflight: {worst}"));
         rows
-    })
-    .await;
+    });
+    // The VIP probe may wait for its whole timeout; it runs while the hosts are checked.
+    let (per_host, vip_answer) = tokio::join!(hosts, vip_probe(plan));
     let mut rows: Vec<Check> = per_host.into_iter().flat_map(|(_, rows)| rows).collect();
-    rows.push(endpoint_check(plan, &rows).await);
+    rows.push(endpoint_check(plan, vip_answer, &rows));
     rows
 }
 
-async fn host_checks(plan: &Plan, host: &Host, ssh: &SshHost, expect: &Expectations, progress: &Progress) -> Vec<Check> {
+async fn host_checks(
+    plan: &Plan,
+    host: &Host,
+    ssh: &SshHost,
+    expect: &Expectations,
+    progress: &Progress,
+) -> Vec<Check> {
     progress.step(&host.name, "preflight: gathering facts");
     let mut rows = vec![Check::new(
         &host.name,
@@ -73,7 +80,9 @@ async fn forwarding(host: &Host, ssh: &SshHost) -> Check {
     let address = ssh.address();
     match ssh.open_tcp(&address.ip().to_string(), address.port()).await {
         Ok(_) => Check::new(&host.name, "forwarding", Status::Ok, "SSH TCP forwarding allowed"),
-        Err(e @ TransportError::ForwardingRefused { .. }) => Check::new(&host.name, "forwarding", Status::Fail, e.to_string()),
+        Err(e @ TransportError::ForwardingRefused { .. }) => {
+            Check::new(&host.name, "forwarding", Status::Fail, e.to_string())
+        }
         Err(e) => Check::new(&host.name, "forwarding", Status::Warn, format!("could not check: {e}")),
     }
 }
@@ -127,14 +136,22 @@ fn os_reason(detail: &str) -> String {
     detail.rsplit(": ").next().unwrap_or(detail).trim().to_string()
 }
 
+/// What the VIP answers, when kubeha manages one.
+async fn vip_probe(plan: &Plan) -> Option<&'static str> {
+    match &plan.load_balancer {
+        LoadBalancer::KeepalivedHaproxy { vip, .. } => {
+            probe(SocketAddr::new(*vip, plan.control_plane_endpoint.port)).await
+        }
+        _ => None,
+    }
+}
+
 /// The VIP must not answer before kubeha has set up keepalived: any answer (a connection or a
 /// refusal) means some machine already has the address.
-async fn endpoint_check(plan: &Plan, rows: &[Check]) -> Check {
+fn endpoint_check(plan: &Plan, answer: Option<&'static str>, rows: &[Check]) -> Check {
     let LoadBalancer::KeepalivedHaproxy { vip, .. } = &plan.load_balancer else {
         return Check::new("cluster", "endpoint", Status::Ok, "provided by the operator's load balancer or DNS");
     };
-    let target = SocketAddr::new(*vip, plan.control_plane_endpoint.port);
-    let answer = probe(target).await;
     let ours = rows.iter().any(|c| c.check == "directories" && c.detail.starts_with("already set up by kubeha"));
     match answer {
         None => Check::new("cluster", "vip", Status::Ok, format!("{vip} does not answer yet")),
@@ -163,8 +180,8 @@ mod tests {
 
     #[test]
     fn peer_probe_output_is_classified() {
-        let plan = crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/"))
-            .unwrap();
+        let plan =
+            crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap();
         let peers: Vec<&Host> = plan.control_planes().collect();
         let out = "@@peer 198.18.0.11 0\n\n@@peer 198.18.0.12 1\nbash: connect: Connection refused\nbash: line 1: /dev/tcp/198.18.0.12/2380: Connection refused\n@@peer 198.18.0.13 1\nbash: connect: No route to host\n";
         let r = parse_peer_output(out, &peers);

@@ -157,7 +157,8 @@ pub async fn apiserver_health<R: Remote>(remote: &R, port: u16, client: &TlsClie
 
 /// `GET <endpoint>/healthz` from this machine, verifying the endpoint's name or address.
 pub async fn endpoint_health(plan: &Plan, client: &TlsClient) -> Result<(), Failure> {
-    let url = HttpsUrl::parse(&format!("{}/healthz", plan.endpoint_url())).map_err(|e| Failure::Fatal(e.to_string()))?;
+    let url =
+        HttpsUrl::parse(&format!("{}/healthz", plan.endpoint_url())).map_err(|e| Failure::Fatal(e.to_string()))?;
     let name = match &plan.control_plane_endpoint.host {
         EndpointHost::Ip(ip) => ip.to_string(),
         EndpointHost::Dns(name) => name.clone(),

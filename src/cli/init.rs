@@ -63,10 +63,7 @@ impl Args {
             println!("cluster {} is up: {} ({timing})", plan.name, plan.endpoint_url());
             println!("admin kubeconfig: {}", state_dir.join("admin.conf").display());
         } else {
-            println!(
-                "cluster {} is up and unchanged: every host already had its files ({timing})",
-                plan.name
-            );
+            println!("cluster {} is up and unchanged: every host already had its files ({timing})", plan.name);
         }
         Ok(())
     }

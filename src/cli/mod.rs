@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::actions::init::InitError;
 use crate::inventory::InventoryError;
 
 /// Exit codes, part of kubeha's interface.
@@ -108,5 +109,15 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.downcast_ref::<InventoryError>().is_some()) { exit::INVALID_INPUT } else { exit::FAILURE }
+    let preflight = |c: &(dyn std::error::Error + 'static)| {
+        c.downcast_ref::<preflight::PreflightFailed>().is_some()
+            || matches!(c.downcast_ref::<InitError>(), Some(InitError::Preflight { .. }))
+    };
+    if e.chain().any(|c| c.downcast_ref::<InventoryError>().is_some()) {
+        exit::INVALID_INPUT
+    } else if e.chain().any(preflight) {
+        exit::PREFLIGHT_FAILED
+    } else {
+        exit::FAILURE
+    }
 }
