@@ -373,7 +373,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     nothing_written("authentication failures");
 
     // sshd killed on cp2 in the middle of the push: a clear error, no half-written file.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kubeha"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kubeha"))
         .args(["init", "--timeout", "3m", "-i"])
         .arg(lab.inventory_path())
         .arg("--state-dir")
