@@ -275,6 +275,50 @@ async fn put_refuses_content_that_arrives_short() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_all_writes_many_files_in_one_command_and_nothing_when_cut_short() {
+    let _serial = serial();
+    let fx = Fixture::up();
+    let host = root(&fx, 0).await;
+    let base = fx.hosts[0].dir.join("files/put-all");
+    let secret = std::fs::read_to_string(&fx.keys.stranger).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let files = vec![
+        File::new(base.join("pki/etcd/peer.key"), 0o600, secret.clone()),
+        File::new(base.join("pki/ca.crt"), 0o644, "certificate\n"),
+        File::new(base.join("empty"), 0o644, ""),
+        File::new(base.join("manifests/it's big.yaml"), 0o600, big),
+        File::new(base.join("keepalived/check.sh"), 0o700, "#!/bin/sh\nexit 0\n"),
+    ];
+    let recording = Recording::new(&host, false);
+    recording.put_all(&files).await.unwrap();
+    let commands = recording.commands.lock().unwrap().clone();
+    assert_eq!(commands.len(), 1, "one remote command for every file");
+    let body: Vec<&str> = secret.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(body.iter().all(|l| !commands[0].contains(l)), "key material in a command line");
+    for f in &files {
+        assert_eq!(std::fs::read(&f.path).unwrap(), f.content, "{}", f.path.display());
+        let meta = std::fs::metadata(&f.path).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (f.mode, 0, 0), "{}", f.path.display());
+    }
+    assert_eq!(temp_files(&base), Vec::<PathBuf>::new());
+
+    // New versions whose stream is cut in the middle: every old file stays, no temp file left.
+    let newer: Vec<File> =
+        files.iter().map(|f| File::new(&f.path, f.mode, [f.content.as_slice(), b"v2"].concat())).collect();
+    let err = Recording::new(&host, true).put_all(&newer).await.unwrap_err();
+    assert!(matches!(err, TransportError::ChecksumMismatch { .. }), "{err:?}");
+    for f in &files {
+        assert_eq!(std::fs::read(&f.path).unwrap(), f.content, "{} was replaced", f.path.display());
+    }
+    assert_eq!(temp_files(&base), Vec::<PathBuf>::new());
+    host.put_all(&newer).await.unwrap();
+    for f in &newer {
+        assert_eq!(std::fs::read(&f.path).unwrap(), f.content, "{}", f.path.display());
+    }
+    host.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_removed() {
     let _serial = serial();
     let mut fx = Fixture::up();

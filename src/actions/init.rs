@@ -44,9 +44,16 @@ pub struct InitReport {
     /// Time spent on kubeha's own work, and waiting for the components to come up.
     pub work: Duration,
     pub waited: Duration,
+    /// How long each phase took, in order.
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 impl InitReport {
+    fn lap(&mut self, phase: &'static str, since: &mut Instant) {
+        self.phases.push((phase, since.elapsed()));
+        *since = Instant::now();
+    }
+
     /// Whether any host file was (or, in a dry run, would be) written.
     pub fn changed_hosts(&self) -> bool {
         self.pushed.iter().any(|(_, r)| !r.written.is_empty())
@@ -95,8 +102,13 @@ pub async fn init(
 ) -> Result<InitReport, InitError> {
     let started = Instant::now();
     let credentials = Credentials::from_env();
+    let vip = preflight::start_vip_probe(plan);
     let connections = connect_all(plan, &options.reach, &credentials, progress).await;
-    let result = phases(plan, state_dir, options, &connections, progress, started).await;
+    let connected = started.elapsed();
+    let mut result = phases(plan, state_dir, options, &connections, vip, progress, started).await;
+    if let Ok(report) = &mut result {
+        report.phases.insert(0, ("connect", connected));
+    }
     connections.close().await;
     result
 }
@@ -106,26 +118,32 @@ async fn phases(
     state_dir: &Path,
     options: &InitOptions,
     connections: &Connections<'_>,
+    vip: preflight::VipProbe,
     progress: &Progress,
     started: Instant,
 ) -> Result<InitReport, InitError> {
     let mut report = InitReport::default();
+    let mut clock = Instant::now();
     let expect =
         Expectations { max_clock_skew: options.max_clock_skew, cluster_id: pki::existing_cluster_id(state_dir)? };
-    let checks = preflight::run(plan, connections, &expect, options.reach.parallel, progress).await;
+    let checks = preflight::run(plan, connections, vip, &expect, options.reach.parallel, progress).await;
     if checks.iter().any(|c| c.status == Status::Fail) {
         return Err(InitError::Preflight { checks });
     }
     report.warnings = checks.into_iter().filter(|c| c.status == Status::Warn).collect();
+    report.lap("preflight", &mut clock);
 
     let scratch = options.dry_run.then(|| Scratch::of(state_dir)).transpose().map_err(InitError::Scratch)?;
     let state_dir = scratch.as_ref().map_or(state_dir, |s| s.path.as_path());
     let generated = pki::generate(plan, state_dir)?;
     report.certificates_changed = generated.created.len() + generated.renewed.len();
     let pki = pki::load(plan, state_dir)?;
+    report.lap("certificates", &mut clock);
     let files = render::render(plan, &pki)?;
+    report.lap("render", &mut clock);
 
     report.pushed = push_all(plan, connections, &files, options, progress).await?;
+    report.lap("push", &mut clock);
     report.work = started.elapsed();
     if options.dry_run {
         return Ok(report);
@@ -133,6 +151,7 @@ async fn phases(
     let waiting = Instant::now();
     wait_for_cluster(plan, &pki, connections, options, progress).await?;
     report.waited = waiting.elapsed();
+    report.lap("wait", &mut clock);
     Ok(report)
 }
 
@@ -182,14 +201,14 @@ async fn push_host(
     dry_run: bool,
     progress: &Progress,
 ) -> Result<PushReport, TransportError> {
+    progress.step(&host.name, if dry_run { "comparing files" } else { "writing files" });
+    let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.path.parent().map(Path::to_path_buf)).collect();
+    dirs.sort();
+    dirs.dedup();
+    // Before writing: the puts below create temporary files of their own in the same places.
     if !dry_run {
-        progress.step(&host.name, "removing temporary files of an interrupted run");
-        let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.path.parent().map(Path::to_path_buf)).collect();
-        dirs.sort();
-        dirs.dedup();
         ssh.remove_stale_temp_files(&dirs).await?;
     }
-    progress.step(&host.name, "comparing files");
     push(ssh, files, dry_run, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display())))
         .await
 }

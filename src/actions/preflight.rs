@@ -14,18 +14,24 @@ use super::progress::Progress;
 use crate::plan::{Host, LoadBalancer, Plan, Role, join_host_port};
 use crate::transport::{Remote, SshHost, TransportError};
 
-/// How long a peer or VIP probe may take before the target counts as unreachable.
+/// How long a peer probe may take before the target counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the VIP may take to answer. Whoever holds an address on the control planes' network
+/// answers a SYN (with a connection or a refusal) within a round trip, milliseconds on a LAN and
+/// well under this even from an operator far away.
+const VIP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Runs every check; the rows come in inventory order, cluster-wide rows last.
+/// Runs every check; the rows come in inventory order, cluster-wide rows last. `vip` is the
+/// probe [`start_vip_probe`] started before connecting (it may wait for its whole timeout).
 pub async fn run(
     plan: &Plan,
     connections: &Connections<'_>,
+    vip: VipProbe,
     expect: &Expectations,
     parallel: usize,
     progress: &Progress,
 ) -> Vec<Check> {
-    let hosts = fanout::each(&connections.results, parallel, |(host, conn)| async move {
+    let per_host = fanout::each(&connections.results, parallel, |(host, conn)| async move {
         let rows = match conn {
             Ok(ssh) => host_checks(plan, host, ssh, expect, progress).await,
             Err(e) => vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())],
@@ -33,11 +39,14 @@ pub async fn run(
         let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
         progress.finish(&host.name, format!("preflight: {worst}"));
         rows
-    });
-    // The VIP probe may wait for its whole timeout; it runs while the hosts are checked.
-    let (per_host, vip_answer) = tokio::join!(hosts, vip_probe(plan));
+    })
+    .await;
     let mut rows: Vec<Check> = per_host.into_iter().flat_map(|(_, rows)| rows).collect();
-    rows.push(endpoint_check(plan, vip_answer, &rows));
+    let answer = match vip {
+        Some(probe) => probe.await.unwrap_or(None),
+        None => None,
+    };
+    rows.push(endpoint_check(plan, answer, &rows));
     rows
 }
 
@@ -48,29 +57,30 @@ async fn host_checks(
     expect: &Expectations,
     progress: &Progress,
 ) -> Vec<Check> {
-    progress.step(&host.name, "preflight: gathering facts");
+    progress.step(&host.name, "preflight");
     let mut rows = vec![Check::new(
         &host.name,
         "ssh",
         Status::Ok,
         format!("{}@{} ({})", host.ssh.user, join_host_port(host.address, host.ssh.port), ssh.authenticated_with()),
     )];
-    match facts::gather(ssh).await {
+    // The three probes are independent: one round trip each, all at once.
+    let control_plane = host.role == Role::ControlPlane;
+    let peers: Vec<&Host> = plan.control_planes().filter(|p| p.name != host.name).collect();
+    let (facts, forwarding, peers) = tokio::join!(
+        facts::gather(ssh),
+        async { if control_plane { Some(forwarding(host, ssh).await) } else { None } },
+        async { if control_plane { Some(peer_reach(ssh, &peers).await) } else { None } },
+    );
+    match facts {
         Ok(facts) => rows.extend(checks::evaluate(plan, host, &facts, expect)),
-        Err(e) => {
-            rows.push(Check::new(&host.name, "facts", Status::Fail, e.to_string()));
-            return rows;
-        }
+        Err(e) => rows.push(Check::new(&host.name, "facts", Status::Fail, e.to_string())),
     }
-    if host.role == Role::ControlPlane {
-        progress.step(&host.name, "preflight: checking TCP forwarding and etcd peers");
-        rows.push(forwarding(host, ssh).await);
-        let peers: Vec<&Host> = plan.control_planes().filter(|p| p.name != host.name).collect();
-        rows.push(match peer_reach(ssh, &peers).await {
-            Ok(results) => checks::peers(host, &results),
-            Err(e) => Check::new(&host.name, "etcd peers", Status::Fail, e.to_string()),
-        });
-    }
+    rows.extend(forwarding);
+    rows.extend(peers.map(|result| match result {
+        Ok(results) => checks::peers(host, &results),
+        Err(e) => Check::new(&host.name, "etcd peers", Status::Fail, e.to_string()),
+    }));
     rows
 }
 
@@ -98,7 +108,7 @@ async fn peer_reach(ssh: &SshHost, peers: &[&Host]) -> Result<Vec<(String, PeerR
         "# checking etcd peer ports\n\
          command -v bash >/dev/null 2>&1 || {{ echo @@nobash; exit 0; }}\n\
          for t in {}; do\n\
-         \x20 out=$(timeout {} bash -c \"exec 3<>/dev/tcp/$t/2380\" 2>&1); rc=$?\n\
+         \x20 out=$(timeout {} bash --norc --noprofile -c \"exec 3<>/dev/tcp/$t/2380\" 2>&1); rc=$?\n\
          \x20 echo \"@@peer $t $rc\"; echo \"$out\"\n\
          done\n",
         targets.join(" "),
@@ -136,11 +146,14 @@ fn os_reason(detail: &str) -> String {
     detail.rsplit(": ").next().unwrap_or(detail).trim().to_string()
 }
 
-/// What the VIP answers, when kubeha manages one.
-async fn vip_probe(plan: &Plan) -> Option<&'static str> {
+/// A running probe of the VIP (none when kubeha manages no VIP).
+pub type VipProbe = Option<tokio::task::JoinHandle<Option<&'static str>>>;
+
+/// Starts asking the VIP, in the background, so its timeout overlaps the other work.
+pub fn start_vip_probe(plan: &Plan) -> VipProbe {
     match &plan.load_balancer {
         LoadBalancer::KeepalivedHaproxy { vip, .. } => {
-            probe(SocketAddr::new(*vip, plan.control_plane_endpoint.port)).await
+            Some(tokio::spawn(probe(SocketAddr::new(*vip, plan.control_plane_endpoint.port))))
         }
         _ => None,
     }
@@ -167,7 +180,7 @@ fn endpoint_check(plan: &Plan, answer: Option<&'static str>, rows: &[Check]) -> 
 
 /// `None` when nothing answers at `target` within the probe timeout.
 async fn probe(target: SocketAddr) -> Option<&'static str> {
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
+    match tokio::time::timeout(VIP_PROBE_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
         Ok(Ok(_)) => Some("accepts connections"),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some("refuses connections"),
         _ => None,

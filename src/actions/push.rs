@@ -71,9 +71,16 @@ pub async fn push<R: Remote>(
     if dry_run {
         return Ok(report);
     }
-    for (i, file) in todo.iter().enumerate() {
-        on_write(i + 1, todo.len(), &file.path);
-        remote.put(file).await?;
+    // Files of one rank go up in one remote command (each still written atomically); a rank
+    // starts only when the one before it is complete, which keeps the marker first and the
+    // manifests last.
+    let mut written = 0;
+    for group in todo.chunk_by(|a, b| rank(&a.path) == rank(&b.path)) {
+        for file in group {
+            written += 1;
+            on_write(written, todo.len(), &file.path);
+        }
+        remote.put_all(group).await?;
     }
     Ok(report)
 }
@@ -112,6 +119,51 @@ mod tests {
                 "/etc/kubernetes/manifests/etcd.yaml"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_push_writes_differences_in_order_and_a_second_push_nothing() {
+        use crate::transport::{Call, MemoryRemote};
+        let host = MemoryRemote::new("cp1");
+        host.insert_file("/etc/kubernetes/pki/ca.crt", 0o644, 0, 0, "c");
+        let files = vec![
+            File::new("/etc/kubernetes/manifests/etcd.yaml", 0o600, "e"),
+            File::new("/etc/kubernetes/pki/ca.crt", 0o644, "c"),
+            File::new("/etc/kubernetes/pki/ca.key", 0o600, "k"),
+            File::new("/etc/kubernetes/kubeha/cluster.yaml", 0o644, "m"),
+        ];
+        let report = push(&host, &files, false, |_, _, _| {}).await.unwrap();
+        assert_eq!(report.unchanged, 1);
+        let puts: Vec<String> = host
+            .take_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Put { path, .. } => Some(path.display().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            puts,
+            [
+                "/etc/kubernetes/kubeha/cluster.yaml",
+                "/etc/kubernetes/pki/ca.key",
+                "/etc/kubernetes/manifests/etcd.yaml"
+            ]
+        );
+        assert_eq!(host.file("/etc/kubernetes/pki/ca.key").unwrap().mode, 0o600);
+
+        let again = push(&host, &files, false, |_, _, _| {}).await.unwrap();
+        assert!(again.written.is_empty());
+        assert!(
+            host.take_calls().iter().all(|c| matches!(c, Call::FileStates { .. })),
+            "a converged host was written to"
+        );
+
+        // A dry run reports and writes nothing.
+        let changed = vec![File::new("/etc/kubernetes/pki/ca.crt", 0o644, "new")];
+        let dry = push(&host, &changed, true, |_, _, _| {}).await.unwrap();
+        assert_eq!(dry.written, [PathBuf::from("/etc/kubernetes/pki/ca.crt")]);
+        assert_eq!(host.file("/etc/kubernetes/pki/ca.crt").unwrap().content, b"c");
     }
 
     #[test]

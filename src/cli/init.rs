@@ -51,6 +51,9 @@ impl Args {
                 eprintln!("{host}: {}", pushed.summary(self.dry_run));
             }
         }
+        let phases: Vec<String> =
+            report.phases.iter().map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64())).collect();
+        eprintln!("phases: {}", phases.join(", "));
         let timing = format!(
             "kubeha worked {:.2}s, waited {:.2}s for the components",
             report.work.as_secs_f64(),

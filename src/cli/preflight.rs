@@ -34,8 +34,10 @@ impl Args {
         let reach = self.remote.reach();
         let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
         let rows = super::remote::runtime()?.block_on(async {
-            let connections = connect_all(&plan, &reach, &Credentials::from_env(), &progress).await;
-            let rows = preflight::run(&plan, &connections, &expect, reach.parallel, &progress).await;
+            let credentials = Credentials::from_env();
+            let vip = preflight::start_vip_probe(&plan);
+            let connections = connect_all(&plan, &reach, &credentials, &progress).await;
+            let rows = preflight::run(&plan, &connections, vip, &expect, reach.parallel, &progress).await;
             connections.close().await;
             rows
         });

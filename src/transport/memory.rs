@@ -238,6 +238,22 @@ impl Remote for MemoryRemote {
         Ok(())
     }
 
+    /// Like the real one: every file is checked first, then all are written, so a failing file
+    /// leaves the others untouched.
+    async fn put_all<F: std::borrow::Borrow<File> + Sync>(&self, files: &[F]) -> Result<(), TransportError> {
+        let failing = {
+            let state = self.state();
+            files.iter().map(|f| f.borrow()).find(|f| state.failing_puts.contains(&f.path)).cloned()
+        };
+        if let Some(file) = failing {
+            return self.put(&file).await;
+        }
+        for file in files {
+            self.put(file.borrow()).await?;
+        }
+        Ok(())
+    }
+
     async fn file_states(&self, paths: &[PathBuf]) -> Result<Vec<Option<FileState>>, TransportError> {
         let mut state = self.state();
         state.calls.push(Call::FileStates { paths: paths.to_vec() });

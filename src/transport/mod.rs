@@ -16,8 +16,9 @@ mod memory;
 pub mod shell;
 mod ssh;
 
+use std::borrow::Borrow;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -112,6 +113,41 @@ pub trait Remote: Send + Sync {
                 status => Err(TransportError::CommandFailed {
                     host: self.host().to_string(),
                     step: format!("writing {}", file.path.display()),
+                    status,
+                    stderr: error::stderr_text(&out.stderr),
+                }),
+            }
+        }
+    }
+
+    /// Writes several files with one remote command, each atomically as [`put`](Remote::put)
+    /// does; none is renamed into place unless all arrived intact.
+    fn put_all<F: Borrow<File> + Sync>(&self, files: &[F]) -> impl Future<Output = Result<(), TransportError>> + Send {
+        async move {
+            let files: Vec<&File> = files.iter().map(Borrow::borrow).collect();
+            match files.as_slice() {
+                [] => return Ok(()),
+                [file] => return self.put(file).await,
+                _ => {}
+            }
+            let temps: Option<Vec<String>> =
+                files.iter().map(|f| f.path.file_name().and_then(|n| n.to_str()).map(shell::temp_name)).collect();
+            let script = temps
+                .and_then(|temps| shell::put_many_script(&files, &temps))
+                .ok_or_else(|| invalid_path(self.host(), &files.iter().map(|f| f.path.clone()).collect::<Vec<_>>()))?;
+            let content: Vec<u8> = files.iter().flat_map(|f| f.content.iter().copied()).collect();
+            let out = self.exec(&script, &content).await?;
+            let paths = || files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ");
+            match out.status {
+                0 => Ok(()),
+                shell::PUT_CHECKSUM_MISMATCH => Err(TransportError::ChecksumMismatch {
+                    host: self.host().to_string(),
+                    path: files[0].path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    detail: error::stderr_text(&out.stderr).trim_start_matches("kubeha-put: ").to_string(),
+                }),
+                status => Err(TransportError::CommandFailed {
+                    host: self.host().to_string(),
+                    step: format!("writing {}", paths()),
                     status,
                     stderr: error::stderr_text(&out.stderr),
                 }),

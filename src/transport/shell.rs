@@ -97,6 +97,69 @@ pub fn temp_name(name: &str) -> String {
     format!("{TEMP_PREFIX}{}.{}{TEMP_SUFFIX}", truncate(name, 200).trim_end_matches('…'), hex::encode(random))
 }
 
+/// The script that installs several files atomically from one stdin stream (their contents
+/// one after the other), or `None` if a path is not absolute UTF-8 with a file name. Each file
+/// gets its own temporary file and its own rename, as with [`put_script`]; nothing is renamed
+/// unless every temporary file has its expected SHA-256, so a stream cut short installs
+/// nothing. One script instead of one per file saves a round trip and most process starts per
+/// file. `temps[i]` is the temporary name for `files[i]`.
+pub fn put_many_script(files: &[&File], temps: &[String]) -> Option<String> {
+    let mut vars = String::new();
+    let mut all_temps = Vec::new();
+    let mut dirs: Vec<&str> = Vec::new();
+    let mut reads = String::new();
+    let mut sums = String::new();
+    let mut modes: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
+    let mut moves = String::new();
+    for (i, (file, temp)) in files.iter().zip(temps).enumerate() {
+        let target = path_text(&file.path)?;
+        let dir = file.path.parent().and_then(path_text)?;
+        file.path.file_name()?;
+        let temp_path = Path::new(dir).join(temp);
+        vars.push_str(&format!("t{i}={}\nf{i}={}\n", quote(temp_path.to_str()?), quote(target)));
+        all_temps.push(format!("\"$t{i}\""));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+        reads.push_str(&format!(
+            "head -c {size} > \"$t{i}\" || fail 11 \"cannot write $t{i}\"\n",
+            size = file.content.len()
+        ));
+        sums.push_str(&format!("{}  $t{i}\n", file.sha256()));
+        modes.entry(file.mode & 0o7777).or_default().push(format!("\"$t{i}\""));
+        moves.push_str(&format!("mv -f -T -- \"$t{i}\" \"$f{i}\" || fail 16 \"cannot rename $t{i} to $f{i}\"\n"));
+    }
+    let temps_list = all_temps.join(" ");
+    let dirs_list: Vec<String> = dirs.iter().map(|d| quote(d)).collect();
+    let dirs_list = dirs_list.join(" ");
+    let chmods: String = modes
+        .iter()
+        .map(|(mode, ts)| format!("chmod {mode:04o} -- {} || fail 14 \"cannot chmod\"\n", ts.join(" ")))
+        .collect();
+    Some(format!(
+        "# kubeha put {count} files
+set -u
+{vars}trap 'rm -f -- {temps_list}' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
+fail() {{ s=$1; shift; echo \"kubeha-put: $*\" >&2; exit \"$s\"; }}
+(umask 022 && mkdir -p -- {dirs_list}) || fail 10 \"cannot create directories\"
+umask 077
+{reads}bad=$(sha256sum -c 2>&1 <<EOF | grep -v ': OK$'
+{sums}EOF
+) || true
+[ -z \"$bad\" ] || fail {mismatch} \"checksum mismatch (stream cut short?): $bad\"
+chown 0:0 -- {temps_list} || fail 13 \"cannot chown to root\"
+{chmods}sync -- {temps_list} || fail 15 \"cannot fsync\"
+{moves}sync -- {dirs_list} || fail 17 \"cannot fsync directories\"
+",
+        count = files.len(),
+        mismatch = PUT_CHECKSUM_MISMATCH,
+    ))
+}
+
 /// The script that installs `file` atomically from its stdin, or `None` if the path is not an
 /// absolute UTF-8 path with a file name.
 ///
