@@ -93,7 +93,7 @@ pub fn main() -> ExitCode {
 
 /// The error and its causes on one line, skipping a cause whose text the message before it
 /// already includes (library errors often quote their source).
-fn describe(e: &anyhow::Error) -> String {
+pub fn describe(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

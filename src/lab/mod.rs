@@ -13,6 +13,7 @@
 //! `up`/`down` the two lifecycles, [`node`] the per-host supervisor, [`kubelet`] the static-pod
 //! runner, [`podexec`] private mounts for pods, [`standin`] the component stand-ins.
 
+pub mod cli;
 mod describe;
 mod down;
 mod hostfs;
