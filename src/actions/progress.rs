@@ -37,6 +37,11 @@ impl Progress {
         Progress { live: Some((multi, bars)), width }
     }
 
+    /// Whether progress is drawn as live lines (stderr is a terminal).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
     /// A progress line that never shows anything (for library callers and tests).
     pub fn hidden() -> Self {
         Progress { live: None, width: 0 }

@@ -47,8 +47,14 @@ impl Args {
             eprintln!("warning: {} {}: {}", warning.host, warning.check, warning.detail);
         }
         for (host, pushed) in &report.pushed {
-            if !pushed.written.is_empty() {
+            // Plain logs already have this line; live lines were replaced by later steps.
+            if progress.is_live() && !pushed.written.is_empty() {
                 eprintln!("{host}: {}", pushed.summary(self.dry_run));
+            }
+            if self.dry_run {
+                for path in &pushed.written {
+                    println!("{host}: would write {}", path.display());
+                }
             }
         }
         let phases: Vec<String> =

@@ -8,9 +8,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::lab::{self, Lab, LabSpec, LabUser};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crate::lab::{self, Lab, LabSpec, LabUser};
 
 #[derive(Debug, Parser)]
 #[command(
