@@ -10,6 +10,7 @@ pub mod files;
 pub mod https;
 pub mod inventory;
 pub mod lab;
+pub mod marker;
 pub mod pki;
 pub mod plan;
 pub mod render;

@@ -218,6 +218,17 @@ pub struct Host {
     pub ssh: Ssh,
 }
 
+impl Host {
+    /// Loopback in the host's address family (127.0.0.1 or ::1): where its components are
+    /// reached locally (the apiserver's etcd, probes, kubeha's health checks through SSH).
+    pub fn loopback(&self) -> IpAddr {
+        match self.address {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        }
+    }
+}
+
 /// How kubeha reaches a host; per-host settings already merged over `spec.ssh`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

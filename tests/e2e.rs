@@ -286,6 +286,45 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     let health = etcdctl(&lab, &all, &["endpoint", "health"]);
     assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
     assert_ok(&init(&lab), "init after the failover");
+
+    // Init does not add or remove etcd members: dropping a control plane is refused up front.
+    let inventory = std::fs::read_to_string(lab.inventory_path()).unwrap();
+    let cp3_line = inventory.lines().find(|l| l.contains("name: cp3")).unwrap().to_string();
+    let smaller = lab.dir().join("two-control-planes.yaml");
+    std::fs::write(
+        &smaller,
+        inventory.replace(&format!("{cp3_line}\n"), "").replace("etcd: {", "etcd: {allowEvenMemberCount: true, "),
+    )
+    .unwrap();
+    let out = kubeha(&lab, &smaller, &["init"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("init does not add, remove or replace etcd members"), "{}", text(&out));
+
+    // An upgrade restarts the control planes one at a time, each healthy before the next.
+    let upgraded = lab.dir().join("upgraded.yaml");
+    std::fs::write(&upgraded, inventory.replace("kubernetesVersion: v1.31.4", "kubernetesVersion: v1.31.5")).unwrap();
+    let dry = kubeha(&lab, &upgraded, &["init", "--dry-run"]);
+    assert_ok(&dry, "dry run of the upgrade");
+    let dry_out = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry_out.contains("cp1: would write /etc/kubernetes/manifests/kube-apiserver.yaml"), "{dry_out}");
+    assert!(!dry_out.contains("etcd.yaml"), "etcd's image did not change: {dry_out}");
+    assert_eq!(pods_before.len(), pods(&lab).len());
+    let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m", "--kubelet-sync", "2s"]);
+    assert_ok(&out, "init with a new Kubernetes version");
+    let mut started = Vec::new();
+    for cp in ["cp1", "cp2", "cp3"] {
+        let pod = lab.pod(cp, "kube-apiserver").unwrap().unwrap();
+        assert!(pod.running, "{cp}: {pod:?}");
+        let log = std::fs::read_to_string(lab.pod_log(cp, "kube-apiserver").unwrap()).unwrap();
+        assert!(log.contains("v1.31.5"), "{cp}'s apiserver did not restart with the new image");
+        started.push(pod.started_at.unwrap());
+    }
+    for pair in started.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
+        assert!(gap >= Duration::from_secs(2), "apiservers restarted together ({gap:?} apart): {started:?}");
+    }
+    let curl = curl_healthz(&lab);
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "ok", "{}", text(&curl));
     lab.down().unwrap();
 }
 

@@ -220,6 +220,11 @@ const CASES: &[Case] = &[
         expect: &["spec.certificates.extraSANs[1]: \"bad name\" is not a valid DNS name"],
     },
     Case {
+        name: "an interface name that would break keepalived.conf",
+        edits: &[("interface: eth0}", "interface: \"eth0\\n}\\nvrrp_script x {\"}")],
+        expect: &["spec.loadBalancer.interface: \"eth0\\n}\\nvrrp_script x {\" is not a network interface name"],
+    },
+    Case {
         name: "hosts is not a list",
         edits: &[("  hosts:\n", "  hosts: cp1\n  oldHosts:\n")],
         expect: &["spec.hosts: must be a list, found a string", "spec.oldHosts: unknown field"],

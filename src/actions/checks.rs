@@ -73,19 +73,80 @@ pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
     ports
 }
 
-/// Every verdict about one host from its facts.
-pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, expect: &Expectations) -> Vec<Check> {
-    let ownership = super::facts::ownership(facts, expect.cluster_id.as_deref());
+/// Every verdict about one host from its facts and ownership (see [`super::facts::ownership`]).
+pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, expect: &Expectations) -> Vec<Check> {
     let mut checks = vec![
         root(host, facts),
         os(host, facts),
         swap(host, facts),
-        ports(plan, host, facts, &ownership),
-        directories(host, &ownership),
+        ports(plan, host, facts, ownership),
+        directories(host, ownership),
         clock(host, facts, expect.max_clock_skew),
     ];
+    checks.extend(membership(plan, host, ownership));
     checks.retain(|c| !c.detail.is_empty());
     checks
+}
+
+/// A host kubeha set up keeps its role, and the cluster keeps its etcd members: init writes
+/// every member's manifest with the same initial cluster, which only works when they start
+/// together. Adding, removing or replacing a control plane of a running cluster is not a re-run.
+fn membership(plan: &Plan, host: &Host, ownership: &Ownership) -> Option<Check> {
+    let Ownership::Ours(marker) = ownership else { return None };
+    let role = host.role.to_string();
+    if marker.role != role {
+        return Some(Check::new(
+            &host.name,
+            "membership",
+            Status::Fail,
+            format!(
+                "kubeha set this host up as a {}, the inventory now says {role}: init does not change a host's role; \
+                 take it out of the cluster first",
+                marker.role
+            ),
+        ));
+    }
+    let now: Vec<&str> = plan.control_planes().map(|h| h.name.as_str()).collect();
+    if !marker.control_planes.is_empty() && marker.control_planes != now {
+        return Some(Check::new(
+            &host.name,
+            "membership",
+            Status::Fail,
+            format!(
+                "the control planes (etcd members) were {} and the inventory now has {}: init does not add, \
+                 remove or replace etcd members of a running cluster",
+                marker.control_planes.join(", "),
+                now.join(", ")
+            ),
+        ));
+    }
+    Some(Check::new(&host.name, "membership", Status::Ok, format!("{role} of this cluster")))
+}
+
+/// Across hosts: a control plane with nothing of the cluster while other hosts already run it
+/// would start a second etcd cluster instead of joining the first.
+pub fn cluster_membership(ownerships: &[(&Host, Ownership)]) -> Option<Check> {
+    let running: Vec<&str> = ownerships.iter().filter(|(_, o)| o.is_ours()).map(|(h, _)| h.name.as_str()).collect();
+    let fresh: Vec<&str> = ownerships
+        .iter()
+        .filter(|(h, o)| h.role == Role::ControlPlane && *o == Ownership::Fresh)
+        .map(|(h, _)| h.name.as_str())
+        .collect();
+    if running.is_empty() || fresh.is_empty() {
+        return None;
+    }
+    Some(Check::new(
+        "cluster",
+        "members",
+        Status::Fail,
+        format!(
+            "{} ha{} nothing of this cluster, which already runs on {}: a control plane cannot join a running \
+             cluster through init (its etcd member must be added first)",
+            fresh.join(", "),
+            if fresh.len() == 1 { "s" } else { "ve" },
+            running.join(", ")
+        ),
+    ))
 }
 
 fn root(host: &Host, facts: &Facts) -> Check {
@@ -144,7 +205,7 @@ fn ports(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership) -> Chec
     let all: Vec<String> = wanted.iter().map(|(p, _)| p.to_string()).collect();
     if busy.is_empty() {
         Check::new(&host.name, "ports", Status::Ok, format!("{} free", all.join(" ")))
-    } else if *ownership == Ownership::Ours {
+    } else if ownership.is_ours() {
         Check::new(&host.name, "ports", Status::Ok, format!("{} in use by this cluster", busy.join(", ")))
     } else {
         Check::new(&host.name, "ports", Status::Fail, format!("in use: {}", busy.join(", ")))
@@ -159,7 +220,7 @@ fn directories(host: &Host, ownership: &Ownership) -> Check {
     };
     match ownership {
         Ownership::Fresh => Check::new(&host.name, "directories", Status::Ok, format!("{dirs} empty")),
-        Ownership::Ours => {
+        Ownership::Ours(_) => {
             Check::new(&host.name, "directories", Status::Ok, "already set up by kubeha for this cluster")
         }
         Ownership::Other(why) => Check::new(&host.name, "directories", Status::Fail, why.clone()),
@@ -258,6 +319,16 @@ mod tests {
         f
     }
 
+    /// `evaluate` with the ownership the facts imply.
+    fn eval(plan: &Plan, host: &Host, facts: &Facts, expect: &Expectations) -> Vec<Check> {
+        let ownership = crate::actions::facts::ownership(facts, expect.cluster_id.as_deref());
+        evaluate(plan, host, facts, &ownership, expect)
+    }
+
+    fn marker(role: &str, control_planes: &str) -> String {
+        format!("cluster: lab\nclusterID: sha256:1234\nhost: cp1\nrole: {role}\ncontrolPlanes: [{control_planes}]\n")
+    }
+
     fn statuses(checks: &[Check]) -> Vec<(&str, Status)> {
         checks.iter().map(|c| (c.check, c.status)).collect()
     }
@@ -265,7 +336,7 @@ mod tests {
     #[test]
     fn a_clean_host_passes() {
         let plan = plan();
-        let checks = evaluate(&plan, &plan.hosts[0], &healthy(), &expect(None));
+        let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
         assert_eq!(checks.len(), 6);
         assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
@@ -279,7 +350,7 @@ mod tests {
         f.swaps.push("/swapfile".into());
         f.manifests.push("kube-apiserver.yaml".into());
         f.uid = Some(1000);
-        let checks = evaluate(&plan, &plan.hosts[0], &f, &expect(None));
+        let checks = eval(&plan, &plan.hosts[0], &f, &expect(None));
         let failed: Vec<&str> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.check).collect();
         assert_eq!(failed, ["root", "swap", "ports", "directories"]);
         assert!(checks.iter().any(|c| c.detail == "in use: 2379 (etcd client)"));
@@ -291,11 +362,44 @@ mod tests {
         let mut f = healthy();
         f.listening.extend([2379, 6443, 8443]);
         f.manifests.push("etcd.yaml".into());
-        f.marker = Some("cluster: lab\nclusterID: sha256:1234".into());
-        let checks = evaluate(&plan, &plan.hosts[0], &f, &expect(Some("sha256:1234")));
+        f.marker = Some(marker("control-plane", "cp1, cp2, cp3"));
+        let checks = eval(&plan, &plan.hosts[0], &f, &expect(Some("sha256:1234")));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
-        let checks = evaluate(&plan, &plan.hosts[0], &f, &expect(Some("sha256:9999")));
+        let checks = eval(&plan, &plan.hosts[0], &f, &expect(Some("sha256:9999")));
         assert_eq!(statuses(&checks).iter().filter(|(_, s)| *s == Status::Fail).count(), 2);
+    }
+
+    #[test]
+    fn a_host_keeps_its_role_and_the_cluster_its_members() {
+        let plan = plan();
+        let mut f = healthy();
+        let failed = |f: &Facts, host: usize| -> Vec<String> {
+            eval(&plan, &plan.hosts[host], f, &expect(Some("sha256:1234")))
+                .into_iter()
+                .filter(|c| c.status == Status::Fail)
+                .map(|c| format!("{}: {}", c.check, c.detail))
+                .collect()
+        };
+        f.marker = Some(marker("worker", "cp1, cp2, cp3"));
+        let bad = failed(&f, 0);
+        assert!(bad.len() == 1 && bad[0].contains("set this host up as a worker"), "{bad:?}");
+        f.marker = Some(marker("control-plane", "cp1, cp2, cp3, cp4, cp5"));
+        let bad = failed(&f, 0);
+        assert!(
+            bad.len() == 1 && bad[0].contains("were cp1, cp2, cp3, cp4, cp5 and the inventory now has cp1, cp2, cp3"),
+            "{bad:?}"
+        );
+        f.marker = Some(marker("worker", "cp1, cp2, cp3"));
+        assert!(failed(&f, 3).is_empty(), "a worker of the same cluster passes");
+
+        let hosts: Vec<(&Host, Ownership)> = vec![
+            (&plan.hosts[0], crate::actions::facts::ownership(&f, Some("sha256:1234"))),
+            (&plan.hosts[1], Ownership::Fresh),
+        ];
+        let c = cluster_membership(&hosts).unwrap();
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.starts_with("cp2 has nothing of this cluster, which already runs on cp1"), "{}", c.detail);
+        assert!(cluster_membership(&[(&plan.hosts[1], Ownership::Fresh)]).is_none(), "a fresh cluster");
     }
 
     #[test]
@@ -303,7 +407,7 @@ mod tests {
         let plan = plan();
         let mut f = healthy();
         f.listening.insert(2379);
-        let checks = evaluate(&plan, &plan.hosts[3], &f, &expect(None));
+        let checks = eval(&plan, &plan.hosts[3], &f, &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
     }
 

@@ -6,10 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+use crate::marker::HostMarker;
 use crate::transport::{Remote, TransportError};
-
-/// The marker file that says a host belongs to a kubeha cluster.
-pub const MARKER_PATH: &str = "/etc/kubernetes/kubeha/cluster.yaml";
 
 /// A POSIX sh script printing `@@section` headers followed by raw lines. It only reads.
 const SCRIPT: &str = r#"# gathering host facts
@@ -117,23 +115,34 @@ pub enum Ownership {
     /// Nothing of a cluster is there.
     Fresh,
     /// kubeha set it up for this cluster (the marker names this cluster's CA).
-    Ours,
+    Ours(Box<HostMarker>),
     /// Something else lives there; the text says what and what to do.
     Other(String),
 }
 
+impl Ownership {
+    pub fn is_ours(&self) -> bool {
+        matches!(self, Ownership::Ours(_))
+    }
+}
+
 /// Decides ownership; `cluster_id` is this cluster's CA hash when the state directory has a CA.
 pub fn ownership(facts: &Facts, cluster_id: Option<&str>) -> Ownership {
-    match (&facts.marker, cluster_id) {
-        (Some(marker), Some(id)) if marker.contains(id) => Ownership::Ours,
-        (Some(marker), Some(_)) => Ownership::Other(format!(
-            "belongs to another kubeha cluster ({}); remove it from this inventory or reset it",
-            marker_summary(marker)
+    let marker = facts.marker.as_deref().map(|text| HostMarker::parse(text).ok_or(text));
+    match (marker, cluster_id) {
+        (Some(Ok(m)), Some(id)) if m.cluster_id == id => Ownership::Ours(Box::new(m)),
+        (Some(Ok(m)), Some(_)) => Ownership::Other(format!(
+            "belongs to another kubeha cluster ({}, {}); remove it from this inventory or reset it",
+            m.cluster, m.cluster_id
         )),
-        (Some(marker), None) => Ownership::Other(format!(
-            "was set up by kubeha for a cluster ({}) whose CA is not in this state directory; \
+        (Some(Ok(m)), None) => Ownership::Other(format!(
+            "was set up by kubeha for cluster {} ({}) whose CA is not in this state directory; \
              point --state-dir at that cluster's state",
-            marker_summary(marker)
+            m.cluster, m.cluster_id
+        )),
+        (Some(Err(_)), _) => Ownership::Other(format!(
+            "{} is not a kubeha marker kubeha can read; restore it or reset the host",
+            crate::marker::PATH
         )),
         (None, _) if !facts.manifests.is_empty() || !facts.etcd_data.is_empty() => {
             let mut what = Vec::new();
@@ -152,16 +161,6 @@ pub fn ownership(facts: &Facts, cluster_id: Option<&str>) -> Ownership {
     }
 }
 
-/// `name`/`id` lines of a marker, for messages.
-fn marker_summary(marker: &str) -> String {
-    let keep: Vec<&str> = marker
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("cluster") || l.starts_with("name") || l.contains("sha256:"))
-        .collect();
-    if keep.is_empty() { "unknown cluster".to_string() } else { keep.join(", ") }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,7 +171,7 @@ mod tests {
    0: 0100007F:0951 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
    1: 0B0012C6:0016 0B0012C6:D2F4 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
    0: 00000000000000000000000000000000:1A0B 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n\
-@@manifests\netcd.yaml\n@@etcd\n@@marker\ncluster: lab\nclusterID: sha256:abcd\n@@end\n";
+@@manifests\netcd.yaml\n@@etcd\n@@marker\ncluster: lab\nclusterID: sha256:abcd\nhost: cp1\nrole: control-plane\n@@end\n";
 
     #[test]
     fn parses_every_section() {
@@ -185,7 +184,7 @@ mod tests {
         assert_eq!(f.listening.iter().copied().collect::<Vec<_>>(), [2385, 6667]);
         assert_eq!(f.manifests, ["etcd.yaml"]);
         assert!(f.etcd_data.is_empty());
-        assert_eq!(f.marker.as_deref(), Some("cluster: lab\nclusterID: sha256:abcd"));
+        assert_eq!(f.marker.as_deref(), Some("cluster: lab\nclusterID: sha256:abcd\nhost: cp1\nrole: control-plane"));
     }
 
     #[test]
@@ -198,7 +197,7 @@ mod tests {
     #[test]
     fn ownership_follows_the_marker_and_directories() {
         let mut f = parse(OUTPUT);
-        assert_eq!(ownership(&f, Some("sha256:abcd")), Ownership::Ours);
+        assert!(ownership(&f, Some("sha256:abcd")).is_ours());
         assert!(
             matches!(ownership(&f, Some("sha256:ffff")), Ownership::Other(m) if m.contains("another kubeha cluster"))
         );

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use super::checks::{Check, Expectations, Status};
 use super::connect::{Connections, Reach, connect_all};
+use super::facts::Ownership;
 use super::progress::Progress;
-use super::push::{PushReport, push};
-use super::wait::{self, Failure, WaitError, WaitOptions, until};
+use super::push::{self, HostPush, PushReport};
+use super::wait::{Health, WaitError, WaitOptions};
 use super::{fanout, preflight};
 use crate::files::File;
-use crate::https::{ClientIdentity, HttpsError, TlsClient};
-use crate::pki::{self, Pki, PkiError};
+use crate::https::HttpsError;
+use crate::pki::{self, PkiError};
 use crate::plan::{Host, Plan, Role};
 use crate::render::{self, RenderError};
 use crate::transport::{Credentials, Remote, SshHost, TransportError};
@@ -30,6 +31,9 @@ pub struct InitOptions {
     pub wait: WaitOptions,
     /// Connect, check and compare, but write nothing (not even the state directory).
     pub dry_run: bool,
+    /// How long a kubelet may take to notice a changed static-pod manifest (its
+    /// `fileCheckFrequency`); rolling restarts wait this long before checking a host's health.
+    pub kubelet_sync: Duration,
 }
 
 /// What `init` did.
@@ -54,9 +58,9 @@ impl InitReport {
         *since = Instant::now();
     }
 
-    /// Whether any host file was (or, in a dry run, would be) written.
+    /// Whether any host file was (or, in a dry run, would be) written or removed.
     pub fn changed_hosts(&self) -> bool {
-        self.pushed.iter().any(|(_, r)| !r.written.is_empty())
+        self.pushed.iter().any(|(_, r)| !r.is_empty())
     }
 }
 
@@ -126,11 +130,11 @@ async fn phases(
     let mut clock = Instant::now();
     let expect =
         Expectations { max_clock_skew: options.max_clock_skew, cluster_id: pki::existing_cluster_id(state_dir)? };
-    let checks = preflight::run(plan, connections, vip, &expect, options.reach.parallel, progress).await;
-    if checks.iter().any(|c| c.status == Status::Fail) {
-        return Err(InitError::Preflight { checks });
+    let found = preflight::run(plan, connections, vip, &expect, options.reach.parallel, progress).await;
+    if found.failed() {
+        return Err(InitError::Preflight { checks: found.checks });
     }
-    report.warnings = checks.into_iter().filter(|c| c.status == Status::Warn).collect();
+    report.warnings = found.checks.iter().filter(|c| c.status == Status::Warn).cloned().collect();
     report.lap("preflight", &mut clock);
 
     let scratch = options.dry_run.then(|| Scratch::of(state_dir)).transpose().map_err(InitError::Scratch)?;
@@ -142,140 +146,155 @@ async fn phases(
     let files = render::render(plan, &pki)?;
     report.lap("render", &mut clock);
 
-    report.pushed = push_all(plan, connections, &files, options, progress).await?;
+    let health = Health::new(plan, &pki, options.wait.interval)?;
+    report.pushed = push_all(connections, &files, &found, &health, options, progress).await?;
     report.lap("push", &mut clock);
     report.work = started.elapsed();
     if options.dry_run {
         return Ok(report);
     }
     let waiting = Instant::now();
-    wait_for_cluster(plan, &pki, connections, options, progress).await?;
+    wait_for_cluster(connections, &health, options, progress).await?;
     report.waited = waiting.elapsed();
     report.lap("wait", &mut clock);
     Ok(report)
 }
 
-/// Writes every host's files (only what differs), all hosts at once within the bound. A host
-/// that fails does not stop the others: each file is written atomically, so finishing them
-/// leaves less to do on the re-run.
+/// Writes every host's files (only what differs) and removes those kubeha no longer renders.
+///
+/// Hosts where no running static pod would restart (a first install, workers, config-only
+/// changes) are written all at once within the bound; a host that fails does not stop the
+/// others, since every file is written atomically and finishing them leaves less to do on the
+/// re-run. Control planes whose running pods would restart (an upgrade, a changed flag) are then
+/// rolled one at a time: written, given the kubelet's sync period to notice, and waited for
+/// until their etcd and apiserver are healthy and etcd has every member again, so the cluster
+/// keeps its quorum and its endpoint.
 async fn push_all(
-    plan: &Plan,
     connections: &Connections<'_>,
     files: &BTreeMap<String, Vec<File>>,
+    found: &preflight::Outcome,
+    health: &Health<'_>,
     options: &InitOptions,
     progress: &Progress,
 ) -> Result<Vec<(String, PushReport)>, InitError> {
     let hosts: Vec<(&Host, &SshHost)> = connections.connected().collect();
-    let results = fanout::each(&hosts, options.reach.parallel, |(host, ssh)| async move {
+    let prepared = fanout::each(&hosts, options.reach.parallel, |(host, ssh)| async move {
         let files = files.get(&host.name).map(Vec::as_slice).unwrap_or_default();
-        let result = push_host(host, ssh, files, options.dry_run, progress).await;
+        let previous = match found.hosts.get(&host.name) {
+            Some((_, Ownership::Ours(marker))) => marker.files.as_slice(),
+            _ => &[],
+        };
+        progress.step(&host.name, "comparing files");
+        let result = prepare_host(ssh, files, previous, options.dry_run).await;
+        if let Err(e) = &result {
+            progress.finish(&host.name, format!("failed: {e}"));
+        }
+        result
+    })
+    .await;
+    let mut failures = Vec::new();
+    let mut pushes = Vec::new();
+    for ((host, ssh), result) in prepared {
+        match result {
+            Ok(push) => pushes.push((*host, *ssh, push)),
+            Err(e) => failures.push((host.name.clone(), e.to_string())),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(InitError::Hosts { step: "comparing files", failures });
+    }
+    let reports: Vec<(String, PushReport)> = pushes.iter().map(|(h, _, p)| (h.name.clone(), p.report())).collect();
+    if options.dry_run {
+        for (host, report) in &reports {
+            progress.finish(host, report.summary(true));
+        }
+        return Ok(reports);
+    }
+
+    let (rolling, at_once): (Vec<_>, Vec<_>) =
+        pushes.into_iter().partition(|(h, _, p)| h.role == Role::ControlPlane && p.restarts_pods);
+    let results = fanout::each(&at_once, options.reach.parallel, |(host, ssh, push)| async move {
+        let result = write_host(host, *ssh, push, progress).await;
         match &result {
-            Ok(r) if host.role == Role::Worker || options.dry_run => {
-                progress.finish(&host.name, r.summary(options.dry_run))
-            }
-            Ok(r) => progress.step(&host.name, r.summary(false)),
+            Ok(()) if host.role == Role::Worker => progress.finish(&host.name, push.report().summary(false)),
+            Ok(()) => progress.step(&host.name, push.report().summary(false)),
             Err(e) => progress.finish(&host.name, format!("failed: {e}")),
         }
         result
     })
     .await;
-    let mut pushed = Vec::new();
-    let mut failures = Vec::new();
-    for ((host, _), result) in results {
-        match result {
-            Ok(r) => pushed.push((host.name.clone(), r)),
-            Err(e) => failures.push((host.name.clone(), e.to_string())),
-        }
-    }
+    let failures: Vec<(String, String)> =
+        results.into_iter().filter_map(|((h, _, _), r)| r.err().map(|e| (h.name.clone(), e.to_string()))).collect();
     if !failures.is_empty() {
         return Err(InitError::Hosts { step: "writing files", failures });
     }
-    debug_assert_eq!(pushed.len(), plan.hosts.len());
-    Ok(pushed)
+    for (host, ssh, push) in &rolling {
+        progress.note(format!("{}: restarting its control-plane pods (one host at a time)", host.name));
+        write_host(host, *ssh, push, progress).await.map_err(|e| InitError::Hosts {
+            step: "writing files",
+            failures: vec![(host.name.clone(), e.to_string())],
+        })?;
+        progress
+            .step(&host.name, format!("waiting {}s for the kubelet to restart pods", options.kubelet_sync.as_secs()));
+        tokio::time::sleep(options.kubelet_sync).await;
+        let deadline = Instant::now() + options.wait.timeout;
+        health.control_plane(host, *ssh, deadline, progress).await?;
+        health.members(host, *ssh, deadline, progress).await?;
+        progress.step(&host.name, push.report().summary(false));
+    }
+    Ok(reports)
 }
 
-async fn push_host(
-    host: &Host,
+/// Removes temporary files an interrupted run left (before anything is written: the writes
+/// below make temporary files of their own in the same places), then compares.
+async fn prepare_host<'f>(
     ssh: &SshHost,
-    files: &[File],
+    files: &'f [File],
+    previous: &[PathBuf],
     dry_run: bool,
-    progress: &Progress,
-) -> Result<PushReport, TransportError> {
-    progress.step(&host.name, if dry_run { "comparing files" } else { "writing files" });
-    let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.path.parent().map(Path::to_path_buf)).collect();
-    dirs.sort();
-    dirs.dedup();
-    // Before writing: the puts below create temporary files of their own in the same places.
+) -> Result<HostPush<'f>, TransportError> {
     if !dry_run {
+        let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.path.parent().map(Path::to_path_buf)).collect();
+        dirs.sort();
+        dirs.dedup();
         ssh.remove_stale_temp_files(&dirs).await?;
     }
-    push(ssh, files, dry_run, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display())))
-        .await
+    push::prepare(ssh, files, previous).await
+}
+
+async fn write_host(
+    host: &Host,
+    ssh: &SshHost,
+    push: &HostPush<'_>,
+    progress: &Progress,
+) -> Result<(), TransportError> {
+    progress.step(&host.name, "writing files");
+    push.apply(ssh, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display()))).await
 }
 
 /// Waits until every etcd member and apiserver is healthy and the endpoint answers.
 async fn wait_for_cluster(
-    plan: &Plan,
-    pki: &Pki,
     connections: &Connections<'_>,
+    health: &Health<'_>,
     options: &InitOptions,
     progress: &Progress,
 ) -> Result<(), InitError> {
     let deadline = Instant::now() + options.wait.timeout;
-    let interval = options.wait.interval;
-    let probe_timeout = Duration::from_secs(5);
-    let etcd_id = pki.etcd_healthcheck_client();
-    let etcd = TlsClient::new(
-        pki.etcd_ca_cert_pem(),
-        Some(&ClientIdentity::from_pem_named(
-            "etcd/healthcheck-client.crt",
-            &etcd_id.cert_pem,
-            "etcd/healthcheck-client.key",
-            &etcd_id.key_pem,
-        )?),
-    )?
-    .with_timeout(probe_timeout);
-    let api = TlsClient::new(pki.ca_cert_pem(), None)?.with_timeout(probe_timeout);
-
     let control_planes: Vec<(&Host, &SshHost)> =
         connections.connected().filter(|(h, _)| h.role == Role::ControlPlane).collect();
-    let (etcd, api) = (&etcd, &api);
     let results = fanout::each(&control_planes, control_planes.len().max(1), |(host, ssh)| async move {
-        let name = &host.name;
-        let step = |what: &'static str| move |last: &str| progress.detail(name, format!("waiting for {what}: {last}"));
-        progress.step(name, "waiting for etcd");
-        until(&format!("{name}: etcd"), deadline, interval, || wait::etcd_health(*ssh, etcd), step("etcd")).await?;
-        progress.step(name, "waiting for kube-apiserver");
-        let port = plan.api_server_bind_port;
-        until(
-            &format!("{name}: kube-apiserver"),
-            deadline,
-            interval,
-            || wait::apiserver_health(*ssh, port, api),
-            step("kube-apiserver"),
-        )
-        .await?;
-        progress.finish(name, "etcd and kube-apiserver healthy");
+        health.control_plane(host, *ssh, deadline, progress).await?;
+        progress.finish(&host.name, "etcd and kube-apiserver healthy");
         Ok::<(), WaitError>(())
     })
     .await;
     for (_, result) in results {
         result?;
     }
-
     if let Some((first, ssh)) = control_planes.first() {
-        until(
-            "etcd membership",
-            deadline,
-            interval,
-            || async { wait::check_members(plan, &wait::etcd_members(*ssh, etcd).await?).map_err(Failure::Retry) },
-            |last| progress.detail(&first.name, format!("waiting for etcd members: {last}")),
-        )
-        .await?;
+        health.members(first, *ssh, deadline, progress).await?;
     }
-    let endpoint = plan.endpoint_url();
-    progress.note(format!("waiting for {endpoint}/healthz"));
-    until(&format!("{endpoint}/healthz"), deadline, interval, || wait::endpoint_health(plan, api), |_| {}).await?;
+    health.endpoint(deadline, progress).await?;
     Ok(())
 }
 

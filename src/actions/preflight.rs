@@ -3,12 +3,13 @@
 //! Checks never change a host. A host that cannot be reached gets a failed `ssh` row and no
 //! others; every other host is still checked, so one run shows every problem.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::checks::{self, Check, Expectations, PeerReach, Status};
 use super::connect::Connections;
-use super::facts;
+use super::facts::{self, Facts, Ownership};
 use super::fanout;
 use super::progress::Progress;
 use crate::plan::{Host, LoadBalancer, Plan, Role, join_host_port};
@@ -21,6 +22,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// well under this even from an operator far away.
 const VIP_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// What preflight found: the report, and each reachable host's facts and ownership (later
+/// phases use the markers).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    /// Per host name, for the hosts whose facts could be gathered.
+    pub hosts: BTreeMap<String, (Facts, Ownership)>,
+}
+
+impl Outcome {
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+}
+
 /// Runs every check; the rows come in inventory order, cluster-wide rows last. `vip` is the
 /// probe [`start_vip_probe`] started before connecting (it may wait for its whole timeout).
 pub async fn run(
@@ -30,24 +46,34 @@ pub async fn run(
     expect: &Expectations,
     parallel: usize,
     progress: &Progress,
-) -> Vec<Check> {
+) -> Outcome {
     let per_host = fanout::each(&connections.results, parallel, |(host, conn)| async move {
-        let rows = match conn {
+        let (rows, found) = match conn {
             Ok(ssh) => host_checks(plan, host, ssh, expect, progress).await,
-            Err(e) => vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())],
+            Err(e) => (vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())], None),
         };
         let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
         progress.finish(&host.name, format!("preflight: {worst}"));
-        rows
+        (rows, found)
     })
     .await;
-    let mut rows: Vec<Check> = per_host.into_iter().flat_map(|(_, rows)| rows).collect();
+    let mut outcome = Outcome::default();
+    for ((host, _), (rows, found)) in per_host {
+        outcome.checks.extend(rows);
+        if let Some(found) = found {
+            outcome.hosts.insert(host.name.clone(), found);
+        }
+    }
+    let ownerships: Vec<(&Host, Ownership)> =
+        plan.hosts.iter().filter_map(|h| outcome.hosts.get(&h.name).map(|(_, o)| (h, o.clone()))).collect();
+    outcome.checks.extend(checks::cluster_membership(&ownerships));
     let answer = match vip {
         Some(probe) => probe.await.unwrap_or(None),
         None => None,
     };
-    rows.push(endpoint_check(plan, answer, &rows));
-    rows
+    let ours = ownerships.iter().any(|(_, o)| o.is_ours());
+    outcome.checks.push(endpoint_check(plan, answer, ours));
+    outcome
 }
 
 async fn host_checks(
@@ -56,7 +82,7 @@ async fn host_checks(
     ssh: &SshHost,
     expect: &Expectations,
     progress: &Progress,
-) -> Vec<Check> {
+) -> (Vec<Check>, Option<(Facts, Ownership)>) {
     progress.step(&host.name, "preflight");
     let mut rows = vec![Check::new(
         &host.name,
@@ -72,16 +98,23 @@ async fn host_checks(
         async { if control_plane { Some(forwarding(host, ssh).await) } else { None } },
         async { if control_plane { Some(peer_reach(ssh, &peers).await) } else { None } },
     );
-    match facts {
-        Ok(facts) => rows.extend(checks::evaluate(plan, host, &facts, expect)),
-        Err(e) => rows.push(Check::new(&host.name, "facts", Status::Fail, e.to_string())),
-    }
+    let found = match facts {
+        Ok(facts) => {
+            let ownership = facts::ownership(&facts, expect.cluster_id.as_deref());
+            rows.extend(checks::evaluate(plan, host, &facts, &ownership, expect));
+            Some((facts, ownership))
+        }
+        Err(e) => {
+            rows.push(Check::new(&host.name, "facts", Status::Fail, e.to_string()));
+            None
+        }
+    };
     rows.extend(forwarding);
     rows.extend(peers.map(|result| match result {
         Ok(results) => checks::peers(host, &results),
         Err(e) => Check::new(&host.name, "etcd peers", Status::Fail, e.to_string()),
     }));
-    rows
+    (rows, found)
 }
 
 /// kubeha asks etcd and the apiserver on 127.0.0.1 of each control plane through SSH port
@@ -161,11 +194,10 @@ pub fn start_vip_probe(plan: &Plan) -> VipProbe {
 
 /// The VIP must not answer before kubeha has set up keepalived: any answer (a connection or a
 /// refusal) means some machine already has the address.
-fn endpoint_check(plan: &Plan, answer: Option<&'static str>, rows: &[Check]) -> Check {
+fn endpoint_check(plan: &Plan, answer: Option<&'static str>, ours: bool) -> Check {
     let LoadBalancer::KeepalivedHaproxy { vip, .. } = &plan.load_balancer else {
         return Check::new("cluster", "endpoint", Status::Ok, "provided by the operator's load balancer or DNS");
     };
-    let ours = rows.iter().any(|c| c.check == "directories" && c.detail.starts_with("already set up by kubeha"));
     match answer {
         None => Check::new("cluster", "vip", Status::Ok, format!("{vip} does not answer yet")),
         Some(what) if ours => Check::new("cluster", "vip", Status::Ok, format!("{vip} {what} (this cluster's)")),

@@ -1,40 +1,64 @@
 //! Bringing a host's files in line with what was rendered, writing only what differs.
 //!
-//! One remote command reads the state of every target path; only files whose content, mode or
-//! owner differ are written, each atomically. So a re-run on a converged host writes nothing and
+//! [`prepare`] reads the state of every target path in one remote command and works out what
+//! to write and what to remove; [`HostPush::apply`] does it. Only files whose content, mode or
+//! owner differ are written, each atomically, so a re-run on a converged host writes nothing and
 //! restarts nothing, and a run cut short leaves every file either old or new, never partial.
+//! Files kubeha wrote before (the host marker lists them) and no longer renders are removed,
+//! so switching the load balancer off, say, really stops keepalived.
 
 use std::path::{Path, PathBuf};
 
-use super::facts::MARKER_PATH;
 use crate::files::File;
+use crate::transport::shell::quote;
 use crate::transport::{FileState, Remote, TransportError};
+
+/// Where the kubelet reads static-pod manifests from.
+const MANIFESTS: &str = "/etc/kubernetes/manifests";
 
 /// What a push did (or, in a dry run, would do) on one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushReport {
     /// Paths written (or to be written), in write order.
     pub written: Vec<PathBuf>,
+    /// Paths removed (or to be removed): kubeha's files it no longer renders.
+    pub removed: Vec<PathBuf>,
     pub unchanged: usize,
 }
 
 impl PushReport {
-    pub fn summary(&self, dry_run: bool) -> String {
-        let verb = if dry_run { "would write" } else { "wrote" };
-        match self.written.len() {
-            0 => format!("up to date ({} files unchanged)", self.unchanged),
-            n => format!("{verb} {n} file{}, {} unchanged", if n == 1 { "" } else { "s" }, self.unchanged),
-        }
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.removed.is_empty()
     }
+
+    pub fn summary(&self, dry_run: bool) -> String {
+        if self.is_empty() {
+            return format!("up to date ({} files unchanged)", self.unchanged);
+        }
+        let (write, remove) = if dry_run { ("would write", "would remove") } else { ("wrote", "removed") };
+        let mut parts = Vec::new();
+        if !self.written.is_empty() {
+            parts.push(format!("{write} {}", count(self.written.len())));
+        }
+        if !self.removed.is_empty() {
+            parts.push(format!("{remove} {}", count(self.removed.len())));
+        }
+        parts.push(format!("{} unchanged", self.unchanged));
+        parts.join(", ")
+    }
+}
+
+fn count(n: usize) -> String {
+    format!("{n} file{}", if n == 1 { "" } else { "s" })
 }
 
 /// Where a file goes in the write order: the marker first, so a host cut off mid-run is still
 /// recognised as this cluster's on the re-run; static-pod manifests last, because the kubelet
 /// starts a pod as soon as its manifest appears and the pod needs every other file.
 fn rank(path: &Path) -> u8 {
-    if path == Path::new(MARKER_PATH) {
+    if path == Path::new(crate::marker::PATH) {
         0
-    } else if path.starts_with("/etc/kubernetes/manifests") {
+    } else if path.starts_with(MANIFESTS) {
         2
     } else {
         1
@@ -56,38 +80,96 @@ pub fn changes<'a>(files: &'a [File], states: &[Option<FileState>]) -> Vec<&'a F
     out
 }
 
-/// Writes what differs on `remote`; `on_write` hears each path just before it is written.
-pub async fn push<R: Remote>(
-    remote: &R,
-    files: &[File],
-    dry_run: bool,
-    on_write: impl Fn(usize, usize, &Path),
-) -> Result<PushReport, TransportError> {
-    let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    let states = remote.file_states(&paths).await?;
-    let todo = changes(files, &states);
-    let report =
-        PushReport { written: todo.iter().map(|f| f.path.clone()).collect(), unchanged: files.len() - todo.len() };
-    if dry_run {
-        return Ok(report);
-    }
-    // Files of one rank go up in one remote command (each still written atomically); a rank
-    // starts only when the one before it is complete, which keeps the marker first and the
-    // manifests last.
-    let mut written = 0;
-    for group in todo.chunk_by(|a, b| rank(&a.path) == rank(&b.path)) {
-        for file in group {
-            written += 1;
-            on_write(written, todo.len(), &file.path);
+/// What one host needs, worked out before anything is written.
+#[derive(Debug)]
+pub struct HostPush<'f> {
+    /// Files to write, in write order.
+    pub changes: Vec<&'f File>,
+    /// Files to remove, manifests first (their pods stop before their configs go).
+    pub retired: Vec<PathBuf>,
+    pub unchanged: usize,
+    /// Whether a running static pod will restart or stop: a manifest that exists is replaced or
+    /// removed.
+    pub restarts_pods: bool,
+}
+
+impl HostPush<'_> {
+    pub fn report(&self) -> PushReport {
+        PushReport {
+            written: self.changes.iter().map(|f| f.path.clone()).collect(),
+            removed: self.retired.clone(),
+            unchanged: self.unchanged,
         }
-        remote.put_all(group).await?;
     }
-    Ok(report)
+
+    /// Removes the retired files, then writes the changes: the files of one rank in one remote
+    /// command (each still written atomically), a rank only when the one before it is complete.
+    /// Removal comes first: until the new marker is written, the old one still lists what a cut
+    /// short run has yet to remove.
+    pub async fn apply<R: Remote>(
+        &self,
+        remote: &R,
+        on_write: impl Fn(usize, usize, &Path),
+    ) -> Result<(), TransportError> {
+        if !self.retired.is_empty() {
+            remote.run(&remove_script(&self.retired), b"").await?;
+        }
+        let mut written = 0;
+        for group in self.changes.chunk_by(|a, b| rank(&a.path) == rank(&b.path)) {
+            for file in group {
+                written += 1;
+                on_write(written, self.changes.len(), &file.path);
+            }
+            remote.put_all(group).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares `files` with what the host has; `previous` is what the host marker says kubeha
+/// wrote there last time (empty on a fresh host).
+pub async fn prepare<'f, R: Remote>(
+    remote: &R,
+    files: &'f [File],
+    previous: &[PathBuf],
+) -> Result<HostPush<'f>, TransportError> {
+    let candidates: Vec<PathBuf> = previous
+        .iter()
+        .filter(|p| crate::marker::is_managed(p) && !files.iter().any(|f| &f.path == *p))
+        .cloned()
+        .collect();
+    let mut paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    paths.extend(candidates.iter().cloned());
+    let mut states = remote.file_states(&paths).await?;
+    let retired_states = states.split_off(files.len());
+    let changes = changes(files, &states);
+    let mut retired: Vec<PathBuf> =
+        candidates.into_iter().zip(retired_states).filter(|(_, s)| s.is_some()).map(|(p, _)| p).collect();
+    retired.sort_by_key(|p| (!p.starts_with(MANIFESTS), p.clone()));
+    let replaced_manifest = files
+        .iter()
+        .zip(&states)
+        .any(|(f, s)| f.path.starts_with(MANIFESTS) && s.is_some() && changes.iter().any(|c| c.path == f.path));
+    let restarts_pods = replaced_manifest || retired.iter().any(|p| p.starts_with(MANIFESTS));
+    Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarts_pods })
+}
+
+fn remove_script(paths: &[PathBuf]) -> String {
+    let quoted: Vec<String> = paths.iter().map(|p| quote(&p.to_string_lossy())).collect();
+    let mut dirs: Vec<String> = paths.iter().filter_map(|p| p.parent()).map(|d| quote(&d.to_string_lossy())).collect();
+    dirs.dedup();
+    format!(
+        "# removing {} kubeha no longer renders\nset -e\nrm -f -- {}\nsync -- {}\n",
+        count(paths.len()),
+        quoted.join(" "),
+        dirs.join(" ")
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{Call, MemoryRemote};
 
     fn state(f: &File) -> Option<FileState> {
         Some(FileState { sha256: f.sha256(), mode: f.mode, uid: 0, gid: 0 })
@@ -121,9 +203,18 @@ mod tests {
         );
     }
 
+    fn puts(host: &MemoryRemote) -> Vec<String> {
+        host.take_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Put { path, .. } => Some(path.display().to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_push_writes_differences_in_order_and_a_second_push_nothing() {
-        use crate::transport::{Call, MemoryRemote};
         let host = MemoryRemote::new("cp1");
         host.insert_file("/etc/kubernetes/pki/ca.crt", 0o644, 0, 0, "c");
         let files = vec![
@@ -132,18 +223,12 @@ mod tests {
             File::new("/etc/kubernetes/pki/ca.key", 0o600, "k"),
             File::new("/etc/kubernetes/kubeha/cluster.yaml", 0o644, "m"),
         ];
-        let report = push(&host, &files, false, |_, _, _| {}).await.unwrap();
-        assert_eq!(report.unchanged, 1);
-        let puts: Vec<String> = host
-            .take_calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Put { path, .. } => Some(path.display().to_string()),
-                _ => None,
-            })
-            .collect();
+        let push = prepare(&host, &files, &[]).await.unwrap();
+        assert_eq!(push.unchanged, 1);
+        assert!(!push.restarts_pods, "a manifest written for the first time restarts nothing");
+        push.apply(&host, |_, _, _| {}).await.unwrap();
         assert_eq!(
-            puts,
+            puts(&host),
             [
                 "/etc/kubernetes/kubeha/cluster.yaml",
                 "/etc/kubernetes/pki/ca.key",
@@ -152,25 +237,64 @@ mod tests {
         );
         assert_eq!(host.file("/etc/kubernetes/pki/ca.key").unwrap().mode, 0o600);
 
-        let again = push(&host, &files, false, |_, _, _| {}).await.unwrap();
-        assert!(again.written.is_empty());
+        let again = prepare(&host, &files, &[]).await.unwrap();
+        assert!(again.report().is_empty());
+        again.apply(&host, |_, _, _| {}).await.unwrap();
         assert!(
             host.take_calls().iter().all(|c| matches!(c, Call::FileStates { .. })),
             "a converged host was written to"
         );
 
-        // A dry run reports and writes nothing.
-        let changed = vec![File::new("/etc/kubernetes/pki/ca.crt", 0o644, "new")];
-        let dry = push(&host, &changed, true, |_, _, _| {}).await.unwrap();
-        assert_eq!(dry.written, [PathBuf::from("/etc/kubernetes/pki/ca.crt")]);
-        assert_eq!(host.file("/etc/kubernetes/pki/ca.crt").unwrap().content, b"c");
+        let changed = vec![File::new("/etc/kubernetes/manifests/etcd.yaml", 0o600, "e2")];
+        assert!(prepare(&host, &changed, &[]).await.unwrap().restarts_pods, "a replaced manifest restarts its pod");
+    }
+
+    #[tokio::test]
+    async fn files_no_longer_rendered_are_retired_manifests_first_and_only_in_kubehas_directories() {
+        let host = MemoryRemote::new("cp1");
+        for path in [
+            "/etc/kubernetes/keepalived/keepalived.conf",
+            "/etc/kubernetes/manifests/keepalived.yaml",
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "/etc/passwd",
+        ] {
+            host.insert_file(path, 0o600, 0, 0, "x");
+        }
+        let files = vec![File::new("/etc/kubernetes/manifests/etcd.yaml", 0o600, "x")];
+        let previous: Vec<PathBuf> = [
+            "/etc/kubernetes/keepalived/keepalived.conf",
+            "/etc/kubernetes/manifests/keepalived.yaml",
+            "/etc/kubernetes/manifests/etcd.yaml",
+            "/etc/kubernetes/manifests/gone-already.yaml",
+            "/etc/passwd",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let push = prepare(&host, &files, &previous).await.unwrap();
+        assert_eq!(
+            push.retired,
+            [
+                PathBuf::from("/etc/kubernetes/manifests/keepalived.yaml"),
+                PathBuf::from("/etc/kubernetes/keepalived/keepalived.conf")
+            ]
+        );
+        assert!(push.restarts_pods, "removing a manifest stops its pod");
+        assert!(push.changes.is_empty());
+        assert_eq!(push.report().summary(true), "would remove 2 files, 1 unchanged");
+        let script = remove_script(&push.retired);
+        assert!(script.starts_with("# removing 2 files"));
+        assert!(script.contains(
+            "rm -f -- '/etc/kubernetes/manifests/keepalived.yaml' '/etc/kubernetes/keepalived/keepalived.conf'"
+        ));
     }
 
     #[test]
     fn summaries_read_well() {
-        let r = PushReport { written: vec![PathBuf::from("/a")], unchanged: 3 };
+        let r = PushReport { written: vec![PathBuf::from("/a")], removed: vec![], unchanged: 3 };
         assert_eq!(r.summary(false), "wrote 1 file, 3 unchanged");
         assert_eq!(r.summary(true), "would write 1 file, 3 unchanged");
-        assert_eq!(PushReport { written: vec![], unchanged: 9 }.summary(false), "up to date (9 files unchanged)");
+        let none = PushReport { unchanged: 9, ..PushReport::default() };
+        assert_eq!(none.summary(false), "up to date (9 files unchanged)");
     }
 }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::https::{HttpsUrl, Request, TlsClient};
-use crate::plan::{EndpointHost, Plan};
+use super::progress::Progress;
+use crate::https::{ClientIdentity, HttpsError, HttpsUrl, Request, TlsClient};
+use crate::pki::Pki;
+use crate::plan::{EndpointHost, Host, Plan};
 use crate::transport::{Remote, TransportError};
 
 /// How long to wait for everything, and how often to ask.
@@ -126,9 +128,9 @@ pub fn check_members(plan: &Plan, members: &[Member]) -> Result<(), String> {
     }
 }
 
-/// `GET /health` of the etcd member on `remote`, through a tunnel to its 127.0.0.1:2379.
-pub async fn etcd_health<R: Remote>(remote: &R, client: &TlsClient) -> Result<(), Failure> {
-    let response = local_request(remote, 2379, client, &Request::get("/health")).await?;
+/// `GET /health` of the etcd member on `host`, through a tunnel to its loopback port 2379.
+pub async fn etcd_health<R: Remote>(remote: &R, host: &Host, client: &TlsClient) -> Result<(), Failure> {
+    let response = local_request(remote, host, 2379, client, &Request::get("/health")).await?;
     #[derive(Deserialize)]
     struct Health {
         health: String,
@@ -140,18 +142,23 @@ pub async fn etcd_health<R: Remote>(remote: &R, client: &TlsClient) -> Result<()
 }
 
 /// The member list as the etcd member on `remote` sees it.
-pub async fn etcd_members<R: Remote>(remote: &R, client: &TlsClient) -> Result<Vec<Member>, Failure> {
+pub async fn etcd_members<R: Remote>(remote: &R, host: &Host, client: &TlsClient) -> Result<Vec<Member>, Failure> {
     let request = Request::post_json("/v3/cluster/member/list", &serde_json::json!({}));
-    let response = local_request(remote, 2379, client, &request).await?;
+    let response = local_request(remote, host, 2379, client, &request).await?;
     if !response.is_success() {
         return Err(format!("etcd member list answered {}: {}", response.status, response.text().trim()).into());
     }
     response.json::<MemberList>().map(|l| l.members).map_err(|e| format!("etcd member list: {e}").into())
 }
 
-/// `GET /healthz` of the apiserver on `remote`, through a tunnel to its 127.0.0.1:`port`.
-pub async fn apiserver_health<R: Remote>(remote: &R, port: u16, client: &TlsClient) -> Result<(), Failure> {
-    let response = local_request(remote, port, client, &Request::get("/healthz")).await?;
+/// `GET /healthz` of the apiserver on `host`, through a tunnel to its loopback `port`.
+pub async fn apiserver_health<R: Remote>(
+    remote: &R,
+    host: &Host,
+    port: u16,
+    client: &TlsClient,
+) -> Result<(), Failure> {
+    let response = local_request(remote, host, port, client, &Request::get("/healthz")).await?;
     healthz(&response).map_err(Failure::Retry)
 }
 
@@ -180,17 +187,109 @@ fn first_line(text: &str) -> &str {
     text.lines().find(|l| l.starts_with("[-]")).or_else(|| text.lines().next()).unwrap_or("").trim()
 }
 
+/// A request to `port` on the host's loopback (where etcd and the apiserver certificates carry
+/// the loopback address), through an SSH tunnel.
 async fn local_request<R: Remote>(
     remote: &R,
+    host: &Host,
     port: u16,
     client: &TlsClient,
     request: &Request,
 ) -> Result<crate::https::Response, Failure> {
-    let tunnel = remote.open_tcp("127.0.0.1", port).await.map_err(|e| match e {
+    let loopback = host.loopback().to_string();
+    let tunnel = remote.open_tcp(&loopback, port).await.map_err(|e| match e {
         TransportError::Disconnected { .. } | TransportError::ForwardingRefused { .. } => Failure::Fatal(e.to_string()),
         e => Failure::Retry(e.to_string()),
     })?;
-    client.request(tunnel, "127.0.0.1", request).await.map_err(|e| Failure::Retry(e.to_string()))
+    client.request(tunnel, &loopback, request).await.map_err(|e| Failure::Retry(e.to_string()))
+}
+
+/// kubeha's health checks of one cluster: the clients (etcd's healthcheck identity, the
+/// cluster CA) made once, and the waits built from the probes above.
+pub struct Health<'p> {
+    plan: &'p Plan,
+    etcd: TlsClient,
+    api: TlsClient,
+    interval: Duration,
+}
+
+impl<'p> Health<'p> {
+    pub fn new(plan: &'p Plan, pki: &Pki, interval: Duration) -> Result<Self, HttpsError> {
+        let probe_timeout = Duration::from_secs(5);
+        let id = pki.etcd_healthcheck_client();
+        let identity = ClientIdentity::from_pem_named(
+            "etcd/healthcheck-client.crt",
+            &id.cert_pem,
+            "etcd/healthcheck-client.key",
+            &id.key_pem,
+        )?;
+        Ok(Health {
+            plan,
+            etcd: TlsClient::new(pki.etcd_ca_cert_pem(), Some(&identity))?.with_timeout(probe_timeout),
+            api: TlsClient::new(pki.ca_cert_pem(), None)?.with_timeout(probe_timeout),
+            interval,
+        })
+    }
+
+    /// Until the control plane's etcd member and apiserver answer healthy.
+    pub async fn control_plane<R: Remote>(
+        &self,
+        host: &Host,
+        remote: &R,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<(), WaitError> {
+        let name = &host.name;
+        let step = |what: &'static str| move |last: &str| progress.detail(name, format!("waiting for {what}: {last}"));
+        progress.step(name, "waiting for etcd");
+        until(
+            &format!("{name}: etcd"),
+            deadline,
+            self.interval,
+            || etcd_health(remote, host, &self.etcd),
+            step("etcd"),
+        )
+        .await?;
+        progress.step(name, "waiting for kube-apiserver");
+        let port = self.plan.api_server_bind_port;
+        until(
+            &format!("{name}: kube-apiserver"),
+            deadline,
+            self.interval,
+            || apiserver_health(remote, host, port, &self.api),
+            step("kube-apiserver"),
+        )
+        .await
+    }
+
+    /// Until the member list, as `host`'s etcd sees it, has every planned member started and
+    /// voting.
+    pub async fn members<R: Remote>(
+        &self,
+        host: &Host,
+        remote: &R,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<(), WaitError> {
+        until(
+            "etcd membership",
+            deadline,
+            self.interval,
+            || async {
+                check_members(self.plan, &etcd_members(remote, host, &self.etcd).await?).map_err(Failure::Retry)
+            },
+            |last| progress.detail(&host.name, format!("waiting for etcd members: {last}")),
+        )
+        .await
+    }
+
+    /// Until the control-plane endpoint answers `/healthz`, verified against the cluster CA.
+    pub async fn endpoint(&self, deadline: Instant, progress: &Progress) -> Result<(), WaitError> {
+        let endpoint = self.plan.endpoint_url();
+        progress.note(format!("waiting for {endpoint}/healthz"));
+        until(&format!("{endpoint}/healthz"), deadline, self.interval, || endpoint_health(self.plan, &self.api), |_| {})
+            .await
+    }
 }
 
 #[cfg(test)]

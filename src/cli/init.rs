@@ -19,6 +19,11 @@ pub struct Args {
     /// Connect, run preflight and show which files would change; write nothing anywhere.
     #[arg(long)]
     dry_run: bool,
+    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
+    /// fileCheckFrequency). When running control-plane pods must restart, kubeha restarts them
+    /// one host at a time and waits this long before checking that host's health.
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    kubelet_sync: Duration,
 }
 
 impl Args {
@@ -30,6 +35,7 @@ impl Args {
             max_clock_skew: self.remote.max_clock_skew,
             wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
             dry_run: self.dry_run,
+            kubelet_sync: self.kubelet_sync,
         };
         let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
         let result = super::remote::runtime()?.block_on(init(&plan, &state_dir, &options, &progress));
@@ -48,10 +54,13 @@ impl Args {
         }
         for (host, pushed) in &report.pushed {
             // Plain logs already have this line; live lines were replaced by later steps.
-            if progress.is_live() && !pushed.written.is_empty() {
+            if progress.is_live() && !pushed.is_empty() {
                 eprintln!("{host}: {}", pushed.summary(self.dry_run));
             }
             if self.dry_run {
+                for path in &pushed.removed {
+                    println!("{host}: would remove {}", path.display());
+                }
                 for path in &pushed.written {
                     println!("{host}: would write {}", path.display());
                 }

@@ -37,7 +37,7 @@ impl Args {
             let credentials = Credentials::from_env();
             let vip = preflight::start_vip_probe(&plan);
             let connections = connect_all(&plan, &reach, &credentials, &progress).await;
-            let rows = preflight::run(&plan, &connections, vip, &expect, reach.parallel, &progress).await;
+            let rows = preflight::run(&plan, &connections, vip, &expect, reach.parallel, &progress).await.checks;
             connections.close().await;
             rows
         });

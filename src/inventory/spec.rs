@@ -517,10 +517,16 @@ fn node_name(s: &str) -> Result<(), String> {
     dns_name(s).map_err(|_| format!("{s:?} is not a valid node name (lowercase RFC 1123 DNS name)"))
 }
 
+/// Interface names go into keepalived.conf, which runs scripts as root: only the characters
+/// interface names are made of (the kernel allows more, but nobody names a NIC `}` or `"`).
 fn interface_name(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty() && s.len() <= 15 && !s.contains(['/', ' ', '\t', ':']) && s != "." && s != "..";
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+        && s != "..";
     ok.then_some(())
-        .ok_or_else(|| format!("{s:?} is not a network interface name (1-15 characters, no '/', ':' or spaces)"))
+        .ok_or_else(|| format!("{s:?} is not a network interface name (1-15 letters, digits, '-', '_' or '.')"))
 }
 
 fn user_name(s: &str) -> Result<(), String> {

@@ -4,7 +4,7 @@
 //! (bracketed IPv6 in URLs, a loopback of the host's own address family for local clients), so
 //! the component modules only choose flags.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -34,10 +34,7 @@ impl<'a> HostContext<'a> {
     /// Loopback in the host's address family: kubeadm points local clients (apiserver → etcd,
     /// probes) at it, so an IPv6-only host never needs IPv4.
     pub fn loopback(&self) -> IpAddr {
-        match self.host.address {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        }
+        self.host.loopback()
     }
 
     /// `address:bindPort`: where this host's apiserver is reached (kubeadm's advertise endpoint).

@@ -19,7 +19,7 @@ pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver
 
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// Marks a host as managed by kubeha, for which cluster.
-pub const CLUSTER_MARKER: &str = "/etc/kubernetes/kubeha/cluster.yaml";
+pub const CLUSTER_MARKER: &str = crate::marker::PATH;
 
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;

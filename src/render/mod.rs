@@ -92,11 +92,14 @@ struct Marker<'a> {
     cluster_id: &'a str,
     host: &'a str,
     role: String,
+    control_planes: Vec<&'a str>,
+    files: Vec<String>,
     kubeha_version: &'static str,
 }
 
 /// `/etc/kubernetes/kubeha/cluster.yaml`: which cluster (name and CA hash) `host` belongs to.
-fn marker(plan: &Plan, host: &Host, cluster_id: &str, engine: &Engine) -> Result<File, RenderError> {
+/// The marker for `host`, listing `files` (the host's other files) as kubeha's.
+fn marker(plan: &Plan, host: &Host, cluster_id: &str, files: &[File], engine: &Engine) -> Result<File, RenderError> {
     let text = engine.render(
         "cluster-marker.yaml",
         &Marker {
@@ -104,6 +107,8 @@ fn marker(plan: &Plan, host: &Host, cluster_id: &str, engine: &Engine) -> Result
             cluster_id,
             host: &host.name,
             role: host.role.to_string(),
+            control_planes: plan.control_planes().map(|h| h.name.as_str()).collect(),
+            files: files.iter().map(|f| f.path.display().to_string()).collect(),
             kubeha_version: env!("CARGO_PKG_VERSION"),
         },
     )?;
@@ -119,7 +124,9 @@ pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec
     for host in &plan.hosts {
         let mut files = pki.host_files(host);
         files.append(configs.get_mut(&host.name).expect("host_configs covers every host"));
-        files.push(marker(plan, host, &cluster_id, &engine)?);
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let marker = marker(plan, host, &cluster_id, &files, &engine)?;
+        files.push(marker);
         files.sort_by(|a, b| a.path.cmp(&b.path));
         if let Some(pair) = files.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(RenderError::DuplicatePath { host: host.name.clone(), path: pair[0].path.clone() });
@@ -140,7 +147,7 @@ mod tests {
                     ssh: {user: root, identityFile: /root/.ssh/id_ed25519}\n  hosts:\n    \
                     - {name: cp1, address: 198.18.0.11, role: control-plane}\n";
         let plan = crate::inventory::parse(text, std::path::Path::new(".")).unwrap();
-        let file = marker(&plan, &plan.hosts[0], "sha256:00ff", &Engine::new().unwrap()).unwrap();
+        let file = marker(&plan, &plan.hosts[0], "sha256:00ff", &[], &Engine::new().unwrap()).unwrap();
         assert_eq!((file.path.to_str(), file.mode), (Some(CLUSTER_MARKER), 0o644));
         let value: serde_json::Value = serde_saphyr::from_str(std::str::from_utf8(&file.content).unwrap()).unwrap();
         assert_eq!(value["cluster"], "lab");
