@@ -214,7 +214,7 @@ async fn push_all(
     let (rolling, at_once): (Vec<_>, Vec<_>) =
         pushes.into_iter().partition(|(h, _, p)| h.role == Role::ControlPlane && p.restarts_pods);
     let results = fanout::each(&at_once, options.reach.parallel, |(host, ssh, push)| async move {
-        let result = write_host(host, *ssh, push, progress).await;
+        let result = write_host(host, ssh, push, progress).await;
         match &result {
             Ok(()) if host.role == Role::Worker => progress.finish(&host.name, push.report().summary(false)),
             Ok(()) => progress.step(&host.name, push.report().summary(false)),
@@ -230,7 +230,7 @@ async fn push_all(
     }
     for (host, ssh, push) in &rolling {
         progress.note(format!("{}: restarting its control-plane pods (one host at a time)", host.name));
-        write_host(host, *ssh, push, progress).await.map_err(|e| InitError::Hosts {
+        write_host(host, ssh, push, progress).await.map_err(|e| InitError::Hosts {
             step: "writing files",
             failures: vec![(host.name.clone(), e.to_string())],
         })?;
