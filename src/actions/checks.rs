@@ -82,6 +82,8 @@ pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, 
         ports(plan, host, facts, ownership),
         directories(host, ownership),
         clock(host, facts, expect.max_clock_skew),
+        tools(host, facts),
+        node(host, facts),
     ];
     checks.extend(membership(plan, host, ownership));
     checks.retain(|c| !c.detail.is_empty());
@@ -147,6 +149,48 @@ pub fn cluster_membership(ownerships: &[(&Host, Ownership)]) -> Option<Check> {
             running.join(", ")
         ),
     ))
+}
+
+/// kubeha's remote scripts rely on GNU coreutils behaviour; a host without it would fail every
+/// write (safely, but with a confusing checksum error).
+fn tools(host: &Host, facts: &Facts) -> Check {
+    if facts.tool_problems.is_empty() {
+        Check::new(&host.name, "tools", Status::Ok, "coreutils as kubeha needs them")
+    } else {
+        Check::new(
+            &host.name,
+            "tools",
+            Status::Fail,
+            format!("{}: kubeha needs GNU coreutils on its hosts", facts.tool_problems.join(", ")),
+        )
+    }
+}
+
+/// What the host needs to run what kubeha writes: kubeha renders the static pods and the
+/// kubelet's configuration, the host provides the kubelet, a container runtime and forwarding.
+/// Warnings only: they may be installed after kubeha runs, but until then nothing starts.
+fn node(host: &Host, facts: &Facts) -> Check {
+    let mut missing = Vec::new();
+    if facts.kubelet.is_none() {
+        missing.push("no kubelet on PATH");
+    }
+    if facts.runtime_sockets.is_empty() {
+        missing.push("no container runtime socket (containerd, CRI-O, cri-dockerd)");
+    }
+    if facts.ip_forward == Some(false) {
+        missing.push("net.ipv4.ip_forward is 0");
+    }
+    if missing.is_empty() {
+        let runtime = facts.runtime_sockets.join(", ");
+        Check::new(&host.name, "node", Status::Ok, format!("kubelet, {runtime}, IP forwarding"))
+    } else {
+        Check::new(
+            &host.name,
+            "node",
+            Status::Warn,
+            format!("{}: the static pods kubeha writes start only once these are in place", missing.join("; ")),
+        )
+    }
 }
 
 fn root(host: &Host, facts: &Facts) -> Check {
@@ -314,7 +358,10 @@ mod tests {
     }
 
     fn healthy() -> Facts {
-        let mut f = parse("@@uid\n0\n@@uname\nLinux\nx86_64\n@@os\nDebian 12\n@@swaps\nFilename Type\n@@end\n");
+        let mut f = parse(
+            "@@uid\n0\n@@uname\nLinux\nx86_64\n@@os\nDebian 12\n@@swaps\nFilename Type\n@@tools\n@@kubelet\n\
+             /usr/bin/kubelet\n@@runtime\n/run/containerd/containerd.sock\n@@forward\n1\n@@end\n",
+        );
         f.clock_skew = Some((0.01, 0.002));
         f
     }
@@ -338,7 +385,7 @@ mod tests {
         let plan = plan();
         let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
-        assert_eq!(checks.len(), 6);
+        assert_eq!(checks.len(), 8);
         assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
     }
 
@@ -350,9 +397,13 @@ mod tests {
         f.swaps.push("/swapfile".into());
         f.manifests.push("kube-apiserver.yaml".into());
         f.uid = Some(1000);
+        f.tool_problems.push("mv has no -T".into());
+        f.kubelet = None;
         let checks = eval(&plan, &plan.hosts[0], &f, &expect(None));
         let failed: Vec<&str> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.check).collect();
-        assert_eq!(failed, ["root", "swap", "ports", "directories"]);
+        assert_eq!(failed, ["root", "swap", "ports", "directories", "tools"]);
+        let node = checks.iter().find(|c| c.check == "node").unwrap();
+        assert_eq!((node.status, node.detail.starts_with("no kubelet on PATH")), (Status::Warn, true), "{node:?}");
         assert!(checks.iter().any(|c| c.detail == "in use: 2379 (etcd client)"));
     }
 

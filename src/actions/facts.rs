@@ -21,6 +21,22 @@ echo @@tcp; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 echo @@manifests; ls -A /etc/kubernetes/manifests 2>/dev/null
 echo @@etcd; ls -A /var/lib/etcd 2>/dev/null
 echo @@marker; cat /etc/kubernetes/kubeha/cluster.yaml 2>/dev/null
+echo @@tools
+for t in sha256sum stat sync timeout mv head wc cat chmod chown mkdir rm; do
+  command -v "$t" >/dev/null 2>&1 || echo "$t is missing"
+done
+printf ab | (head -c 1 >/dev/null; cat) | grep -qx b || echo "head -c reads past its byte count"
+d=$(mktemp -d 2>/dev/null) && {
+  : > "$d/a"
+  mv -f -T -- "$d/a" "$d/b" 2>/dev/null || echo "mv has no -T"
+  [ -e "$d/b" ] && { sync -- "$d/b" 2>/dev/null || echo "sync cannot flush one file"; }
+  [ "$(stat -c %a "$d" 2>/dev/null)" = 700 ] || echo "stat has no -c"
+  rm -rf -- "$d"
+}
+echo @@kubelet; command -v kubelet 2>/dev/null
+echo @@runtime
+for s in /run/containerd/containerd.sock /var/run/crio/crio.sock /run/cri-dockerd.sock; do [ -S "$s" ] && echo "$s"; done
+echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
 echo @@end
 "#;
 
@@ -44,6 +60,13 @@ pub struct Facts {
     pub etcd_data: Vec<String>,
     /// The content of the kubeha marker file, if any.
     pub marker: Option<String>,
+    /// What is wrong with the tools kubeha's remote scripts use (GNU coreutils behaviour).
+    pub tool_problems: Vec<String>,
+    /// Where the kubelet is, if on PATH; the container runtime sockets found.
+    pub kubelet: Option<String>,
+    pub runtime_sockets: Vec<String>,
+    /// `net.ipv4.ip_forward`.
+    pub ip_forward: Option<bool>,
 }
 
 /// Runs the facts script on `remote`.
@@ -82,6 +105,14 @@ pub fn parse(text: &str) -> Facts {
         manifests: names(&section(text, "manifests")),
         etcd_data: names(&section(text, "etcd")),
         marker: (!marker.is_empty()).then(|| marker.join("\n")),
+        tool_problems: names(&section(text, "tools")),
+        kubelet: names(&section(text, "kubelet")).into_iter().next(),
+        runtime_sockets: names(&section(text, "runtime")),
+        ip_forward: match first("forward").as_str() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        },
     }
 }
 
@@ -171,7 +202,8 @@ mod tests {
    0: 0100007F:0951 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
    1: 0B0012C6:0016 0B0012C6:D2F4 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
    0: 00000000000000000000000000000000:1A0B 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n\
-@@manifests\netcd.yaml\n@@etcd\n@@marker\ncluster: lab\nclusterID: sha256:abcd\nhost: cp1\nrole: control-plane\n@@end\n";
+@@manifests\netcd.yaml\n@@etcd\n@@marker\ncluster: lab\nclusterID: sha256:abcd\nhost: cp1\nrole: control-plane\n\
+@@tools\nhead -c reads past its byte count\n@@kubelet\n/usr/bin/kubelet\n@@runtime\n/run/containerd/containerd.sock\n@@forward\n0\n@@end\n";
 
     #[test]
     fn parses_every_section() {
@@ -185,6 +217,10 @@ mod tests {
         assert_eq!(f.manifests, ["etcd.yaml"]);
         assert!(f.etcd_data.is_empty());
         assert_eq!(f.marker.as_deref(), Some("cluster: lab\nclusterID: sha256:abcd\nhost: cp1\nrole: control-plane"));
+        assert_eq!(f.tool_problems, ["head -c reads past its byte count"]);
+        assert_eq!(f.kubelet.as_deref(), Some("/usr/bin/kubelet"));
+        assert_eq!(f.runtime_sockets, ["/run/containerd/containerd.sock"]);
+        assert_eq!(f.ip_forward, Some(false));
     }
 
     #[test]

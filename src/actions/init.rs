@@ -81,6 +81,8 @@ pub enum InitError {
     Tls(#[from] HttpsError),
     #[error("dry run: cannot prepare a scratch copy of the state directory: {0}")]
     Scratch(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
 }
 
 fn failed_checks(checks: &[Check]) -> String {
@@ -102,12 +104,13 @@ pub async fn init(
     plan: &Plan,
     state_dir: &Path,
     options: &InitOptions,
+    credentials: &Credentials,
     progress: &Progress,
 ) -> Result<InitReport, InitError> {
     let started = Instant::now();
-    let credentials = Credentials::from_env();
+    let _lock = if options.dry_run { None } else { Some(super::lock::lock(state_dir)?) };
     let vip = preflight::start_vip_probe(plan);
-    let connections = connect_all(plan, &options.reach, &credentials, progress).await;
+    let connections = connect_all(plan, &options.reach, credentials, progress).await;
     let connected = started.elapsed();
     let mut result = phases(plan, state_dir, options, &connections, vip, progress, started).await;
     if let Ok(report) = &mut result {
@@ -299,17 +302,24 @@ async fn wait_for_cluster(
 }
 
 /// A throw-away copy of the state directory, so a dry run can show the render without
-/// creating or renewing anything in the real one.
+/// creating or renewing anything in the real one. The copy of an existing state directory (CA
+/// keys included) lives inside it, under the same 0700 protection, so a dry run cut short
+/// leaves no keys anywhere else; a fresh cluster's scratch PKI (keys no cluster uses) goes to
+/// the system's temporary directory.
 struct Scratch {
     path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
+/// Prefix of scratch directories inside a state directory (skipped when copying it).
+const SCRATCH_PREFIX: &str = ".dry-run-";
+
 impl Scratch {
     fn of(state_dir: &Path) -> std::io::Result<Scratch> {
-        let dir = tempfile::Builder::new().prefix("kubeha-dry-run-").tempdir()?;
+        let builder = tempfile::Builder::new().prefix(SCRATCH_PREFIX).to_owned();
+        let dir = if state_dir.is_dir() { builder.tempdir_in(state_dir)? } else { builder.tempdir()? };
         let path = dir.path().join("state");
-        if state_dir.exists() {
+        if state_dir.is_dir() {
             copy_tree(state_dir, &path)?;
         }
         Ok(Scratch { path, _dir: dir })
@@ -322,6 +332,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
+        if entry.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) || entry.file_name() == ".lock" {
+            continue;
+        }
         if entry.file_type()?.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else {

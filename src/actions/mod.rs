@@ -5,6 +5,7 @@ pub mod connect;
 pub mod facts;
 pub mod fanout;
 pub mod init;
+pub mod lock;
 pub mod preflight;
 pub mod progress;
 pub mod push;

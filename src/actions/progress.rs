@@ -42,6 +42,13 @@ impl Progress {
         self.live.is_some()
     }
 
+    /// A guard for terminal prompts (SSH key passphrases): live lines pause while it runs.
+    pub fn terminal_guard(&self) -> Option<std::sync::Arc<crate::transport::TerminalGuard>> {
+        let (multi, _) = self.live.as_ref()?;
+        let multi = multi.clone();
+        Some(std::sync::Arc::new(move |prompt: &mut dyn FnMut()| multi.suspend(prompt)))
+    }
+
     /// A progress line that never shows anything (for library callers and tests).
     pub fn hidden() -> Self {
         Progress { live: None, width: 0 }

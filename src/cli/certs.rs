@@ -20,6 +20,7 @@ impl Command {
             Command::Generate(args) => {
                 let plan = crate::inventory::load(&args.inventory)?;
                 let dir = args.state_dir(&plan);
+                let _lock = crate::actions::lock::lock(&dir)?;
                 let report = crate::pki::generate(&plan, &dir)
                     .with_context(|| format!("cannot generate the PKI in {}", dir.display()))?;
                 let mut out = std::io::stdout().lock();

@@ -6,6 +6,7 @@ use crate::actions::checks;
 use crate::actions::init::{InitError, InitOptions, init};
 use crate::actions::progress::Progress;
 use crate::actions::wait::WaitOptions;
+use crate::transport::Credentials;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,8 +39,17 @@ impl Args {
             kubelet_sync: self.kubelet_sync,
         };
         let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
-        let result = super::remote::runtime()?.block_on(init(&plan, &state_dir, &options, &progress));
+        let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
+        let result = super::remote::runtime()?.block_on(async {
+            // Ctrl-C drops the run: its SSH channels close, every file written so far is complete,
+            // a write in flight removes its temporary file, and the state-directory lock goes.
+            tokio::select! {
+                result = init(&plan, &state_dir, &options, &credentials, &progress) => Ok(result),
+                _ = tokio::signal::ctrl_c() => Err(super::Interrupted),
+            }
+        });
         progress.clear();
+        let result = result?;
         let report = match result {
             Ok(report) => report,
             Err(InitError::Preflight { checks }) => {

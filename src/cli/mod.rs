@@ -24,6 +24,8 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 2;
     /// Preflight found a problem on a host; nothing was changed.
     pub const PREFLIGHT_FAILED: u8 = 3;
+    /// Interrupted (Ctrl-C); running the command again converges.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, Parser)]
@@ -47,6 +49,11 @@ enum Command {
     /// Turn the inventory's hosts into a running HA control plane (or converge one).
     Init(init::Args),
 }
+
+/// The operator pressed Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: every file written so far is complete; run the command again to converge")]
+struct Interrupted;
 
 /// Output formats of commands that print a report.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -117,6 +124,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         exit::INVALID_INPUT
     } else if e.chain().any(preflight) {
         exit::PREFLIGHT_FAILED
+    } else if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) {
+        exit::INTERRUPTED
     } else {
         exit::FAILURE
     }

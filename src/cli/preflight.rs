@@ -34,7 +34,7 @@ impl Args {
         let reach = self.remote.reach();
         let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
         let rows = super::remote::runtime()?.block_on(async {
-            let credentials = Credentials::from_env();
+            let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
             let vip = preflight::start_vip_probe(&plan);
             let connections = connect_all(&plan, &reach, &credentials, &progress).await;
             let rows = preflight::run(&plan, &connections, vip, &expect, reach.parallel, &progress).await.checks;

@@ -246,11 +246,13 @@ impl Supervisor {
     }
 }
 
-/// `lo` up, the host's address on `eth0` (IPv6 off there), no default route.
+/// `lo` up, the host's address on `eth0` (IPv6 off there), no default route, and IP forwarding
+/// on as on a prepared Kubernetes node (only within this host's namespace).
 fn configure_network(host: &HostState) -> Result<(), String> {
     for knob in ["default", "eth0"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "1");
     }
+    let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
     let batch = format!("link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\n", host.address);
     super::process::run_with_stdin("ip", &["-batch", "-"], &batch).map(drop).map_err(|e| e.to_string())
 }

@@ -82,10 +82,14 @@ impl LoadFailure {
     }
 }
 
+/// Runs a terminal prompt with the terminal to itself (e.g. with live progress lines paused).
+pub type TerminalGuard = dyn Fn(&mut dyn FnMut()) + Send + Sync;
+
 /// SSH credentials shared by all connections of a run: the agent socket and loaded keys.
 pub struct Credentials {
     agent_socket: Option<PathBuf>,
     prompt: PassphrasePrompt,
+    terminal_guard: Option<Arc<TerminalGuard>>,
     keys: Mutex<HashMap<PathBuf, Result<Arc<PrivateKey>, LoadFailure>>>,
     agent_keys: OnceCell<Vec<(PublicKey, String)>>,
 }
@@ -109,7 +113,19 @@ impl Credentials {
 
     /// Explicit agent socket (or none) and passphrase source.
     pub fn new(agent_socket: Option<PathBuf>, prompt: PassphrasePrompt) -> Credentials {
-        Credentials { agent_socket, prompt, keys: Mutex::new(HashMap::new()), agent_keys: OnceCell::new() }
+        Credentials {
+            agent_socket,
+            prompt,
+            terminal_guard: None,
+            keys: Mutex::new(HashMap::new()),
+            agent_keys: OnceCell::new(),
+        }
+    }
+
+    /// Terminal prompts run through `guard`, which can pause whatever else draws on the terminal.
+    pub fn with_terminal_guard(mut self, guard: Option<Arc<TerminalGuard>>) -> Credentials {
+        self.terminal_guard = guard;
+        self
     }
 
     /// The identity file's key, loaded (and decrypted) once per run. Concurrent callers for the
@@ -119,7 +135,7 @@ impl Credentials {
         if let Some(result) = keys.get(path) {
             return result.clone().map_err(|f| f.into_error(path));
         }
-        let result = load_identity(path, &self.prompt).await;
+        let result = load_identity(path, &self.prompt, self.terminal_guard.clone()).await;
         keys.insert(path.to_path_buf(), result.clone());
         result.map_err(|f| f.into_error(path))
     }
@@ -323,7 +339,11 @@ fn identity_public_key(path: &Path) -> Option<PublicKey> {
     russh::keys::ssh_key::PrivateKey::from_openssh(text.as_bytes()).ok().map(|k| k.public_key().clone())
 }
 
-async fn load_identity(path: &Path, prompt: &PassphrasePrompt) -> Result<Arc<PrivateKey>, LoadFailure> {
+async fn load_identity(
+    path: &Path,
+    prompt: &PassphrasePrompt,
+    guard: Option<Arc<TerminalGuard>>,
+) -> Result<Arc<PrivateKey>, LoadFailure> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| LoadFailure::Unreadable(e.to_string()))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -337,7 +357,7 @@ async fn load_identity(path: &Path, prompt: &PassphrasePrompt) -> Result<Arc<Pri
         Err(e) => return Err(LoadFailure::Format(e.to_string())),
     }
     for attempt in 1..=PASSPHRASE_ATTEMPTS {
-        let Some(passphrase) = ask(path, attempt, prompt).await? else {
+        let Some(passphrase) = ask(path, attempt, prompt, guard.clone()).await? else {
             return Err(if attempt == 1 { LoadFailure::NoTerminal } else { LoadFailure::WrongPassphrase(attempt - 1) });
         };
         // bcrypt key derivation takes a noticeable time: keep it off the async workers.
@@ -354,7 +374,12 @@ async fn load_identity(path: &Path, prompt: &PassphrasePrompt) -> Result<Arc<Pri
 }
 
 /// One passphrase from the configured source; `Ok(None)` when the source has none to give.
-async fn ask(path: &Path, attempt: u32, prompt: &PassphrasePrompt) -> Result<Option<Zeroizing<String>>, LoadFailure> {
+async fn ask(
+    path: &Path,
+    attempt: u32,
+    prompt: &PassphrasePrompt,
+    guard: Option<Arc<TerminalGuard>>,
+) -> Result<Option<Zeroizing<String>>, LoadFailure> {
     let path = path.to_path_buf();
     match prompt {
         PassphrasePrompt::Never => Ok(None),
@@ -369,7 +394,13 @@ async fn ask(path: &Path, attempt: u32, prompt: &PassphrasePrompt) -> Result<Opt
                 } else {
                     format!("Wrong passphrase, try again. Enter passphrase for key '{}': ", path.display())
                 };
-                rpassword::prompt_password(text).map(Zeroizing::new)
+                let mut answer = None;
+                let mut read = || answer = Some(rpassword::prompt_password(&text).map(Zeroizing::new));
+                match guard {
+                    Some(guard) => guard(&mut read),
+                    None => read(),
+                }
+                answer.unwrap_or_else(|| Err(std::io::Error::other("the prompt did not run")))
             })
             .await
             .map_err(|e| LoadFailure::Format(e.to_string()))?;

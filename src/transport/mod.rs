@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::files::File;
 
-pub use auth::{Credentials, PassphraseFn, PassphrasePrompt};
+pub use auth::{Credentials, PassphraseFn, PassphrasePrompt, TerminalGuard};
 pub use error::{ACCEPT_NEW_HINT, PresentedKey, TransportError};
 pub use memory::{Call, MemoryFile, MemoryRemote, TcpHandler};
 pub use ssh::{SshHost, SshOptions};
