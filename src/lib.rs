@@ -14,6 +14,6 @@ pub mod marker;
 pub mod pki;
 pub mod plan;
 pub mod render;
-pub mod table;
+pub mod text;
 pub mod transport;
 pub mod version;

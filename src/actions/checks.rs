@@ -341,7 +341,7 @@ pub fn peers(host: &Host, results: &[(String, PeerReach)]) -> Check {
 pub fn table(checks: &[Check]) -> String {
     let rows: Vec<[String; 4]> =
         checks.iter().map(|c| [c.host.clone(), c.check.to_string(), c.status.to_string(), c.detail.clone()]).collect();
-    crate::table::render(["HOST", "CHECK", "STATUS", "DETAIL"], &rows)
+    crate::text::table(["HOST", "CHECK", "STATUS", "DETAIL"], &rows)
 }
 
 #[cfg(test)]

@@ -120,8 +120,9 @@ fn names(lines: &[&str]) -> Vec<String> {
     lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
-/// The lines between `@@name` and the next header.
-fn section<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
+/// The lines between the header line `@@name` and the next header: how kubeha's remote scripts
+/// mark up their output.
+pub(crate) fn section<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
     let header = format!("@@{name}");
     text.lines().skip_while(|l| l.trim() != header).skip(1).take_while(|l| !l.starts_with("@@")).collect()
 }

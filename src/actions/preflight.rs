@@ -142,7 +142,7 @@ async fn peer_reach(ssh: &SshHost, peers: &[&Host]) -> Result<Vec<(String, PeerR
          command -v bash >/dev/null 2>&1 || {{ echo @@nobash; exit 0; }}\n\
          for t in {}; do\n\
          \x20 out=$(timeout {} bash --norc --noprofile -c \"exec 3<>/dev/tcp/$t/2380\" 2>&1); rc=$?\n\
-         \x20 echo \"@@peer $t $rc\"; echo \"$out\"\n\
+         \x20 echo \"@@peer $t\"; echo \"rc=$rc\"; echo \"$out\"\n\
          done\n",
         targets.join(" "),
         PROBE_TIMEOUT.as_secs()
@@ -158,10 +158,9 @@ fn parse_peer_output(text: &str, peers: &[&Host]) -> Vec<(String, PeerReach)> {
     peers
         .iter()
         .map(|peer| {
-            let header = format!("@@peer {} ", peer.address);
-            let mut lines = text.lines().skip_while(|l| !l.starts_with(&header));
-            let rc = lines.next().and_then(|l| l[header.len()..].trim().parse::<i32>().ok());
-            let detail: String = lines.take_while(|l| !l.starts_with("@@")).collect::<Vec<_>>().join(" ");
+            let lines = facts::section(text, &format!("peer {}", peer.address));
+            let rc = lines.first().and_then(|l| l.trim().strip_prefix("rc=")).and_then(|rc| rc.parse::<i32>().ok());
+            let detail = lines.iter().skip(1).copied().collect::<Vec<_>>().join(" ");
             let reach = match rc {
                 Some(0) => PeerReach::Open,
                 Some(124) => PeerReach::Unreachable(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
@@ -228,7 +227,9 @@ mod tests {
         let plan =
             crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap();
         let peers: Vec<&Host> = plan.control_planes().collect();
-        let out = "@@peer 198.18.0.11 0\n\n@@peer 198.18.0.12 1\nbash: connect: Connection refused\nbash: line 1: /dev/tcp/198.18.0.12/2380: Connection refused\n@@peer 198.18.0.13 1\nbash: connect: No route to host\n";
+        let out = "@@peer 198.18.0.11\nrc=0\n\n@@peer 198.18.0.12\nrc=1\nbash: connect: Connection refused\n\
+                   bash: line 1: /dev/tcp/198.18.0.12/2380: Connection refused\n@@peer 198.18.0.13\nrc=1\n\
+                   bash: connect: No route to host\n";
         let r = parse_peer_output(out, &peers);
         assert_eq!(r[0], ("cp1".to_string(), PeerReach::Open));
         assert_eq!(r[1], ("cp2".to_string(), PeerReach::Refused));

@@ -98,21 +98,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, skipping a cause whose text the message before it
-/// already includes (library errors often quote their source).
+/// The error and its causes on one line.
 pub fn describe(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    crate::text::error_chain(e.as_ref())
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

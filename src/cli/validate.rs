@@ -75,6 +75,6 @@ pub fn describe(plan: &Plan) -> String {
             ]
         })
         .collect();
-    out.push_str(&crate::table::render(["HOST", "ADDRESS", "ROLE", "SSH"], &rows));
+    out.push_str(&crate::text::table(["HOST", "ADDRESS", "ROLE", "SSH"], &rows));
     out
 }

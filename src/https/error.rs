@@ -122,7 +122,7 @@ pub(crate) fn classify(
             HttpsError::Verify { server: server.to_string(), kind, detail: describe_certificate_error(cert) }
         }
         Some(other) => HttpsError::Handshake { server: server.to_string(), detail: describe_rustls(other) },
-        None => otherwise(chain_text(err)),
+        None => otherwise(crate::text::error_chain(err)),
     }
 }
 
@@ -180,19 +180,4 @@ fn find_rustls<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Erro
         current = e.source();
     }
     None
-}
-
-/// The messages of an error and its sources, joined with `: `.
-pub(crate) fn chain_text(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut current = err.source();
-    while let Some(e) = current {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        current = e.source();
-    }
-    text
 }

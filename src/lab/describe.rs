@@ -1,9 +1,9 @@
 //! `kubeha-lab status`: the lab's hosts and their pods as a table.
 
-use std::fmt::Write;
 use std::time::SystemTime;
 
 use super::Lab;
+use crate::text::table;
 
 impl Lab {
     /// Hosts (address, role, supervisor, sshd) and each host's pods, as aligned text.
@@ -17,7 +17,7 @@ impl Lab {
             self.vip(),
             self.inventory_path().display()
         );
-        let mut rows = vec![["HOST", "ADDRESS", "ROLE", "SUPERVISOR", "SSHD"].map(String::from)];
+        let mut rows = Vec::new();
         for h in self.hosts() {
             let status = self.node_status(&h.name).ok().flatten();
             let sup = self.supervisor(&h.name).ok().flatten().map_or("down".to_string(), |p| p.pid.to_string());
@@ -31,8 +31,8 @@ impl Lab {
                 sshd.map_or("stopped".into(), |p| p.pid.to_string()),
             ]);
         }
-        table(&mut out, &rows);
-        let mut pods = vec![["HOST", "POD", "RUNNING", "PID", "RESTARTS", "AGE", "MESSAGE"].map(String::from)];
+        out.push_str(&table(["HOST", "ADDRESS", "ROLE", "SUPERVISOR", "SSHD"], &rows));
+        let mut pods = Vec::new();
         for h in self.hosts() {
             for p in self.pods(&h.name).unwrap_or_default() {
                 let age = p.started_at.and_then(|t| SystemTime::now().duration_since(t).ok()).map_or("-".into(), |d| {
@@ -49,23 +49,10 @@ impl Lab {
                 ]);
             }
         }
-        if pods.len() > 1 {
+        if !pods.is_empty() {
             out.push('\n');
-            table(&mut out, &pods);
+            out.push_str(&table(["HOST", "POD", "RUNNING", "PID", "RESTARTS", "AGE", "MESSAGE"], &pods));
         }
         out
-    }
-}
-
-fn table<const N: usize>(out: &mut String, rows: &[[String; N]]) {
-    let mut widths = [0; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in rows {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
-        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
 }
