@@ -617,11 +617,12 @@ fn unusable_files_are_refused_with_the_file_named() {
         "pki/etcd/healthcheck-client.key",
         "is missing",
     );
+    // A CA certificate without its key: the key may have been lost, kubeha does not guess.
     refused(
         &good,
-        |s| std::fs::remove_file(s.join("pki/front-proxy-ca.crt")).unwrap(),
-        "pki/front-proxy-ca.crt",
-        "never makes a new CA",
+        |s| std::fs::remove_file(s.join("pki/front-proxy-ca.key")).unwrap(),
+        "pki/front-proxy-ca.key",
+        "is missing; restore the key",
     );
     refused(&good, |s| std::fs::remove_file(s.join("pki/sa.key")).unwrap(), "pki/sa.key", "is missing");
     refused(
@@ -679,7 +680,7 @@ fn a_kubeadm_made_pkcs1_rsa_ca_is_used_as_is() {
 
     let out = certs_generate(&example_inventory(), &state);
     assert!(!out.contains("pki/ca.crt") && !out.contains("pki/ca.key"), "the CA is kept: {out}");
-    assert_eq!((std::fs::read(&key).unwrap(), std::fs::read(&crt).unwrap()), (key_before, crt_before));
+    assert_eq!((std::fs::read(&key).unwrap(), std::fs::read(&crt).unwrap()), (key_before.clone(), crt_before));
     for leaf in ["nodes/cp1/pki/apiserver.crt", "pki/apiserver-kubelet-client.crt"] {
         assert!(openssl_verifies(&crt, &state.join(leaf), None), "{leaf} is signed by the kubeadm CA");
     }
@@ -697,7 +698,249 @@ fn a_kubeadm_made_pkcs1_rsa_ca_is_used_as_is() {
     let digest = run_ok("openssl", &["dgst", "-sha256", "-r", spki.to_str().unwrap()]);
     let plan = kubeha::inventory::load(&example_inventory()).unwrap();
     let loaded = pki::load(&plan, &state).unwrap();
-    assert_eq!(loaded.cluster_id(), format!("sha256:{}", digest.split_whitespace().next().unwrap()));
+    let id = format!("sha256:{}", digest.split_whitespace().next().unwrap());
+    assert_eq!(loaded.cluster_id(), id);
+
+    // Its certificate lost: re-issued from the key with the subject key identifier OpenSSL gave
+    // it (which the leaves name as their authority key identifier), so the leaves still verify.
+    let ski_before = ski(&crt);
+    std::fs::remove_file(&crt).unwrap();
+    assert_eq!(pki::existing_cluster_id(&state).unwrap(), Some(id.clone()), "the id is read from the RSA key");
+    let out = certs_generate(&example_inventory(), &state);
+    assert!(out.contains("renewed pki/ca.crt (certificate was missing; re-issued from the existing key)"), "{out}");
+    assert_eq!(out.matches(".crt (").count(), 1, "no leaf is renewed: {out}");
+    assert_eq!(std::fs::read(&key).unwrap(), key_before, "the key is untouched");
+    assert_eq!(ski(&crt), ski_before);
+    assert_eq!(pubkey_of_cert(&crt), pubkey_of_key(&key));
+    for leaf in ["nodes/cp1/pki/apiserver.crt", "pki/apiserver-kubelet-client.crt"] {
+        assert!(openssl_verifies(&crt, &state.join(leaf), None), "{leaf} verifies against the re-issued CA");
+    }
+    assert_eq!(pki::load(&plan, &state).unwrap().cluster_id(), id);
+}
+
+/// `openssl x509 -pubkey` of a certificate.
+fn pubkey_of_cert(crt: &Path) -> String {
+    run_ok("openssl", &["x509", "-noout", "-pubkey", "-in", crt.to_str().unwrap()])
+}
+
+/// `openssl pkey -pubout` of a private key.
+fn pubkey_of_key(key: &Path) -> String {
+    run_ok("openssl", &["pkey", "-pubout", "-in", key.to_str().unwrap()])
+}
+
+/// The subject key identifier of a certificate, as openssl prints it.
+fn ski(crt: &Path) -> String {
+    let text = run_ok("openssl", &["x509", "-noout", "-ext", "subjectKeyIdentifier", "-in", crt.to_str().unwrap()]);
+    let id = text.lines().nth(1).unwrap_or("").trim().to_string();
+    assert!(id.len() == 59, "a 20-byte identifier: {text}");
+    id
+}
+
+/// The sorted lines `certs generate` printed.
+fn sorted_lines(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out.lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_ca_key_without_its_certificate_gets_the_certificate_reissued_from_the_key() {
+    let (_dir, good, _, _) = generated_example();
+    let plan = kubeha::inventory::load(&example_inventory()).unwrap();
+    let id = pki::load(&plan, &good).unwrap().cluster_id();
+    let kubeconfigs: Vec<String> = expected_kubeconfigs().into_iter().map(|(file, ..)| file).collect();
+    for base in ["ca", "front-proxy-ca", "etcd/ca"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        run_ok("cp", &["-a", good.to_str().unwrap(), state.to_str().unwrap()]);
+        let (crt_rel, key_rel) = (format!("pki/{base}.crt"), format!("pki/{base}.key"));
+        let (crt, key) = (state.join(&crt_rel), state.join(&key_rel));
+        let old = info(&read(&state, &crt_rel));
+        let old_ski = ski(&crt);
+        std::fs::remove_file(&crt).unwrap();
+        let before = tree(&state);
+
+        // load writes nothing and asks for `certs generate`; preflight still knows the cluster.
+        let err = pki::load(&plan, &state).unwrap_err();
+        assert!(matches!(err, pki::PkiError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("{crt_rel} is missing; run `kubeha certs generate`")), "{err}");
+        assert_eq!(pki::existing_cluster_id(&state).unwrap(), Some(id.clone()), "{base}");
+        assert_eq!(tree(&state), before);
+
+        let started = now();
+        let out = certs_generate(&example_inventory(), &state);
+        let mut expected =
+            vec![format!("renewed {crt_rel} (certificate was missing; re-issued from the existing key)")];
+        if base == "ca" {
+            // The kubeconfigs embed the CA certificate; their client certificates stay.
+            expected.extend(kubeconfigs.iter().map(|f| format!("renewed {f} (its CA is not the current pki/ca.crt)")));
+        }
+        expected.sort();
+        assert_eq!(sorted_lines(&out), expected, "{base}");
+
+        let new = info(&read(&state, &crt_rel));
+        assert_eq!(new.spki, old.spki, "{base}: same public key");
+        assert_eq!(pubkey_of_cert(&crt), pubkey_of_key(&key), "{base}");
+        assert_eq!(ski(&crt), old_ski, "{base}: same subject key identifier");
+        assert_eq!((new.cn.clone(), new.issuer_cn.clone(), new.sans.clone()), (old.cn, old.issuer_cn, old.sans));
+        assert!(new.is_ca && new.cert_sign, "{base}");
+        assert_ne!(new.serial, old.serial, "{base}: a new certificate");
+        assert!(new.not_before >= started - BACKDATE - 1, "{base}: validity from the plan");
+        assert_eq!(new.not_after - (new.not_before + BACKDATE), 10 * 365 * DAY, "{base}");
+
+        let after = tree(&state);
+        for (path, entry) in &before {
+            let name = path.to_string_lossy();
+            if !name.ends_with(".conf") {
+                assert_eq!(&after[path], entry, "{base}: {name} is untouched (keys byte-identical)");
+            }
+        }
+        for e in expected_leaves().into_iter().filter(|e| e.ca == crt_rel) {
+            assert!(openssl_verifies(&crt, &state.join(&e.cert), None), "{base}: {} signed earlier verifies", e.cert);
+        }
+        if base == "ca" {
+            for file in &kubeconfigs {
+                let (view, was) = (kubectl_view(&state.join(file)), kubectl_view(&good.join(file)));
+                assert_eq!(der(&view.ca_pem), der(&read(&state, "pki/ca.crt")), "{file} embeds the new CA");
+                assert_eq!((view.cert_pem, view.key_pem), (was.cert_pem, was.key_pem), "{file}");
+            }
+        }
+        assert_eq!(pki::load(&plan, &state).unwrap().cluster_id(), id, "{base}: the cluster id stays");
+        assert_eq!(certs_generate(&example_inventory(), &state), "", "{base}: converged");
+    }
+}
+
+#[test]
+fn a_run_stopped_after_any_key_converges_on_the_next_run() {
+    // The worst place to stop: every key written, nothing else (each CA's certificate,
+    // sa.pub, every leaf certificate, the kubeconfigs and the password are written after a key).
+    let (_dir, good, _, _) = generated_example();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    run_ok("cp", &["-a", good.to_str().unwrap(), state.to_str().unwrap()]);
+    let keys: BTreeMap<PathBuf, (String, u32)> = tree(&state)
+        .into_iter()
+        .filter(|(path, (hash, _))| hash != "<dir>" && path.extension().is_some_and(|e| e == "key"))
+        .collect();
+    for path in tree(&state).keys() {
+        let full = state.join(path);
+        if full.is_file() && !keys.contains_key(path) {
+            std::fs::remove_file(full).unwrap();
+        }
+    }
+    // ... and a temporary file a killed write left behind.
+    std::fs::write(state.join("pki/.ca.crt.tmp.1.0"), "partial").unwrap();
+
+    let out = certs_generate(&example_inventory(), &state);
+    let lines = sorted_lines(&out);
+    for base in ["ca", "front-proxy-ca", "etcd/ca"] {
+        assert!(
+            lines.contains(&format!(
+                "renewed pki/{base}.crt (certificate was missing; re-issued from the existing key)"
+            )),
+            "{out}"
+        );
+    }
+    assert!(lines.iter().all(|l| !l.ends_with(".key")), "no key is created or changed: {out}");
+    assert!(lines.contains(&"created pki/sa.pub".to_string()) && lines.contains(&"created admin.conf".to_string()));
+    let after = tree(&state);
+    for (path, entry) in &keys {
+        assert_eq!(&after[path], entry, "{} byte-identical", path.display());
+    }
+    for e in expected_leaves() {
+        assert!(openssl_verifies(&state.join(e.ca), &state.join(&e.cert), None), "{}", e.cert);
+        let key = state.join(e.cert.replace(".crt", ".key"));
+        assert_eq!(pubkey_of_cert(&state.join(&e.cert)), pubkey_of_key(&key), "{} has its old key", e.cert);
+    }
+    assert_eq!(
+        run_ok("openssl", &["pkey", "-pubin", "-in", state.join("pki/sa.pub").to_str().unwrap()]),
+        pubkey_of_key(&state.join("pki/sa.key"))
+    );
+    let plan = kubeha::inventory::load(&example_inventory()).unwrap();
+    assert_eq!(pki::load(&plan, &state).unwrap().cluster_id(), pki::load(&plan, &good).unwrap().cluster_id());
+    assert_eq!(certs_generate(&example_inventory(), &state), "", "converged");
+}
+
+#[test]
+fn private_files_open_to_others_are_restricted_by_generate_and_refused_by_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let inv = Inventory::default();
+    let plan = inv.plan();
+    pki::generate(&plan, &good).unwrap();
+    let chmod = |state: &Path, rel: &str, mode: u32| {
+        std::fs::set_permissions(state.join(rel), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let open_files = [
+        ("pki/ca.key", 0o644),
+        ("pki/sa.key", 0o604),
+        ("nodes/cp1/pki/apiserver.key", 0o640),
+        ("admin.conf", 0o644),
+        ("nodes/w1/kubelet.conf", 0o660),
+        ("secrets/vrrp-password", 0o644),
+    ];
+
+    // load writes nothing: it refuses each one, naming it and saying what to do.
+    for (rel, mode) in open_files {
+        let state = dir.path().join(format!("load-{}", rel.replace('/', "_")));
+        run_ok("cp", &["-a", good.to_str().unwrap(), state.to_str().unwrap()]);
+        chmod(&state, rel, mode);
+        let before = tree(&state);
+        let err = pki::load(&plan, &state).unwrap_err();
+        assert!(matches!(err, pki::PkiError::TooOpen { .. }), "{rel}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(state.join(rel).to_str().unwrap()), "{text}");
+        assert!(text.contains(&format!("(mode {mode:04o})")), "{text}");
+        assert!(text.contains("run `kubeha certs generate`") && text.contains("chmod 600"), "{text}");
+        assert_eq!(tree(&state), before, "{rel}");
+    }
+
+    // generate restricts them all, and the directories, changing no content.
+    let state = dir.path().join("state");
+    run_ok("cp", &["-a", good.to_str().unwrap(), state.to_str().unwrap()]);
+    for (rel, mode) in open_files {
+        chmod(&state, rel, mode);
+    }
+    let open_dirs = [("", 0o755), ("pki/etcd", 0o755), ("nodes/cp2", 0o750)];
+    for (rel, mode) in open_dirs {
+        chmod(&state, rel, mode);
+    }
+    chmod(&state, "nodes/cp3/pki/etcd/peer.key", 0o400);
+    let before = tree(&state);
+    let out = certs_generate(&inv.write(dir.path()), &state);
+    let mut expected: Vec<String> =
+        open_files.iter().map(|(rel, mode)| format!("renewed {rel} (mode was {mode:04o}; now 0600)")).collect();
+    expected
+        .extend(["renewed . (mode was 0755; now 0700)".into(), "renewed pki/etcd (mode was 0755; now 0700)".into()]);
+    expected.push("renewed nodes/cp2 (mode was 0750; now 0700)".into());
+    expected.sort();
+    assert_eq!(sorted_lines(&out), expected);
+    let after = tree(&state);
+    for (path, (hash, mode)) in &before {
+        let rel = path.to_string_lossy();
+        let fixed = open_files.iter().any(|(f, _)| *f == rel) || open_dirs.iter().any(|(d, _)| *d == rel);
+        let expected_mode = match (fixed, hash.as_str()) {
+            (false, _) => *mode,
+            (true, "<dir>") => 0o700,
+            (true, _) => 0o600,
+        };
+        assert_eq!(after[path], (hash.clone(), expected_mode), "{rel}: same content, mode {expected_mode:04o}");
+    }
+    assert_eq!(after[Path::new("nodes/cp3/pki/etcd/peer.key")].1, 0o400, "a stricter mode is left alone");
+    pki::load(&plan, &state).unwrap();
+    assert_eq!(certs_generate(&inv.write(dir.path()), &state), "", "converged");
+
+    // A kubeconfig rewritten for another reason says both.
+    chmod(&state, "super-admin.conf", 0o644);
+    let moved = Inventory { endpoint: "198.18.0.20:8443", ..Inventory::default() };
+    let report = pki::generate(&moved.plan(), &state).unwrap();
+    let reason = &report.renewed.iter().find(|r| r.path == Path::new("super-admin.conf")).unwrap().reason;
+    assert_eq!(
+        reason,
+        "server is https://198.18.0.10:8443, expected https://198.18.0.20:8443; mode was 0644; now 0600"
+    );
+    assert_eq!(std::fs::metadata(state.join("super-admin.conf")).unwrap().permissions().mode() & 0o7777, 0o600);
 }
 
 #[test]

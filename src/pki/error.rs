@@ -42,11 +42,10 @@ pub enum PkiError {
     MissingKey { cert: PathBuf, key: PathBuf },
 
     #[error(
-        "the CA key {} exists but its certificate {} is missing; restore the certificate (kubeha never makes a new CA for an existing key)",
-        key.display(),
-        cert.display()
+        "{} is open to other users (mode {mode:04o}); run `kubeha certs generate`, which restricts it to 0600, or `chmod 600` it yourself",
+        path.display()
     )]
-    MissingCaCert { key: PathBuf, cert: PathBuf },
+    TooOpen { path: PathBuf, mode: u32 },
 
     #[error("{} is not a CA certificate (basicConstraints CA:TRUE is missing); restore the cluster's CA", path.display())]
     NotCa { path: PathBuf },

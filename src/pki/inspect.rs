@@ -13,10 +13,10 @@ use rustls_pki_types::pem::PemObject;
 use sha2::Digest;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{OID_X509_COMMON_NAME, OID_X509_ORGANIZATION_NAME};
 use x509_parser::prelude::FromDer;
-use x509_parser::x509::X509Name;
+use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
 use super::PkiError;
 use super::certlist::Identity;
@@ -41,12 +41,32 @@ pub(crate) fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a
     }
 }
 
-/// Refuses a CA certificate that cannot sign for the cluster any more.
 /// `sha256:<hex>` of a CA's SubjectPublicKeyInfo: kubeadm's discovery hash, kubeha's cluster id.
 pub(crate) fn cluster_id(ca: &X509Certificate<'_>) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(ca.public_key().raw)))
+    cluster_id_of_spki(ca.public_key().raw)
 }
 
+/// [`cluster_id`] from the DER SubjectPublicKeyInfo of the CA key (e.g. read from `ca.key`
+/// while its certificate is missing): a function of the key alone.
+pub(crate) fn cluster_id_of_spki(spki_der: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(spki_der)))
+}
+
+/// Whether `cert` was signed with the key whose DER SubjectPublicKeyInfo is `spki_der`.
+pub(crate) fn signed_with(cert: &X509Certificate<'_>, spki_der: &[u8]) -> bool {
+    SubjectPublicKeyInfo::from_der(spki_der).is_ok_and(|(_, spki)| cert.verify_signature(Some(&spki)).is_ok())
+}
+
+/// The key identifier of `cert`'s authority key identifier extension: the subject key
+/// identifier of the CA certificate it was issued under.
+pub(crate) fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.iter_extensions().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|id| id.0.to_vec()),
+        _ => None,
+    })
+}
+
+/// Refuses a CA certificate that cannot sign for the cluster any more.
 pub(crate) fn check_ca(cert: &X509Certificate<'_>, path: &Path, now: OffsetDateTime) -> Result<(), PkiError> {
     let is_ca = matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
     if !is_ca {

@@ -61,6 +61,11 @@ impl Key {
         spki.subject_public_key.data.as_ref() == self.pair.der_bytes()
     }
 
+    /// The public half as a DER SubjectPublicKeyInfo, as a certificate for this key carries it.
+    pub(crate) fn spki_der(&self) -> Vec<u8> {
+        self.pair.subject_public_key_info()
+    }
+
     /// The public half as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), as kubeadm writes `sa.pub`.
     pub(crate) fn public_pem(&self) -> String {
         self.pair.public_key_pem()

@@ -4,9 +4,10 @@
 //! The state directory holds what every control plane shares under `pki/` (the three CAs,
 //! `sa.key`/`sa.pub`, the shared client certificates), what belongs to one host under
 //! `nodes/<host>/`, `admin.conf`/`super-admin.conf` at its root and the VRRP password under
-//! `secrets/`. [`generate`] fills in whatever is missing and re-issues leaf certificates the
-//! plan has outgrown; [`load`] reads and checks everything without writing, and hands each host
-//! its files at their paths under `/etc/kubernetes` ([`Pki::host_files`]).
+//! `secrets/`. [`generate`] fills in whatever is missing (so that an interrupted run is
+//! completed by the next), re-issues leaf certificates the plan has outgrown and restricts
+//! private files an operator left open; [`load`] reads and checks everything without writing,
+//! and hands each host its files at their paths under `/etc/kubernetes` ([`Pki::host_files`]).
 //!
 //! The list of certificates is data in [`certlist`]; `docs/pki.md` describes every file.
 
@@ -16,6 +17,7 @@ mod inspect;
 mod issue;
 mod keys;
 mod kubeconfig;
+mod modes;
 mod parallel;
 mod reconcile;
 mod secrets;
@@ -43,34 +45,42 @@ pub fn default_state_dir(cluster: &str) -> PathBuf {
 pub struct GenerateReport {
     pub created: Vec<PathBuf>,
     pub kept: Vec<PathBuf>,
-    /// Leaf certificates and kubeconfigs re-issued or rewritten (with their existing keys).
+    /// Leaf certificates and kubeconfigs re-issued or rewritten (with their existing keys), CA
+    /// certificates re-issued from their existing keys because they were missing, and private
+    /// files and directories whose mode was tightened (their content untouched).
     pub renewed: Vec<Renewal>,
 }
 
-/// A file `generate` rewrote, and why.
+/// A file (or directory) `generate` rewrote or restricted, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Renewal {
     pub path: PathBuf,
     pub reason: String,
 }
 
-/// Creates whatever is missing under `state_dir` and re-issues leaf certificates that no longer
-/// fit the plan (with their existing keys); never replaces a CA or a key.
+/// Creates whatever is missing under `state_dir`, re-issues leaf certificates that no longer
+/// fit the plan and CA certificates that are missing (with their existing keys), and restricts
+/// private files to 0600 and directories to 0700; never replaces a CA key or any other key.
 pub fn generate(plan: &Plan, state_dir: &Path) -> Result<GenerateReport, PkiError> {
     Ok(reconcile::run(plan, state_dir, reconcile::Mode::Generate)?.report)
 }
 
 /// The cluster id (see [`Pki::cluster_id`]) of the CA already in `state_dir`, if there is one.
 /// Preflight uses it to recognise hosts that belong to this cluster before anything is generated.
+///
+/// The id is a function of the CA key alone: when `pki/ca.key` is there without its certificate
+/// (which `generate` re-issues from the key), it is read from the key.
 pub fn existing_cluster_id(state_dir: &Path) -> Result<Option<String>, PkiError> {
-    let path = state_dir.join("pki/ca.crt");
-    let pem = match std::fs::read(&path) {
-        Ok(pem) => pem,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(PkiError::Read { path, source }),
-    };
-    let der = inspect::pem_to_der(&pem, &path)?;
-    Ok(Some(inspect::cluster_id(&inspect::parse(&der, &path)?)))
+    let store = store::Store::new(state_dir);
+    let (crt, key) = (Path::new("pki/ca.crt"), Path::new("pki/ca.key"));
+    if let Some(pem) = store.read(crt)? {
+        let der = inspect::pem_to_der(&pem, &store.path(crt))?;
+        return Ok(Some(inspect::cluster_id(&inspect::parse(&der, &store.path(crt))?)));
+    }
+    match store.read(key)? {
+        Some(pem) => Ok(Some(inspect::cluster_id_of_spki(&keys::Key::from_pem(pem, &store.path(key))?.spki_der()))),
+        None => Ok(None),
+    }
 }
 
 /// A client certificate and key in PEM, for kubeha's own TLS connections.

@@ -5,10 +5,19 @@
 //! Rules, file by file:
 //! - a CA is kept if its certificate and key are readable, match, and it is an unexpired CA;
 //!   anything else about a CA is an error, because replacing a CA breaks every host;
-//! - a key is never replaced; a leaf certificate without its key is an error, a key without
-//!   its certificate gets a new certificate;
+//! - a CA key without its certificate gets its certificate re-issued: it is self-signed, so a
+//!   new one for the same key and subject (and subject key identifier) is the same CA to
+//!   everything signed with the key, and the cluster id (a hash of the public key) stays;
+//! - a key is never replaced; a certificate (or `sa.pub`) without its key is an error (the key
+//!   may have been lost, and kubeha does not guess), a key without its certificate gets a new
+//!   certificate;
 //! - a leaf that no longer fits the plan is re-issued with its key and reported as renewed;
-//! - in [`Mode::Check`] nothing is written, and whatever would be created or renewed is an error.
+//! - a private file or directory open to other users is restricted ([`super::modes`]);
+//! - in [`Mode::Check`] nothing is written, and whatever would be created, renewed or
+//!   restricted is an error.
+//!
+//! So a run stopped at any point leaves a state the next run completes: every file is written
+//! atomically, and a new key is written (and its directory fsynced) before its certificate.
 //!
 //! CAs are settled first (each parsed once, with its rcgen issuer built once); then leaves and
 //! kubeconfigs, which are independent of each other, are handled on every core.
@@ -21,9 +30,10 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
 
 use super::certlist::{self, Authority, CAS, CERT_MODE, CaRow, Kubeconfig, Leaf, SA_KEY, SA_PUB, SECRET_MODE};
-use super::issue::{self, Validity};
+use super::issue::{self, CaName, Validity};
 use super::keys::{self, Key};
 use super::kubeconfig::{self, Contents};
+use super::modes;
 use super::store::Store;
 use super::{GenerateReport, PkiError, Renewal, inspect, parallel, secrets};
 use crate::plan::Plan;
@@ -49,6 +59,15 @@ enum Change {
     Created,
     Kept,
     Renewed(String),
+}
+
+/// Why a CA certificate was re-issued for its existing key.
+const REISSUED: &str = "certificate was missing; re-issued from the existing key";
+
+/// A private file (key, kubeconfig, password) as found.
+struct Private {
+    content: Vec<u8>,
+    mode: u32,
 }
 
 struct Record {
@@ -102,6 +121,17 @@ pub(crate) fn run(plan: &Plan, dir: &Path, mode: Mode) -> Result<Outcome, PkiErr
 
 impl Run<'_> {
     fn all(&self) -> Result<Outcome, PkiError> {
+        let leaves = certlist::leaves(self.plan);
+        let kubeconfigs = certlist::kubeconfigs(self.plan);
+        let mut report = GenerateReport::default();
+        if self.mode == Mode::Generate {
+            let cas = CAS.iter().map(|row| Path::new("pki").join(row.base).with_extension("crt"));
+            let leaf_files = leaves.iter().map(|leaf| leaf.rel.with_extension("crt"));
+            let other = kubeconfigs.iter().map(|kc| kc.rel.clone());
+            let files: Vec<PathBuf> =
+                cas.chain(leaf_files).chain(other).chain([SA_KEY, secrets::VRRP_PASSWORD].map(PathBuf::from)).collect();
+            report.renewed = modes::restrict_dirs(self.store, files.iter().map(PathBuf::as_path))?;
+        }
         let mut records = Vec::new();
 
         let (cas, sa) = std::thread::scope(|scope| {
@@ -120,8 +150,6 @@ impl Run<'_> {
         let signers = CAS.iter().zip(&materials).map(|(row, m)| self.signer(row, m)).collect::<Result<Vec<_>, _>>()?;
         let signer = |authority| signers.iter().find(|s| s.authority == authority).expect("every authority has a CA");
 
-        let leaves = certlist::leaves(self.plan);
-        let kubeconfigs = certlist::kubeconfigs(self.plan);
         let jobs: Vec<Job> = leaves.iter().map(Job::Leaf).chain(kubeconfigs.iter().map(Job::Kubeconfig)).collect();
         let done = parallel::map(&jobs, |job| match job {
             Job::Leaf(leaf) => self.leaf(leaf, signer(leaf.identity.signer)),
@@ -135,7 +163,6 @@ impl Run<'_> {
         records.push(record);
 
         let cluster_id = inspect::cluster_id(&signer(Authority::Kubernetes).cert);
-        let mut report = GenerateReport::default();
         let mut files = BTreeMap::new();
         for Record { rel, change, content } in records {
             match change {
@@ -168,36 +195,91 @@ impl Run<'_> {
         Key::generate(self.plan.certificates.key_algorithm)
     }
 
+    /// Reads a private file; in check mode, one open to other users is an error.
+    fn read_private(&self, rel: &Path) -> Result<Option<Private>, PkiError> {
+        let Some((content, mode)) = self.store.read_with_mode(rel)? else { return Ok(None) };
+        if self.mode == Mode::Check && modes::too_open(mode) {
+            return Err(PkiError::TooOpen { path: self.store.path(rel), mode });
+        }
+        Ok(Some(Private { content, mode }))
+    }
+
+    /// Restricts a private file found with `mode` (and accepted) to 0600 if it is open to other
+    /// users, which is then its change; `Kept` otherwise.
+    fn restrict(&self, rel: &Path, mode: u32) -> Result<Change, PkiError> {
+        if !modes::too_open(mode) {
+            return Ok(Change::Kept);
+        }
+        self.store.set_mode(rel, SECRET_MODE)?;
+        Ok(Change::Renewed(modes::restricted(mode, SECRET_MODE)))
+    }
+
     fn ca(&self, row: &CaRow) -> Result<(CaMaterial, Vec<Record>), PkiError> {
         let base = Path::new("pki").join(row.base);
         let (crt, key_rel) = (base.with_extension("crt"), base.with_extension("key"));
         let (crt_path, key_path) = (self.store.path(&crt), self.store.path(&key_rel));
-        match (self.store.read(&crt)?, self.store.read(&key_rel)?) {
-            (Some(pem), Some(key_pem)) => {
+        match (self.store.read(&crt)?, self.read_private(&key_rel)?) {
+            (Some(pem), Some(found)) => {
                 let der = inspect::pem_to_der(&pem, &crt_path)?;
-                let (cert, key) = pair(&der, key_pem, &crt_path, &key_path)?;
+                let (cert, key) = pair(&der, found.content, &crt_path, &key_path)?;
                 inspect::check_ca(&cert, &crt_path, self.validity.now)?;
+                let key_change = self.restrict(&key_rel, found.mode)?;
                 let records =
-                    vec![Record::new(crt, Change::Kept, pem.clone()), Record::new(key_rel, Change::Kept, key.pem())];
+                    vec![Record::new(crt, Change::Kept, pem.clone()), Record::new(key_rel, key_change, key.pem())];
                 Ok((CaMaterial { pem, der, key }, records))
             }
             (None, None) => {
                 self.may_create(&crt)?;
                 let key = self.new_key()?;
-                let cert = issue::ca(row.common_name, &key, &self.validity)
-                    .map_err(|e| PkiError::Sign { path: crt_path, detail: e.to_string() })?;
-                let pem = cert.pem().into_bytes();
+                let (pem, der) = self.self_signed(&CaName::new(row.common_name), &key, &crt_path)?;
                 self.store.write(&key_rel, key.pem(), SECRET_MODE)?;
+                self.store.sync_dir_of(&key_rel)?;
                 self.store.write(&crt, &pem, CERT_MODE)?;
                 let records = vec![
                     Record::new(crt, Change::Created, pem.clone()),
                     Record::new(key_rel, Change::Created, key.pem()),
                 ];
-                Ok((CaMaterial { pem, der: cert.der().to_vec(), key }, records))
+                Ok((CaMaterial { pem, der, key }, records))
             }
             (Some(_), None) => Err(PkiError::MissingKey { cert: crt_path, key: key_path }),
-            (None, Some(_)) => Err(PkiError::MissingCaCert { key: key_path, cert: crt_path }),
+            (None, Some(found)) => {
+                // A run stopped between the key and its certificate, or the certificate was lost.
+                self.may_create(&crt)?;
+                let key = Key::from_pem(found.content, &key_path)?;
+                let key_change = self.restrict(&key_rel, found.mode)?;
+                let name = self.name_in_use(row, &key).unwrap_or_else(|| CaName::new(row.common_name));
+                let (pem, der) = self.self_signed(&name, &key, &crt_path)?;
+                self.store.write(&crt, &pem, CERT_MODE)?;
+                let records = vec![
+                    Record::new(crt, Change::Renewed(REISSUED.into()), pem.clone()),
+                    Record::new(key_rel, key_change, key.pem()),
+                ];
+                Ok((CaMaterial { pem, der, key }, records))
+            }
         }
+    }
+
+    /// A CA certificate for `key` (PEM and DER).
+    fn self_signed(&self, name: &CaName, key: &Key, crt_path: &Path) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
+        let cert = issue::ca(name, key, &self.validity)
+            .map_err(|e| PkiError::Sign { path: crt_path.to_path_buf(), detail: e.to_string() })?;
+        Ok((cert.pem().into_bytes(), cert.der().to_vec()))
+    }
+
+    /// How the leaves of the plan already signed with the CA key `key` name their CA (issuer
+    /// name, authority key identifier), so that a re-issued CA certificate says the same and
+    /// everything signed under the lost one still chains to it. `None` when no leaf was signed
+    /// with the key yet: then the CA gets kubeha's name, which is what kubeha gave it if kubeha
+    /// created the key.
+    fn name_in_use(&self, row: &CaRow, key: &Key) -> Option<CaName> {
+        let spki = key.spki_der();
+        certlist::leaves(self.plan).iter().filter(|leaf| leaf.identity.signer == row.authority).find_map(|leaf| {
+            let crt = leaf.rel.with_extension("crt");
+            let pem = self.store.read(&crt).ok()??;
+            let der = inspect::pem_to_der(&pem, &crt).ok()?;
+            let cert = inspect::parse(&der, &crt).ok()?;
+            inspect::signed_with(&cert, &spki).then(|| CaName::issuer_of(&cert, row.common_name))?
+        })
     }
 
     fn signer<'m>(&self, row: &CaRow, material: &'m CaMaterial) -> Result<Signer<'m>, PkiError> {
@@ -214,20 +296,22 @@ impl Run<'_> {
 
     fn service_account(&self) -> Result<Vec<Record>, PkiError> {
         let (key_path, pub_path) = (self.store.path(Path::new(SA_KEY)), self.store.path(Path::new(SA_PUB)));
-        match (self.store.read(Path::new(SA_KEY))?, self.store.read(Path::new(SA_PUB))?) {
-            (Some(key_pem), Some(public)) => {
-                let key = Key::from_pem(key_pem, &key_path)?;
+        match (self.read_private(Path::new(SA_KEY))?, self.store.read(Path::new(SA_PUB))?) {
+            (Some(found), Some(public)) => {
+                let key = Key::from_pem(found.content, &key_path)?;
                 if !keys::public_pem_matches(&public, &key, &pub_path)? {
                     return Err(PkiError::KeyMismatch { cert: pub_path, key: key_path });
                 }
-                Ok(vec![Record::new(SA_KEY, Change::Kept, key.pem()), Record::new(SA_PUB, Change::Kept, public)])
+                let key_change = self.restrict(Path::new(SA_KEY), found.mode)?;
+                Ok(vec![Record::new(SA_KEY, key_change, key.pem()), Record::new(SA_PUB, Change::Kept, public)])
             }
-            (Some(key_pem), None) => {
+            (Some(found), None) => {
                 self.may_create(Path::new(SA_PUB))?;
-                let key = Key::from_pem(key_pem, &key_path)?;
+                let key = Key::from_pem(found.content, &key_path)?;
+                let key_change = self.restrict(Path::new(SA_KEY), found.mode)?;
                 let public = key.public_pem();
                 self.store.write(Path::new(SA_PUB), public.as_bytes(), CERT_MODE)?;
-                Ok(vec![Record::new(SA_KEY, Change::Kept, key.pem()), Record::new(SA_PUB, Change::Created, public)])
+                Ok(vec![Record::new(SA_KEY, key_change, key.pem()), Record::new(SA_PUB, Change::Created, public)])
             }
             (None, Some(_)) => Err(PkiError::MissingKey { cert: pub_path, key: key_path }),
             (None, None) => {
@@ -235,6 +319,7 @@ impl Run<'_> {
                 let key = self.new_key()?;
                 let public = key.public_pem();
                 self.store.write(Path::new(SA_KEY), key.pem(), SECRET_MODE)?;
+                self.store.sync_dir_of(Path::new(SA_KEY))?;
                 self.store.write(Path::new(SA_PUB), public.as_bytes(), CERT_MODE)?;
                 Ok(vec![Record::new(SA_KEY, Change::Created, key.pem()), Record::new(SA_PUB, Change::Created, public)])
             }
@@ -244,32 +329,35 @@ impl Run<'_> {
     fn leaf(&self, leaf: &Leaf, signer: &Signer<'_>) -> Result<Vec<Record>, PkiError> {
         let (crt, key_rel) = (leaf.rel.with_extension("crt"), leaf.rel.with_extension("key"));
         let (crt_path, key_path) = (self.store.path(&crt), self.store.path(&key_rel));
-        let (key, key_change, cert_change) = match (self.store.read(&crt)?, self.store.read(&key_rel)?) {
-            (Some(pem), Some(key_pem)) => {
+        let (key, key_change, cert_change) = match (self.store.read(&crt)?, self.read_private(&key_rel)?) {
+            (Some(pem), Some(found)) => {
                 let der = inspect::pem_to_der(&pem, &crt_path)?;
-                let (cert, key) = pair(&der, key_pem, &crt_path, &key_path)?;
+                let (cert, key) = pair(&der, found.content, &crt_path, &key_path)?;
+                let key_change = self.restrict(&key_rel, found.mode)?;
                 match inspect::leaf_mismatch(&cert, &leaf.identity, &signer.cert, &signer.crt, self.validity.now) {
                     None => {
                         return Ok(vec![
                             Record::new(crt, Change::Kept, pem),
-                            Record::new(key_rel, Change::Kept, key.pem()),
+                            Record::new(key_rel, key_change, key.pem()),
                         ]);
                     }
                     Some(reason) => {
                         self.may_renew(&crt, &reason)?;
-                        (key, Change::Kept, Change::Renewed(reason))
+                        (key, key_change, Change::Renewed(reason))
                     }
                 }
             }
-            (None, Some(key_pem)) => {
+            (None, Some(found)) => {
                 self.may_create(&crt)?;
-                (Key::from_pem(key_pem, &key_path)?, Change::Kept, Change::Created)
+                let key = Key::from_pem(found.content, &key_path)?;
+                (key, self.restrict(&key_rel, found.mode)?, Change::Created)
             }
             (Some(_), None) => return Err(PkiError::MissingKey { cert: crt_path, key: key_path }),
             (None, None) => {
                 self.may_create(&crt)?;
                 let key = self.new_key()?;
                 self.store.write(&key_rel, key.pem(), SECRET_MODE)?;
+                self.store.sync_dir_of(&key_rel)?;
                 (key, Change::Created, Change::Created)
             }
         };
@@ -311,7 +399,7 @@ impl Run<'_> {
             cert_pem: Vec::new(),
             key_pem: Vec::new(),
         };
-        let Some(bytes) = self.store.read(&kc.rel)? else {
+        let Some(Private { content: bytes, mode }) = self.read_private(&kc.rel)? else {
             self.may_create(&kc.rel)?;
             let key = self.new_key()?;
             expected.cert_pem = self.issue(&kc.identity, &key, signer, &path)?;
@@ -352,7 +440,11 @@ impl Run<'_> {
             reasons.push(format!("its CA is not the current {}", signer.crt.display()));
         }
         if reasons.is_empty() {
-            return Ok(Record::new(&kc.rel, Change::Kept, bytes));
+            return Ok(Record::new(&kc.rel, self.restrict(&kc.rel, mode)?, bytes));
+        }
+        if modes::too_open(mode) {
+            // The rewrite below creates the file 0600.
+            reasons.push(modes::restricted(mode, SECRET_MODE));
         }
         let reason = reasons.join("; ");
         self.may_renew(&kc.rel, &reason)?;
@@ -368,9 +460,10 @@ impl Run<'_> {
 
     fn vrrp_password(&self) -> Result<(String, Record), PkiError> {
         let rel = Path::new(secrets::VRRP_PASSWORD);
-        if let Some(content) = self.store.read(rel)? {
-            let password = secrets::parse_vrrp_password(&content, &self.store.path(rel))?;
-            return Ok((password, Record::new(rel, Change::Kept, content)));
+        if let Some(found) = self.read_private(rel)? {
+            let password = secrets::parse_vrrp_password(&found.content, &self.store.path(rel))?;
+            let change = self.restrict(rel, found.mode)?;
+            return Ok((password, Record::new(rel, change, found.content)));
         }
         self.may_create(rel)?;
         let password = secrets::new_vrrp_password();

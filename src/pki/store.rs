@@ -1,18 +1,20 @@
-//! The state directory on the local disk: reads that tell "missing" from "unreadable", and
-//! atomic writes.
+//! The state directory on the local disk: reads that tell "missing" from "unreadable", atomic
+//! writes, and the modes of private files and directories.
 //!
 //! A write goes to a dot-prefixed temporary file in the same directory, created with its final
 //! mode (so a key is 0600 from its first byte, never world-readable even briefly), is fsynced,
-//! and then renamed over the target. Directories are created 0700 and fsynced once at the end
-//! of a run ([`Store::sync_dirs`]) rather than after every rename.
+//! and then renamed over the target. The temporary name carries random bytes: a run that was
+//! killed leaves its temporary file behind, and a later run (possibly with the same process id,
+//! as in a container) must never trip over it. Directories are created 0700 and fsynced once at
+//! the end of a run ([`Store::sync_dirs`]) rather than after every rename, except where the
+//! order of two files must survive a power loss ([`Store::sync_dir_of`]).
 
 use std::collections::BTreeSet;
 use std::fs::{DirBuilder, OpenOptions, Permissions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::PkiError;
 
@@ -33,11 +35,9 @@ impl Store {
         Store { root: root.to_path_buf(), touched: Mutex::default(), made: Mutex::default() }
     }
 
-    /// Creates the root directory (0700) if needed and restricts it to 0700 if it exists.
+    /// Creates the root directory (0700) if it does not exist.
     pub(crate) fn create_root(&self) -> Result<(), PkiError> {
-        self.make_dir(&self.root.clone())?;
-        std::fs::set_permissions(&self.root, Permissions::from_mode(DIR_MODE))
-            .map_err(|source| PkiError::Write { path: self.root.clone(), source })
+        self.make_dir(&self.root.clone())
     }
 
     /// The absolute path of `rel`.
@@ -55,15 +55,48 @@ impl Store {
         }
     }
 
+    /// The content of `rel` and its permission bits, or `None` if it does not exist.
+    pub(crate) fn read_with_mode(&self, rel: &Path) -> Result<Option<(Vec<u8>, u32)>, PkiError> {
+        let path = self.path(rel);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(PkiError::Read { path, source }),
+        };
+        let result = (|| {
+            let mode = file.metadata()?.permissions().mode() & 0o7777;
+            let mut content = Vec::new();
+            file.read_to_end(&mut content)?;
+            Ok((content, mode))
+        })();
+        result.map(Some).map_err(|source| PkiError::Read { path, source })
+    }
+
+    /// The permission bits of directory `rel` (`""` is the root), or `None` if it does not exist.
+    pub(crate) fn dir_mode(&self, rel: &Path) -> Result<Option<u32>, PkiError> {
+        let path = self.path(rel);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => Ok(Some(meta.permissions().mode() & 0o7777)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(PkiError::Read { path, source }),
+        }
+    }
+
+    /// Sets the permission bits of the existing file or directory `rel` to `mode`; the content
+    /// is not touched.
+    pub(crate) fn set_mode(&self, rel: &Path, mode: u32) -> Result<(), PkiError> {
+        let path = self.path(rel);
+        std::fs::set_permissions(&path, Permissions::from_mode(mode)).map_err(|source| PkiError::Write { path, source })
+    }
+
     /// Replaces `rel` atomically with `content`, created with `mode`.
     pub(crate) fn write(&self, rel: &Path, content: &[u8], mode: u32) -> Result<(), PkiError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         let path = self.path(rel);
         let dir = path.parent().expect("state files live in a directory").to_path_buf();
         self.make_dir(&dir)?;
         let name = path.file_name().expect("state files have a name").to_string_lossy();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
+        let tmp = dir.join(format!(".{name}.tmp.{}.{}", std::process::id(), random_suffix()));
         let fail = |source| PkiError::Write { path: path.clone(), source };
         let result = (|| {
             let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
@@ -79,6 +112,17 @@ impl Store {
         }
         self.touched.lock().expect("no panics while locked").insert(dir);
         Ok(())
+    }
+
+    /// Makes the renames into the directory of `rel` durable now: a new key must be on disk
+    /// before its certificate, or a power loss could leave the certificate without its key,
+    /// which kubeha refuses.
+    pub(crate) fn sync_dir_of(&self, rel: &Path) -> Result<(), PkiError> {
+        let path = self.path(rel);
+        let dir = path.parent().expect("state files live in a directory");
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })
     }
 
     /// Makes every rename of this run durable.
@@ -105,5 +149,50 @@ impl Store {
             .map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
         made.insert(dir.to_path_buf());
         Ok(())
+    }
+}
+
+/// 16 random hex digits for a temporary file name.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftover_temporary_files_of_a_killed_run_do_not_block_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        std::fs::create_dir(dir.path().join("pki")).unwrap();
+        // What a killed run with this very process id would have left, whatever its counter.
+        for n in 0..64 {
+            std::fs::write(dir.path().join(format!("pki/.ca.key.tmp.{}.{n}", std::process::id())), "old").unwrap();
+        }
+        store.write(Path::new("pki/ca.key"), b"new", 0o600).unwrap();
+        store.write(Path::new("pki/ca.key"), b"newer", 0o600).unwrap();
+        store.sync_dir_of(Path::new("pki/ca.key")).unwrap();
+        assert_eq!(store.read_with_mode(Path::new("pki/ca.key")).unwrap(), Some((b"newer".to_vec(), 0o600)));
+        let left = std::fs::read_dir(dir.path().join("pki")).unwrap().count();
+        assert_eq!(left, 64 + 1, "only the leftovers and the file itself");
+    }
+
+    #[test]
+    fn modes_are_read_and_set_without_touching_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        std::fs::write(dir.path().join("k"), "key").unwrap();
+        store.set_mode(Path::new("k"), 0o644).unwrap();
+        assert_eq!(store.read_with_mode(Path::new("k")).unwrap(), Some((b"key".to_vec(), 0o644)));
+        store.set_mode(Path::new("k"), 0o600).unwrap();
+        assert_eq!(store.read_with_mode(Path::new("k")).unwrap(), Some((b"key".to_vec(), 0o600)));
+        assert_eq!(store.read_with_mode(Path::new("absent")).unwrap(), None);
+        store.set_mode(Path::new(""), 0o755).unwrap();
+        assert_eq!(store.dir_mode(Path::new("")).unwrap(), Some(0o755));
+        assert_eq!(store.dir_mode(Path::new("k")).unwrap(), None, "a file is not a directory");
+        assert_eq!(store.dir_mode(Path::new("absent")).unwrap(), None);
     }
 }
