@@ -388,7 +388,8 @@ fn second_run_changes_nothing_and_everything_is_private() {
         } else if name.ends_with(".crt") || name.ends_with(".pub") {
             0o644
         } else {
-            assert!(name.ends_with(".key") || name.ends_with(".conf") || name == "secrets/vrrp-password", "{name}");
+            let private = name.ends_with(".key") || name.ends_with(".conf") || name == "secrets/vrrp-password";
+            assert!(private || name == ".lock", "{name}");
             0o600
         };
         assert_eq!(*mode, expected, "mode of {name}");

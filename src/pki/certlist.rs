@@ -399,8 +399,9 @@ impl Cn {
     }
 }
 
-/// kubeadm's `GetAPIServerAltNames` for `host`, plus `localhost`/`127.0.0.1` (so that clients
-/// on the host itself, such as haproxy's health checks, can verify the apiserver) and
+/// kubeadm's `GetAPIServerAltNames` for `host`, plus `localhost` and the host's loopback
+/// address (`127.0.0.1`, or `::1` on an IPv6 host), so that clients on the host itself (the
+/// keepalived check, kubeha's health checks through SSH) can verify the apiserver, and
 /// `certificates.extraSANs`.
 fn apiserver_sans(plan: &Plan, host: &Host) -> Vec<San> {
     let dns_domain = &plan.networking.dns_domain;
@@ -418,6 +419,9 @@ fn apiserver_sans(plan: &Plan, host: &Host) -> Vec<San> {
         EndpointHost::Dns(name) => dns.push(name.clone()),
     }
     ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    if host.address.is_ipv6() {
+        ips.push(host.loopback());
+    }
     for san in &plan.certificates.extra_sans {
         match san {
             San::Ip(ip) => ips.push(*ip),

@@ -84,15 +84,15 @@ pub fn existing_cluster_id(state_dir: &Path) -> Result<Option<String>, PkiError>
 }
 
 /// A client certificate and key in PEM, for kubeha's own TLS connections.
-pub struct ClientIdentity {
+pub struct CertAndKey {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
 }
 
 /// Never prints the key.
-impl std::fmt::Debug for ClientIdentity {
+impl std::fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity").field("cert_pem_bytes", &self.cert_pem.len()).finish_non_exhaustive()
+        f.debug_struct("CertAndKey").field("cert_pem_bytes", &self.cert_pem.len()).finish_non_exhaustive()
     }
 }
 
@@ -154,12 +154,12 @@ impl Pki {
     }
 
     /// The `etcd/healthcheck-client` identity kubeha uses to query etcd.
-    pub fn etcd_healthcheck_client(&self) -> ClientIdentity {
+    pub fn etcd_healthcheck_client(&self) -> CertAndKey {
         self.identity("pki/etcd/healthcheck-client")
     }
 
     /// The `apiserver-etcd-client` identity (what the apiservers use to reach etcd).
-    pub fn apiserver_etcd_client(&self) -> ClientIdentity {
+    pub fn apiserver_etcd_client(&self) -> CertAndKey {
         self.identity("pki/apiserver-etcd-client")
     }
 
@@ -178,9 +178,9 @@ impl Pki {
         &self.vrrp_password
     }
 
-    fn identity(&self, base: &str) -> ClientIdentity {
+    fn identity(&self, base: &str) -> CertAndKey {
         let base = Path::new(base);
-        ClientIdentity {
+        CertAndKey {
             cert_pem: self.file(&base.with_extension("crt")).to_vec(),
             key_pem: self.file(&base.with_extension("key")).to_vec(),
         }
