@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use fixture::{Fixture, PASSPHRASE, serial};
 use kubeha::files::File;
 use kubeha::transport::{
-    Credentials, FileState, Output, PassphrasePrompt, Remote, SshHost, SshOptions, TransportError, Tunnel, shell,
+    Credentials, DamagedFile, FileState, Output, PassphrasePrompt, Remote, SshHost, SshOptions, TransportError, Tunnel,
+    put, shell,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
@@ -200,6 +201,7 @@ async fn put_writes_atomically_with_mode_and_owner_and_file_states_read_back() {
     for f in &files {
         recording.put(f).await.unwrap();
     }
+    assert_eq!(recording.commands.lock().unwrap().len(), files.len(), "one remote command per put");
     for f in &files {
         assert_eq!(std::fs::read(&f.path).unwrap(), f.content, "{}", f.path.display());
         let meta = std::fs::metadata(&f.path).unwrap();
@@ -246,6 +248,25 @@ async fn put_writes_atomically_with_mode_and_owner_and_file_states_read_back() {
     assert_eq!(temp_files(&base), Vec::<PathBuf>::new());
 }
 
+/// The files of a batch whose stream is cut at byte `cut`, with the bytes each then receives:
+/// every file not wholly before the cut.
+fn damaged_by_cut(files: &[File], cut: usize) -> Vec<DamagedFile> {
+    let mut offset = 0;
+    let mut damaged = Vec::new();
+    for f in files {
+        let received = cut.saturating_sub(offset).min(f.content.len());
+        if received < f.content.len() {
+            damaged.push(DamagedFile {
+                path: f.path.clone(),
+                received: Some(received as u64),
+                expected: f.content.len() as u64,
+            });
+        }
+        offset += f.content.len();
+    }
+    damaged
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_refuses_content_that_arrives_short() {
     let _serial = serial();
@@ -256,22 +277,87 @@ async fn put_refuses_content_that_arrives_short() {
     let file = File::new(dir.join("kube-apiserver.yaml"), 0o600, content);
 
     // At the script level: the script receives half the bytes (the stream was cut).
-    let script = shell::put_script(&file, &shell::temp_name("kube-apiserver.yaml")).unwrap();
+    let script = put::script(&[&file], &[shell::temp_name("kube-apiserver.yaml")]).unwrap();
     let out = host.exec(&script, &file.content[..50_000]).await.unwrap();
-    assert_eq!(out.status, shell::PUT_CHECKSUM_MISMATCH, "{}", out.stderr_text());
-    assert!(out.stderr_text().contains("received 50000 of 100000 bytes"), "{}", out.stderr_text());
+    assert_eq!(out.status, put::CHECKSUM_MISMATCH, "{}", out.stderr_text());
+    assert!(out.stderr_text().contains("damaged file 0: received 50000 of 100000 bytes ("), "{}", out.stderr_text());
     assert!(!file.path.exists());
+    assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
+
+    // A batch cut inside its second file: the second and the third are named with what arrived.
+    let batch = [
+        File::new(dir.join("a.conf"), 0o600, vec![b'a'; 1000]),
+        File::new(dir.join("b.conf"), 0o600, vec![b'b'; 3000]),
+        File::new(dir.join("c.conf"), 0o600, vec![b'c'; 10]),
+    ];
+    let refs: Vec<&File> = batch.iter().collect();
+    let temps: Vec<String> = ["a.conf", "b.conf", "c.conf"].map(shell::temp_name).to_vec();
+    let stream: Vec<u8> = batch.iter().flat_map(|f| f.content.clone()).collect();
+    let out = host.exec(&put::script(&refs, &temps).unwrap(), &stream[..2500]).await.unwrap();
+    assert_eq!(out.status, put::CHECKSUM_MISMATCH, "{}", out.stderr_text());
+    assert_eq!(put::parse_damaged(&out.stderr), vec![(1, Some(1500)), (2, Some(0))], "{}", out.stderr_text());
+    assert!(batch.iter().all(|f| !f.path.exists()));
     assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
 
     // Through the trait, over an existing file: the old file stays.
     let old = File::new(&file.path, 0o600, "old content\n");
     host.put(&old).await.unwrap();
-    let err = Recording::new(&host, true).put(&file).await.unwrap_err();
-    assert!(matches!(err, TransportError::ChecksumMismatch { .. }), "{err:?}");
-    let text = err.to_string();
-    assert!(text.starts_with("khtr1: ") && text.contains("kube-apiserver.yaml did not arrive intact"), "{text}");
+    let recording = Recording::new(&host, true);
+    let err = recording.put(&file).await.unwrap_err();
+    assert_eq!(recording.commands.lock().unwrap().len(), 1);
+    let TransportError::ChecksumMismatch { files, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(files, &damaged_by_cut(std::slice::from_ref(&file), 50_000));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "khtr1: {} did not arrive intact (received 50000 of 100000 bytes, sha256 mismatch); nothing was installed",
+            file.path.display()
+        )
+    );
     assert_eq!(std::fs::read(&file.path).unwrap(), old.content);
     assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
+}
+
+/// A host whose `head -c` reads ahead (a stand-in for BusyBox's, bind-mounted over the host's
+/// `head` in the host's own mount namespace) is refused with the reason, before anything is
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_refuses_a_host_whose_head_reads_ahead() {
+    let _serial = serial();
+    let fx = Fixture::up();
+    let host = root(&fx, 0).await;
+    let h = &fx.hosts[0].dir;
+    // One big read of the pipe, then the real head on what it got: a buffered head.
+    let wrapper = format!(
+        "#!/bin/sh\nb=$(mktemp) || exit 1\ndd bs=65536 count=1 of=\"$b\" 2>/dev/null\n{real} \"$@\" < \"$b\"\ns=$?\nrm -f \"$b\"\nexit $s\n",
+        real = h.join("real-head").display()
+    );
+    std::fs::write(h.join("buffered-head"), wrapper).unwrap();
+    std::fs::set_permissions(h.join("buffered-head"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let head = host.exec("command -v head", b"").await.unwrap().stdout_text().trim().to_string();
+    assert!(head.starts_with('/'), "{head:?}");
+    let setup = format!(
+        "cp -- {head} {real} && mount --bind {wrapper} {head}",
+        head = shell::quote(&head),
+        real = shell::quote(h.join("real-head").to_str().unwrap()),
+        wrapper = shell::quote(h.join("buffered-head").to_str().unwrap()),
+    );
+    host.run(&setup, b"").await.unwrap();
+
+    let dir = h.join("files/buffered-head");
+    let files = [File::new(dir.join("pki/ca.crt"), 0o644, "c\n"), File::new(dir.join("etcd.yaml"), 0o600, "e\n")];
+    for result in [host.put(&files[0]).await, host.put_all(&files).await] {
+        let err = result.unwrap_err();
+        assert!(matches!(err, TransportError::HostUnsupported { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("khtr1: head -c reads past N bytes: kubeha needs GNU coreutils"), "{err}");
+    }
+    assert!(!dir.exists(), "something was created");
+
+    host.run(&format!("umount {}", shell::quote(&head)), b"").await.unwrap();
+    host.put_all(&files).await.unwrap();
+    for f in &files {
+        assert_eq!(std::fs::read(&f.path).unwrap(), f.content);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -305,8 +391,22 @@ async fn put_all_writes_many_files_in_one_command_and_nothing_when_cut_short() {
     // New versions whose stream is cut in the middle: every old file stays, no temp file left.
     let newer: Vec<File> =
         files.iter().map(|f| File::new(&f.path, f.mode, [f.content.as_slice(), b"v2"].concat())).collect();
-    let err = Recording::new(&host, true).put_all(&newer).await.unwrap_err();
-    assert!(matches!(err, TransportError::ChecksumMismatch { .. }), "{err:?}");
+    let recording = Recording::new(&host, true);
+    let err = recording.put_all(&newer).await.unwrap_err();
+    assert_eq!(recording.commands.lock().unwrap().len(), 1);
+    let TransportError::ChecksumMismatch { files: damaged, .. } = &err else { panic!("{err:?}") };
+    let total: usize = newer.iter().map(|f| f.content.len()).sum();
+    let expected = damaged_by_cut(&newer, total / 2);
+    // The cut falls inside the big manifest: it and the file after it are named, no other.
+    let named: Vec<PathBuf> = expected.iter().map(|d| d.path.clone()).collect();
+    assert_eq!(named, [files[3].path.clone(), files[4].path.clone()]);
+    assert_eq!(damaged, &expected);
+    let text = err.to_string();
+    assert!(text.starts_with("khtr1: 2 files did not arrive intact (sha256 mismatch): "), "{text}");
+    let big = &expected[0];
+    let big_text = format!("{} (received {} of 300002 bytes)", big.path.display(), big.received.unwrap());
+    assert!(text.contains(&big_text), "{text}");
+    assert!(text.contains(&format!("{} (received 0 of 19 bytes)", files[4].path.display())), "{text}");
     for f in &files {
         assert_eq!(std::fs::read(&f.path).unwrap(), f.content, "{} was replaced", f.path.display());
     }

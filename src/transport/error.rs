@@ -100,11 +100,14 @@ pub enum TransportError {
     #[error("{host}: {step} was killed by signal {signal}{}", stderr_suffix(stderr))]
     CommandKilled { host: String, step: String, signal: String, stderr: String },
 
-    #[error(
-        "{host}: {} did not arrive intact (sha256 mismatch; {detail}); nothing was installed",
-        path.display()
-    )]
-    ChecksumMismatch { host: String, path: PathBuf, detail: String },
+    /// Files of one upload whose SHA-256 on the host differed from what kubeha sent; no file
+    /// of that upload was installed.
+    #[error("{host}: {}; nothing was installed", damaged_text(files))]
+    ChecksumMismatch { host: String, files: Vec<DamagedFile> },
+
+    /// The host lacks something kubeha relies on (see "What the host needs" in docs/ssh.md).
+    #[error("{host}: {reason}")]
+    HostUnsupported { host: String, reason: String },
 
     #[error("{host}: the remote side refused to run {step} (exec request denied)")]
     ExecRefused { host: String, step: String },
@@ -175,6 +178,44 @@ impl PresentedKey {
     }
 }
 
+/// A file that did not arrive intact on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedFile {
+    /// The target path on the host.
+    pub path: PathBuf,
+    /// How many bytes the host received (`None` if it could not tell).
+    pub received: Option<u64>,
+    /// How many bytes kubeha sent.
+    pub expected: u64,
+}
+
+impl std::fmt::Display for DamagedFile {
+    /// `received R of E bytes`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.received {
+            Some(n) => write!(f, "received {n} of {} bytes", self.expected),
+            None => write!(f, "received an unknown number of {} bytes", self.expected),
+        }
+    }
+}
+
+/// `PATH did not arrive intact (received R of E bytes, sha256 mismatch)` for one file; for
+/// several, their count and then each (at most ten) with its byte counts.
+fn damaged_text(files: &[DamagedFile]) -> String {
+    const SHOWN: usize = 10;
+    match files {
+        [file] => format!("{} did not arrive intact ({file}, sha256 mismatch)", file.path.display()),
+        _ => {
+            let mut list =
+                files.iter().take(SHOWN).map(|f| format!("{} ({f})", f.path.display())).collect::<Vec<_>>().join(", ");
+            if files.len() > SHOWN {
+                list.push_str(&format!(" and {} more", files.len() - SHOWN));
+            }
+            format!("{} files did not arrive intact (sha256 mismatch): {list}", files.len())
+        }
+    }
+}
+
 fn join_lines(lines: &[usize]) -> String {
     lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
 }
@@ -210,6 +251,27 @@ mod tests {
         let text = stderr_text(long.as_bytes());
         assert!(text.ends_with("the real reason"));
         assert!(text.len() < 2100);
+    }
+
+    #[test]
+    fn checksum_mismatch_names_each_file_with_its_byte_counts() {
+        let damaged = |i: u64, received| DamagedFile { path: format!("/etc/f{i}").into(), received, expected: 100 };
+        let one = TransportError::ChecksumMismatch { host: "cp1".into(), files: vec![damaged(0, Some(40))] };
+        assert_eq!(
+            one.to_string(),
+            "cp1: /etc/f0 did not arrive intact (received 40 of 100 bytes, sha256 mismatch); nothing was installed"
+        );
+        let two =
+            TransportError::ChecksumMismatch { host: "cp1".into(), files: vec![damaged(1, Some(0)), damaged(2, None)] };
+        assert_eq!(
+            two.to_string(),
+            "cp1: 2 files did not arrive intact (sha256 mismatch): /etc/f1 (received 0 of 100 bytes), \
+             /etc/f2 (received an unknown number of 100 bytes); nothing was installed"
+        );
+        let many = (0..12).map(|i| damaged(i, Some(0))).collect();
+        let text = TransportError::ChecksumMismatch { host: "cp1".into(), files: many }.to_string();
+        assert!(text.contains("/etc/f9 (received 0 of 100 bytes) and 2 more; nothing was installed"), "{text}");
+        assert!(!text.contains("/etc/f10"), "{text}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::{FileState, Output, Remote, TransportError, Tunnel, shell};
+use super::{FileState, Output, Remote, TransportError, Tunnel, put, shell};
 use crate::files::File;
 
 /// Answers an `exec(command, stdin)`.
@@ -211,45 +211,46 @@ impl Remote for MemoryRemote {
     }
 
     async fn put(&self, file: &File) -> Result<(), TransportError> {
-        if !file.path.is_absolute() || file.path.file_name().is_none() || file.path.to_str().is_none() {
-            return Err(self.invalid(&file.path));
-        }
-        let mut state = self.state();
-        state.calls.push(Call::Put { path: file.path.clone(), mode: file.mode, sha256: file.sha256() });
-        if state.failing_puts.contains(&file.path) {
-            return Err(TransportError::CommandFailed {
-                host: self.name.clone(),
-                step: format!("writing {}", file.path.display()),
-                status: 1,
-                stderr: "kubeha-put: simulated failure".into(),
-            });
-        }
-        if state.dirs.contains(&file.path) {
-            return Err(TransportError::CommandFailed {
-                host: self.name.clone(),
-                step: format!("writing {}", file.path.display()),
-                status: 16,
-                stderr: format!("kubeha-put: cannot rename over directory {}", file.path.display()),
-            });
-        }
-        add_parents(&mut state.dirs, &file.path);
-        let content = MemoryFile { content: file.content.clone(), mode: file.mode & 0o7777, uid: 0, gid: 0 };
-        state.files.insert(file.path.clone(), content);
-        Ok(())
+        self.put_all(std::slice::from_ref(file)).await
     }
 
-    /// Like the real one: every file is checked first, then all are written, so a failing file
-    /// leaves the others untouched.
+    /// Like the real one: paths are checked before anything is sent; every file of the batch is
+    /// recorded as sent, and a file set to fail ([`fail_puts_of`](MemoryRemote::fail_puts_of))
+    /// or a parent that is a file stops the whole batch before any is written; then the files
+    /// are renamed into place in order, so a target that is a directory fails there, after the
+    /// files before it.
     async fn put_all<F: std::borrow::Borrow<File> + Sync>(&self, files: &[F]) -> Result<(), TransportError> {
-        let failing = {
-            let state = self.state();
-            files.iter().map(|f| f.borrow()).find(|f| state.failing_puts.contains(&f.path)).cloned()
-        };
-        if let Some(file) = failing {
-            return self.put(&file).await;
+        let files: Vec<&File> = files.iter().map(|f| f.borrow()).collect();
+        if files.is_empty() {
+            return Ok(());
         }
-        for file in files {
-            self.put(file.borrow()).await?;
+        if let Some(path) = put::invalid_path(&files) {
+            return Err(self.invalid(&path));
+        }
+        let mut state = self.state();
+        for file in &files {
+            state.calls.push(Call::Put { path: file.path.clone(), mode: file.mode, sha256: file.sha256() });
+        }
+        let failed = |status: u32, stderr: String| TransportError::CommandFailed {
+            host: self.name.clone(),
+            step: put::writing(&files),
+            status,
+            stderr,
+        };
+        if let Some(file) = files.iter().find(|f| state.failing_puts.contains(&f.path)) {
+            return Err(failed(1, format!("kubeha-put: simulated failure writing {}", file.path.display())));
+        }
+        let parent_file = files.iter().find_map(|f| f.path.ancestors().skip(1).find(|a| state.files.contains_key(*a)));
+        if let Some(parent) = parent_file {
+            return Err(failed(10, format!("kubeha-put: cannot create directories ({} is a file)", parent.display())));
+        }
+        for file in &files {
+            if state.dirs.contains(&file.path) {
+                return Err(failed(16, format!("kubeha-put: cannot rename over directory {}", file.path.display())));
+            }
+            add_parents(&mut state.dirs, &file.path);
+            let content = MemoryFile { content: file.content.clone(), mode: file.mode & 0o7777, uid: 0, gid: 0 };
+            state.files.insert(file.path.clone(), content);
         }
         Ok(())
     }
@@ -342,6 +343,38 @@ mod tests {
         assert!(host.put(&File::new("/etc/x", 0o644, "")).await.is_err());
         assert!(host.file("/etc/x").is_none());
         assert!(host.put(&File::new("relative", 0o644, "")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn put_all_checks_the_whole_batch_before_writing_any() {
+        let host = MemoryRemote::new("cp1");
+        host.insert_file("/etc/kubernetes/pki/ca.crt", 0o644, 0, 0, "old");
+        host.insert_file("/etc/kubernetes/admin.conf", 0o600, 0, 0, "old");
+        let batch = |last: &str| {
+            vec![
+                File::new("/etc/kubernetes/pki/ca.crt", 0o644, "new"),
+                File::new("/etc/kubernetes/pki/etcd/ca.crt", 0o644, "new"),
+                File::new(last, 0o600, "new"),
+            ]
+        };
+        host.fail_puts_of("/etc/kubernetes/failing.conf");
+        // A file set to fail, a relative path, a parent that is a file: nothing is written.
+        for last in ["/etc/kubernetes/failing.conf", "relative.conf", "/etc/kubernetes/admin.conf/x"] {
+            let err = host.put_all(&batch(last)).await.unwrap_err();
+            assert_eq!(host.file("/etc/kubernetes/pki/ca.crt").unwrap().content, b"old", "{last}: {err}");
+            assert!(host.file("/etc/kubernetes/pki/etcd/ca.crt").is_none(), "{last}: {err}");
+            assert!(!host.is_dir("/etc/kubernetes/pki/etcd"), "{last}: {err}");
+        }
+        let calls = host.take_calls();
+        assert_eq!(calls.len(), 6, "the relative path is refused before anything is sent: {calls:?}");
+        // A directory where a file should go: renamed in order, so the files before it are in.
+        host.insert_dir("/etc/kubernetes/manifests");
+        let err = host.put_all(&batch("/etc/kubernetes/manifests")).await.unwrap_err();
+        assert!(err.to_string().contains("cannot rename over directory"), "{err}");
+        assert_eq!(host.file("/etc/kubernetes/pki/etcd/ca.crt").unwrap().content, b"new");
+        host.put_all(&batch("/etc/kubernetes/admin.conf")).await.unwrap();
+        assert_eq!(host.file("/etc/kubernetes/admin.conf").unwrap().content, b"new");
+        assert!(host.put_all::<File>(&[]).await.is_ok());
     }
 
     #[tokio::test]

@@ -2,9 +2,9 @@
 //!
 //! Everything kubeha does on a host goes through the small [`Remote`] trait: run a command as
 //! root with some bytes on stdin, or open a TCP connection from the host. Atomic file writes,
-//! file checksums and temp-file cleanup are built on `exec` here, once (scripts in [`shell`]),
-//! so every implementation behaves the same. File contents always travel on stdin, never in a
-//! command line.
+//! file checksums and temp-file cleanup are built on `exec` here, once (the write protocol in
+//! [`put`], the other scripts in [`shell`]), so every implementation behaves the same. File
+//! contents always travel on stdin, never in a command line.
 //!
 //! Implementations: [`SshHost`] (russh; see `docs/ssh.md`) and [`MemoryRemote`] (an in-memory
 //! host for fast tests of code built on the trait).
@@ -13,19 +13,20 @@ mod auth;
 mod error;
 pub mod known_hosts;
 mod memory;
+pub mod put;
 pub mod shell;
 mod ssh;
 
 use std::borrow::Borrow;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::files::File;
 
 pub use auth::{Credentials, PassphraseFn, PassphrasePrompt, TerminalGuard};
-pub use error::{ACCEPT_NEW_HINT, PresentedKey, TransportError};
+pub use error::{ACCEPT_NEW_HINT, DamagedFile, PresentedKey, TransportError};
 pub use memory::{Call, MemoryFile, MemoryRemote, TcpHandler};
 pub use ssh::{SshHost, SshOptions};
 
@@ -96,62 +97,40 @@ pub trait Remote: Send + Sync {
     /// Writes `file` atomically: a dot-named temporary file in the target directory, checked
     /// against the expected SHA-256, chown root, chmod, fsynced, then renamed into place (parent
     /// directories are created 0755). On any failure the temporary file is removed and the
-    /// target is untouched.
+    /// target is untouched. The same protocol as [`put_all`](Remote::put_all), for a batch of one.
     fn put(&self, file: &File) -> impl Future<Output = Result<(), TransportError>> + Send {
-        async move {
-            let invalid = || TransportError::InvalidPath { host: self.host().to_string(), path: file.path.clone() };
-            let name = file.path.file_name().and_then(|n| n.to_str()).ok_or_else(invalid)?;
-            let script = shell::put_script(file, &shell::temp_name(name)).ok_or_else(invalid)?;
-            let out = self.exec(&script, &file.content).await?;
-            match out.status {
-                0 => Ok(()),
-                shell::PUT_CHECKSUM_MISMATCH => Err(TransportError::ChecksumMismatch {
-                    host: self.host().to_string(),
-                    path: file.path.clone(),
-                    detail: error::stderr_text(&out.stderr).trim_start_matches("kubeha-put: ").to_string(),
-                }),
-                status => Err(TransportError::CommandFailed {
-                    host: self.host().to_string(),
-                    step: format!("writing {}", file.path.display()),
-                    status,
-                    stderr: error::stderr_text(&out.stderr),
-                }),
-            }
-        }
+        self.put_all(std::slice::from_ref(file))
     }
 
-    /// Writes several files with one remote command, each atomically as [`put`](Remote::put)
-    /// does; none is renamed into place unless all arrived intact.
+    /// Writes several files with one remote command (see [`put`](mod@put)), each atomically as
+    /// [`put`](Remote::put) does; none is renamed into place unless all arrived intact. A
+    /// [`TransportError::ChecksumMismatch`] names every file that did not, with the bytes the
+    /// host received.
     fn put_all<F: Borrow<File> + Sync>(&self, files: &[F]) -> impl Future<Output = Result<(), TransportError>> + Send {
         async move {
             let files: Vec<&File> = files.iter().map(Borrow::borrow).collect();
-            match files.as_slice() {
-                [] => return Ok(()),
-                [file] => return self.put(file).await,
-                _ => {}
+            if files.is_empty() {
+                return Ok(());
+            }
+            if let Some(path) = put::invalid_path(&files) {
+                return Err(TransportError::InvalidPath { host: self.host().to_string(), path });
             }
             let temps: Option<Vec<String>> =
                 files.iter().map(|f| f.path.file_name().and_then(|n| n.to_str()).map(shell::temp_name)).collect();
-            let script = temps
-                .and_then(|temps| shell::put_many_script(&files, &temps))
-                .ok_or_else(|| invalid_path(self.host(), &files.iter().map(|f| f.path.clone()).collect::<Vec<_>>()))?;
-            let content: Vec<u8> = files.iter().flat_map(|f| f.content.iter().copied()).collect();
-            let out = self.exec(&script, &content).await?;
-            let paths = || files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(", ");
-            match out.status {
-                0 => Ok(()),
-                shell::PUT_CHECKSUM_MISMATCH => Err(TransportError::ChecksumMismatch {
-                    host: self.host().to_string(),
-                    path: files[0].path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    detail: error::stderr_text(&out.stderr).trim_start_matches("kubeha-put: ").to_string(),
-                }),
-                status => Err(TransportError::CommandFailed {
-                    host: self.host().to_string(),
-                    step: format!("writing {}", paths()),
-                    status,
-                    stderr: error::stderr_text(&out.stderr),
-                }),
-            }
+            let script = temps.and_then(|temps| put::script(&files, &temps)).ok_or_else(|| {
+                TransportError::InvalidPath { host: self.host().to_string(), path: files[0].path.clone() }
+            })?;
+            // The contents one after the other; a batch of one is sent without a copy.
+            let joined: Vec<u8>;
+            let stdin = match files.as_slice() {
+                [file] => file.content.as_slice(),
+                _ => {
+                    joined = files.iter().flat_map(|f| f.content.iter().copied()).collect();
+                    joined.as_slice()
+                }
+            };
+            let out = self.exec(&script, stdin).await?;
+            put::outcome(self.host(), &files, &out)
         }
     }
 

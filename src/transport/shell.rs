@@ -1,5 +1,7 @@
 //! The remote side of kubeha's file operations: POSIX `sh` scripts (plus coreutils `sha256sum`,
-//! `stat`, `sync`, `mv -T`) built here once and run through [`Remote::exec`](super::Remote::exec).
+//! `stat`) built here once and run through [`Remote::exec`](super::Remote::exec), and the
+//! quoting, wrapping and naming helpers every script uses. The atomic write script has its own
+//! module, [`put`](super::put).
 //!
 //! Scripts carry paths, modes and checksums, never contents: file bytes travel on the channel's
 //! stdin. Every script starts with a `# kubeha <step>` comment line; [`step_label`] turns it into
@@ -7,11 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use crate::files::File;
-
-/// Exit status of the put script when the received bytes do not have the expected SHA-256.
-pub const PUT_CHECKSUM_MISMATCH: u32 = 3;
 
 /// Prefix of kubeha's temporary files: dot-named, so the kubelet ignores them in the manifests
 /// directory.
@@ -77,7 +74,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// A path as script text: absolute and valid UTF-8, or `None`.
-fn path_text(path: &Path) -> Option<&str> {
+pub(crate) fn path_text(path: &Path) -> Option<&str> {
     if !path.is_absolute() {
         return None;
     }
@@ -95,118 +92,6 @@ pub fn temp_name(name: &str) -> String {
     }
     // Keep the whole name under the usual 255-byte limit.
     format!("{TEMP_PREFIX}{}.{}{TEMP_SUFFIX}", truncate(name, 200).trim_end_matches('…'), hex::encode(random))
-}
-
-/// The script that installs several files atomically from one stdin stream (their contents
-/// one after the other), or `None` if a path is not absolute UTF-8 with a file name. Each file
-/// gets its own temporary file and its own rename, as with [`put_script`]; nothing is renamed
-/// unless every temporary file has its expected SHA-256, so a stream cut short installs
-/// nothing. One script instead of one per file saves a round trip and most process starts per
-/// file. `temps[i]` is the temporary name for `files[i]`.
-pub fn put_many_script(files: &[&File], temps: &[String]) -> Option<String> {
-    let mut vars = String::new();
-    let mut all_temps = Vec::new();
-    let mut dirs: Vec<&str> = Vec::new();
-    let mut reads = String::new();
-    let mut sums = String::new();
-    let mut modes: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
-    let mut moves = String::new();
-    for (i, (file, temp)) in files.iter().zip(temps).enumerate() {
-        let target = path_text(&file.path)?;
-        let dir = file.path.parent().and_then(path_text)?;
-        file.path.file_name()?;
-        let temp_path = Path::new(dir).join(temp);
-        vars.push_str(&format!("t{i}={}\nf{i}={}\n", quote(temp_path.to_str()?), quote(target)));
-        all_temps.push(format!("\"$t{i}\""));
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
-        reads.push_str(&format!(
-            "head -c {size} > \"$t{i}\" || fail 11 \"cannot write $t{i}\"\n",
-            size = file.content.len()
-        ));
-        sums.push_str(&format!("{}  $t{i}\n", file.sha256()));
-        modes.entry(file.mode & 0o7777).or_default().push(format!("\"$t{i}\""));
-        moves.push_str(&format!("mv -f -T -- \"$t{i}\" \"$f{i}\" || fail 16 \"cannot rename $t{i} to $f{i}\"\n"));
-    }
-    let temps_list = all_temps.join(" ");
-    let dirs_list: Vec<String> = dirs.iter().map(|d| quote(d)).collect();
-    let dirs_list = dirs_list.join(" ");
-    let chmods: String = modes
-        .iter()
-        .map(|(mode, ts)| format!("chmod {mode:04o} -- {} || fail 14 \"cannot chmod\"\n", ts.join(" ")))
-        .collect();
-    Some(format!(
-        "# kubeha put {count} files
-set -u
-{vars}trap 'rm -f -- {temps_list}' EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 141' PIPE
-trap 'exit 143' TERM
-fail() {{ s=$1; shift; echo \"kubeha-put: $*\" >&2; exit \"$s\"; }}
-(umask 022 && mkdir -p -- {dirs_list}) || fail 10 \"cannot create directories\"
-umask 077
-{reads}bad=$(sha256sum -c 2>&1 <<EOF | grep -v ': OK$'
-{sums}EOF
-) || true
-[ -z \"$bad\" ] || fail {mismatch} \"checksum mismatch (stream cut short?): $bad\"
-chown 0:0 -- {temps_list} || fail 13 \"cannot chown to root\"
-{chmods}sync -- {temps_list} || fail 15 \"cannot fsync\"
-{moves}sync -- {dirs_list} || fail 17 \"cannot fsync directories\"
-",
-        count = files.len(),
-        mismatch = PUT_CHECKSUM_MISMATCH,
-    ))
-}
-
-/// The script that installs `file` atomically from its stdin, or `None` if the path is not an
-/// absolute UTF-8 path with a file name.
-///
-/// Order: create the parent (0755 directories), write the temporary file under `umask 077` (root
-/// only, from the first byte), check size and SHA-256 (a connection cut mid-stream ends `cat`
-/// early and fails here, so a truncated file is never installed), chown root, chmod, fsync,
-/// rename over the target (`mv -T`: never into a directory of that name), fsync the directory.
-/// An EXIT trap removes the temporary file on every failure, and HUP/INT/TERM exit through it.
-pub fn put_script(file: &File, temp: &str) -> Option<String> {
-    let target = path_text(&file.path)?;
-    let dir = file.path.parent().and_then(path_text)?;
-    file.path.file_name()?;
-    let temp_path = Path::new(dir).join(temp);
-    let temp_path = temp_path.to_str()?;
-    Some(format!(
-        "# kubeha put {target}
-set -u
-d={d}
-t={t}
-f={f}
-trap 'rm -f -- \"$t\"' EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 141' PIPE
-trap 'exit 143' TERM
-fail() {{ s=$1; shift; echo \"kubeha-put: $*\" >&2; exit \"$s\"; }}
-(umask 022 && mkdir -p -- \"$d\") || fail 10 \"cannot create directory $d\"
-umask 077
-cat > \"$t\" || fail 11 \"cannot write $t\"
-n=$(wc -c < \"$t\") || fail 12 \"cannot read back $t\"
-s=$(sha256sum < \"$t\") || fail 12 \"cannot checksum $t\"
-s=${{s%% *}}
-[ \"$s\" = {sum} ] || fail {mismatch} \"received $n of {size} bytes with sha256 $s, expected {sum}\"
-chown 0:0 -- \"$t\" || fail 13 \"cannot chown $t to root\"
-chmod {mode:04o} -- \"$t\" || fail 14 \"cannot chmod $t\"
-sync -- \"$t\" || fail 15 \"cannot fsync $t\"
-mv -f -T -- \"$t\" \"$f\" || fail 16 \"cannot rename $t to $f\"
-sync -- \"$d\" || fail 17 \"cannot fsync directory $d\"
-",
-        d = quote(dir),
-        t = quote(temp_path),
-        f = quote(target),
-        sum = file.sha256(),
-        size = file.content.len(),
-        mismatch = PUT_CHECKSUM_MISMATCH,
-        mode = file.mode & 0o7777,
-    ))
 }
 
 /// The script that prints one line per path, in order: `F <sha256> <octal mode> <uid> <gid>` for
@@ -357,16 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn scripts_carry_no_content_and_need_absolute_paths() {
-        let secret = "-----BEGIN PRIVATE KEY-----\nMIIsecret\n";
-        let file = File::new("/etc/kubernetes/pki/ca.key", 0o600, secret);
-        let script = put_script(&file, &temp_name("ca.key")).unwrap();
-        assert!(!script.contains("MIIsecret"));
-        assert!(script.contains(&file.sha256()));
-        assert!(script.contains("chmod 0600"));
-        assert!(put_script(&File::new("relative/ca.key", 0o600, ""), "t").is_none());
-        assert!(put_script(&File::new("/", 0o600, ""), "t").is_none());
+    fn scripts_need_absolute_paths() {
         assert!(file_states_script(&["etc/x".into()]).is_none());
+        assert!(clean_temp_script(&["etc".into()]).is_none());
     }
 
     /// The file-states script against the local filesystem (sha256sum and stat are coreutils).
