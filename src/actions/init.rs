@@ -150,15 +150,17 @@ async fn phases(
     report.lap("render", &mut clock);
 
     let health = Health::new(plan, &pki, options.wait.interval)?;
-    report.pushed = push_all(connections, &files, &found, &health, options, progress).await?;
+    let (pushed, rolling_waits) = push_all(connections, &files, &found, &health, options, progress).await?;
+    report.pushed = pushed;
     report.lap("push", &mut clock);
-    report.work = started.elapsed();
+    report.work = started.elapsed() - rolling_waits;
+    report.waited = rolling_waits;
     if options.dry_run {
         return Ok(report);
     }
     let waiting = Instant::now();
     wait_for_cluster(connections, &health, options, progress).await?;
-    report.waited = waiting.elapsed();
+    report.waited += waiting.elapsed();
     report.lap("wait", &mut clock);
     Ok(report)
 }
@@ -171,7 +173,8 @@ async fn phases(
 /// re-run. Control planes whose running pods would restart (an upgrade, a changed flag) are then
 /// rolled one at a time: written, given the kubelet's sync period to notice, and waited for
 /// until their etcd and apiserver are healthy and etcd has every member again, so the cluster
-/// keeps its quorum and its endpoint.
+/// keeps its quorum and its endpoint. Returns the reports and the time spent waiting on
+/// rolled hosts.
 async fn push_all(
     connections: &Connections<'_>,
     files: &BTreeMap<String, Vec<File>>,
@@ -179,7 +182,7 @@ async fn push_all(
     health: &Health<'_>,
     options: &InitOptions,
     progress: &Progress,
-) -> Result<Vec<(String, PushReport)>, InitError> {
+) -> Result<(Vec<(String, PushReport)>, Duration), InitError> {
     let hosts: Vec<(&Host, &SshHost)> = connections.connected().collect();
     let prepared = fanout::each(&hosts, options.reach.parallel, |(host, ssh)| async move {
         let files = files.get(&host.name).map(Vec::as_slice).unwrap_or_default();
@@ -211,7 +214,7 @@ async fn push_all(
         for (host, report) in &reports {
             progress.finish(host, report.summary(true));
         }
-        return Ok(reports);
+        return Ok((reports, Duration::ZERO));
     }
 
     let (rolling, at_once): (Vec<_>, Vec<_>) =
@@ -231,6 +234,7 @@ async fn push_all(
     if !failures.is_empty() {
         return Err(InitError::Hosts { step: "writing files", failures });
     }
+    let mut waited = Duration::ZERO;
     for (host, ssh, push) in &rolling {
         progress.note(format!("{}: restarting its control-plane pods (one host at a time)", host.name));
         write_host(host, ssh, push, progress).await.map_err(|e| InitError::Hosts {
@@ -239,13 +243,15 @@ async fn push_all(
         })?;
         progress
             .step(&host.name, format!("waiting {}s for the kubelet to restart pods", options.kubelet_sync.as_secs()));
+        let waiting = Instant::now();
         tokio::time::sleep(options.kubelet_sync).await;
         let deadline = Instant::now() + options.wait.timeout;
         health.control_plane(host, *ssh, deadline, progress).await?;
         health.members(host, *ssh, deadline, progress).await?;
+        waited += waiting.elapsed();
         progress.step(&host.name, push.report().summary(false));
     }
-    Ok(reports)
+    Ok((reports, waited))
 }
 
 /// Removes temporary files an interrupted run left (before anything is written: the writes
