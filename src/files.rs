@@ -22,11 +22,6 @@ impl File {
     pub fn sha256(&self) -> String {
         hex::encode(Sha256::digest(&self.content))
     }
-
-    /// Whether the content is secret (private keys, kubeconfigs with keys): such files are 0600.
-    pub fn is_secret(&self) -> bool {
-        self.mode & 0o077 == 0
-    }
 }
 
 /// Never prints file contents: they may be private keys.

@@ -32,15 +32,6 @@ impl<'p> Connections<'p> {
         self.results.iter().filter_map(|(h, r)| r.as_ref().ok().map(|s| (*h, s)))
     }
 
-    pub fn get(&self, name: &str) -> Option<&SshHost> {
-        self.results.iter().find(|(h, _)| h.name == name).and_then(|(_, r)| r.as_ref().ok())
-    }
-
-    /// Every connection error, as (host, message).
-    pub fn failures(&self) -> Vec<(String, String)> {
-        self.results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| (h.name.clone(), e.to_string()))).collect()
-    }
-
     /// Closes every connection politely.
     pub async fn close(self) {
         for (_, r) in self.results {

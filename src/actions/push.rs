@@ -65,17 +65,18 @@ fn rank(path: &Path) -> u8 {
     }
 }
 
+/// Whether the host's copy (if any) differs from `file` in content, mode or owner.
+fn differs(file: &File, state: &Option<FileState>) -> bool {
+    match state {
+        Some(s) => s.sha256 != file.sha256() || s.mode != file.mode || s.uid != 0 || s.gid != 0,
+        None => true,
+    }
+}
+
 /// The files whose state on the host differs from `files`, in write order.
 pub fn changes<'a>(files: &'a [File], states: &[Option<FileState>]) -> Vec<&'a File> {
-    let mut out: Vec<&File> = files
-        .iter()
-        .zip(states)
-        .filter(|(file, state)| match state {
-            Some(s) => s.sha256 != file.sha256() || s.mode != file.mode || s.uid != 0 || s.gid != 0,
-            None => true,
-        })
-        .map(|(file, _)| file)
-        .collect();
+    let mut out: Vec<&File> =
+        files.iter().zip(states).filter(|(file, state)| differs(file, state)).map(|(file, _)| file).collect();
     out.sort_by(|a, b| (rank(&a.path), &a.path).cmp(&(rank(&b.path), &b.path)));
     out
 }
@@ -146,10 +147,8 @@ pub async fn prepare<'f, R: Remote>(
     let mut retired: Vec<PathBuf> =
         candidates.into_iter().zip(retired_states).filter(|(_, s)| s.is_some()).map(|(p, _)| p).collect();
     retired.sort_by_key(|p| (!p.starts_with(MANIFESTS), p.clone()));
-    let replaced_manifest = files
-        .iter()
-        .zip(&states)
-        .any(|(f, s)| f.path.starts_with(MANIFESTS) && s.is_some() && changes.iter().any(|c| c.path == f.path));
+    let replaced_manifest =
+        files.iter().zip(&states).any(|(f, s)| f.path.starts_with(MANIFESTS) && s.is_some() && differs(f, s));
     let restarts_pods = replaced_manifest || retired.iter().any(|p| p.starts_with(MANIFESTS));
     Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarts_pods })
 }

@@ -63,13 +63,7 @@ pub async fn start(flags: &Flags, version: KubeVersion) -> Result<ApiServer, Sta
     let port = flags.int("secure-port") as u16;
     let bind: IpAddr = flags.str("bind-address").parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let addr = SocketAddr::new(bind, port);
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        StartupError(format!(
-            "failed to create listener: failed to listen on {addr}: listen tcp {addr}: bind: {}",
-            checks::go_reason(&e)
-        ))
-    })?;
-    tracing::info!("Serving securely on {addr}");
+    let listener = checks::listen_securely(addr).await?;
     let health = Health::new(&["etcd"]);
     health.set("etcd", Ok(()));
     let advertised =

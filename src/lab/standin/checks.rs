@@ -26,6 +26,18 @@ pub fn go_io_error(op: &str, path: &Path, err: &io::Error) -> String {
     format!("{op} {}: {}", path.display(), go_reason(err))
 }
 
+/// Listens on the secure port, failing as the real components do when the address is taken.
+pub async fn listen_securely(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, StartupError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        StartupError(format!(
+            "failed to create listener: failed to listen on {addr}: listen tcp {addr}: bind: {}",
+            go_reason(&e)
+        ))
+    })?;
+    tracing::info!("Serving securely on {addr}");
+    Ok(listener)
+}
+
 /// An I/O error's reason as Go words it (`no such file or directory`, `address already in use`).
 pub fn go_reason(err: &io::Error) -> String {
     match err.kind() {

@@ -83,13 +83,7 @@ pub async fn start(component: &str, flags: &Flags) -> Result<Delegated, StartupE
         None
     } else {
         let addr = SocketAddr::new(bind, port as u16);
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            StartupError(format!(
-                "failed to create listener: failed to listen on {addr}: listen tcp {addr}: bind: {}",
-                checks::go_reason(&e)
-            ))
-        })?;
-        tracing::info!("Serving securely on {addr}");
+        let listener = checks::listen_securely(addr).await?;
         Some((listener, tls))
     };
     Ok(Delegated { listener, health: Health::new(&["leaderElection", "kubeconfig"]), kubeconfigs })
