@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod cli;
 pub mod files;
+pub mod host;
 pub mod https;
 pub mod inventory;
 pub mod lab;

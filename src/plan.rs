@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::version::{EtcdVersion, KubeVersion};
 
 /// The apiserver's secure port unless the inventory sets `spec.apiServer.bindPort`.
-pub const DEFAULT_APISERVER_PORT: u16 = 6443;
+pub const DEFAULT_APISERVER_PORT: u16 = crate::host::layout::API_SERVER_PORT;
 /// Where kubeadm-compatible static pods pull from unless `spec.imageRepository` says otherwise.
 pub const DEFAULT_IMAGE_REPOSITORY: &str = "registry.k8s.io";
 

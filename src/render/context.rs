@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::layout::{ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};
+use crate::host::layout::{ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};
 use crate::plan::{Host, Plan, Role, join_host_port};
 
 /// One host of the plan, with what its files need to know about it.

@@ -6,7 +6,7 @@
 //! from 1.32 kubeadm uses the scheduler's `/livez` and `/readyz` instead of `/healthz`.
 
 use super::context::HostContext;
-use super::layout::{
+use crate::host::layout::{
     CA_CERT, CONTROLLER_MANAGER_CONF, CONTROLLER_MANAGER_PORT, ETCD_PKI_DIR, PKI_DIR, SCHEDULER_CONF, SCHEDULER_PORT,
 };
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};

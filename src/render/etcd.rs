@@ -7,7 +7,7 @@
 //! members of a kubeha cluster are created together.
 
 use super::context::{HostContext, initial_cluster};
-use super::layout::{ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PKI_DIR};
+use crate::host::layout::{ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PKI_DIR};
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 use crate::version::EtcdVersion;
 

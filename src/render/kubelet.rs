@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::RenderError;
 use super::context::{HostContext, cluster_dns_ip};
 use super::engine::Engine;
-use super::layout::{CA_CERT, KUBELET_CONFIG, MANIFESTS_DIR};
+use crate::host::layout::{CA_CERT, KUBELET_CONFIG, MANIFESTS_DIR};
 use crate::files::File;
 
 /// containerd's socket, where kubeadm's default CRI socket points.

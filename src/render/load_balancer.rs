@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::RenderError;
 use super::context::HostContext;
 use super::engine::Engine;
-use super::layout::{
+use crate::host::layout::{
     CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR, MANIFEST_MODE, manifest,
 };
 use super::pod::{HostPathVolume, Probe, StaticPod};

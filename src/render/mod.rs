@@ -15,7 +15,6 @@ mod control_plane;
 mod engine;
 mod etcd;
 mod kubelet;
-mod layout;
 mod load_balancer;
 mod pod;
 
@@ -24,14 +23,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use layout::CLUSTER_MARKER;
+pub use crate::host::layout::CLUSTER_MARKER;
 pub use load_balancer::CONFIG_HASH_ANNOTATION;
 
 use crate::files::File;
 use crate::plan::{Host, Plan};
 use context::HostContext;
 use engine::Engine;
-use layout::{MANIFEST_MODE, manifest};
+use crate::host::layout::{MANIFEST_MODE, manifest};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

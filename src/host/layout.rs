@@ -1,6 +1,11 @@
 //! Where things live on a host and which ports they use: the layout every part of kubeha agrees
-//! on (see the project notes), in one place so manifests, configs and scripts cannot disagree.
+//! on, in one place so manifests, configs, scripts and health checks cannot disagree. No other
+//! module spells an on-host path or a component port.
 
+/// kubeadm's configuration directory: kubeconfigs, `pki/`, `manifests/`.
+pub const KUBERNETES_DIR: &str = "/etc/kubernetes";
+/// kubeha's own files on a host (the marker, backups of replaced files).
+pub const KUBEHA_DIR: &str = "/etc/kubernetes/kubeha";
 /// Static-pod manifests the kubelet runs.
 pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
 /// kubeadm's certificate directory; mounted into the control-plane pods at the same path.
@@ -8,6 +13,9 @@ pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 pub const CA_CERT: &str = "/etc/kubernetes/pki/ca.crt";
 pub const ETCD_PKI_DIR: &str = "/etc/kubernetes/pki/etcd";
 pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
+pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
+pub const SUPER_ADMIN_CONF: &str = "/etc/kubernetes/super-admin.conf";
+pub const KUBELET_CONF: &str = "/etc/kubernetes/kubelet.conf";
 pub const CONTROLLER_MANAGER_CONF: &str = "/etc/kubernetes/controller-manager.conf";
 pub const SCHEDULER_CONF: &str = "/etc/kubernetes/scheduler.conf";
 
@@ -17,10 +25,14 @@ pub const KEEPALIVED_DIR: &str = "/etc/kubernetes/keepalived";
 pub const KEEPALIVED_CONF: &str = "/etc/kubernetes/keepalived/keepalived.conf";
 pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver.sh";
 
+pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// Marks a host as managed by kubeha, for which cluster.
 pub const CLUSTER_MARKER: &str = crate::marker::PATH;
 
+pub const KUBELET_PORT: u16 = 10250;
+/// kube-apiserver's default secure port (the inventory's `apiServer.bindPort` overrides it).
+pub const API_SERVER_PORT: u16 = 6443;
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
 pub const ETCD_METRICS_PORT: u16 = 2381;

@@ -1,0 +1,4 @@
+//! Operations on one host, generic over [`crate::transport::Remote`]: where things live
+//! ([`layout`]), and the typed clients and file operations every command builds on.
+
+pub mod layout;
