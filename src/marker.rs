@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Where the marker lives on every host.
-pub const PATH: &str = "/etc/kubernetes/kubeha/cluster.yaml";
+pub const PATH: &str = crate::host::layout::CLUSTER_MARKER;
 
 /// What the marker records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ impl HostMarker {
 
 /// The directories kubeha writes in. A file listed in a marker is only ever removed when it is
 /// under one of these, whatever the marker says.
-pub const MANAGED_DIRS: [&str; 2] = ["/etc/kubernetes", "/var/lib/kubelet"];
+pub const MANAGED_DIRS: [&str; 2] = [crate::host::layout::KUBERNETES_DIR, crate::host::layout::KUBELET_DIR];
 
 /// Whether kubeha may remove `path` when it no longer renders it.
 pub fn is_managed(path: &std::path::Path) -> bool {

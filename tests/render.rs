@@ -14,7 +14,7 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::Pod;
 use kubeha::files::File;
 use kubeha::plan::Plan;
-use kubeha::render::{CONFIG_HASH_ANNOTATION, Secrets, host_configs};
+use kubeha::render::{INPUTS_HASH_ANNOTATION, Secrets, host_configs};
 
 const PASSWORD: &str = "s3cretpw";
 
@@ -462,7 +462,7 @@ fn vrrp_priorities_are_distinct_in_inventory_order_and_peers_are_the_others() {
 fn config_hash_annotations_follow_the_config_files() {
     let plan = example_plan();
     let hash = |files: &BTreeMap<String, Vec<File>>, pod: &str| {
-        manifest(files, "cp1", pod)["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].as_str().unwrap().to_string()
+        manifest(files, "cp1", pod)["metadata"]["annotations"][INPUTS_HASH_ANNOTATION].as_str().unwrap().to_string()
     };
     let base = render(&plan);
     let other_password = host_configs(&plan, &Secrets { vrrp_password: "0ther-pw" }).unwrap();
@@ -475,7 +475,7 @@ fn config_hash_annotations_follow_the_config_files() {
     // The hashes differ per host (each config names its host) and look like SHA-256.
     assert_ne!(
         hash(&base, "haproxy"),
-        manifest(&base, "cp2", "haproxy")["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        manifest(&base, "cp2", "haproxy")["metadata"]["annotations"][INPUTS_HASH_ANNOTATION]
     );
     assert!(hash(&base, "haproxy").len() == 64 && hash(&base, "haproxy").bytes().all(|b| b.is_ascii_hexdigit()));
 }

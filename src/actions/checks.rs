@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
-use super::facts::{Facts, Ownership};
+use crate::host::facts::{Facts, Ownership};
+use crate::host::layout::{
+    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, KUBELET_PORT,
+    MANIFESTS_DIR, SCHEDULER_PORT,
+};
 use crate::plan::{Host, LoadBalancer, Plan, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -55,15 +59,15 @@ const WARN_CLOCK_SKEW: f64 = 1.0;
 
 /// The TCP ports a host's components will listen on.
 pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
-    let mut ports = vec![(10250, "kubelet")];
+    let mut ports = vec![(KUBELET_PORT, "kubelet")];
     if host.role == Role::ControlPlane {
         ports.extend([
             (plan.api_server_bind_port, "kube-apiserver"),
-            (2379, "etcd client"),
-            (2380, "etcd peer"),
-            (2381, "etcd metrics"),
-            (10257, "kube-controller-manager"),
-            (10259, "kube-scheduler"),
+            (ETCD_CLIENT_PORT, "etcd client"),
+            (ETCD_PEER_PORT, "etcd peer"),
+            (ETCD_METRICS_PORT, "etcd metrics"),
+            (CONTROLLER_MANAGER_PORT, "kube-controller-manager"),
+            (SCHEDULER_PORT, "kube-scheduler"),
         ]);
         if matches!(plan.load_balancer, LoadBalancer::KeepalivedHaproxy { .. }) {
             ports.push((plan.control_plane_endpoint.port, "haproxy"));
@@ -73,7 +77,7 @@ pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
     ports
 }
 
-/// Every verdict about one host from its facts and ownership (see [`super::facts::ownership`]).
+/// Every verdict about one host from its facts and ownership (see [`crate::host::facts::ownership`]).
 pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, expect: &Expectations) -> Vec<Check> {
     let mut checks = vec![
         root(host, facts),
@@ -85,7 +89,6 @@ pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, 
         tools(host, facts),
         node(host, facts),
     ];
-    checks.extend(membership(plan, host, ownership));
     checks.retain(|c| !c.detail.is_empty());
     checks
 }
@@ -93,7 +96,7 @@ pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, 
 /// A host kubeha set up keeps its role, and the cluster keeps its etcd members: init writes
 /// every member's manifest with the same initial cluster, which only works when they start
 /// together. Adding, removing or replacing a control plane of a running cluster is not a re-run.
-fn membership(plan: &Plan, host: &Host, ownership: &Ownership) -> Option<Check> {
+pub fn membership(plan: &Plan, host: &Host, ownership: &Ownership) -> Option<Check> {
     let Ownership::Ours(marker) = ownership else { return None };
     let role = host.role.to_string();
     if marker.role != role {
@@ -258,9 +261,9 @@ fn ports(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership) -> Chec
 
 fn directories(host: &Host, ownership: &Ownership) -> Check {
     let dirs = if host.role == Role::ControlPlane {
-        "/etc/kubernetes/manifests and /var/lib/etcd"
+        format!("{MANIFESTS_DIR} and {ETCD_DATA_DIR}")
     } else {
-        "/etc/kubernetes/manifests"
+        MANIFESTS_DIR.to_string()
     };
     match ownership {
         Ownership::Fresh => Check::new(&host.name, "directories", Status::Ok, format!("{dirs} empty")),
@@ -326,14 +329,22 @@ pub fn peers(host: &Host, results: &[(String, PeerReach)]) -> Check {
             &host.name,
             "etcd peers",
             Status::Fail,
-            format!("cannot reach port 2380 of {}; open TCP 2380 between control planes", bad.join("; ")),
+            format!(
+                "cannot reach port {ETCD_PEER_PORT} of {}; open TCP {ETCD_PEER_PORT} between control planes",
+                bad.join("; ")
+            ),
         )
     } else if !unknown.is_empty() {
         Check::new(&host.name, "etcd peers", Status::Warn, format!("not checked: {}", unknown.join("; ")))
     } else if names.is_empty() {
         Check::new(&host.name, "etcd peers", Status::Ok, "single member")
     } else {
-        Check::new(&host.name, "etcd peers", Status::Ok, format!("port 2380 of {} reachable", names.join(", ")))
+        Check::new(
+            &host.name,
+            "etcd peers",
+            Status::Ok,
+            format!("port {ETCD_PEER_PORT} of {} reachable", names.join(", ")),
+        )
     }
 }
 
@@ -347,7 +358,7 @@ pub fn table(checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::facts::parse;
+    use crate::host::facts::parse;
 
     fn plan() -> Plan {
         crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap()
@@ -366,10 +377,12 @@ mod tests {
         f
     }
 
-    /// `evaluate` with the ownership the facts imply.
+    /// `evaluate` and init's membership rule, with the ownership the facts imply.
     fn eval(plan: &Plan, host: &Host, facts: &Facts, expect: &Expectations) -> Vec<Check> {
-        let ownership = crate::actions::facts::ownership(facts, expect.cluster_id.as_deref());
-        evaluate(plan, host, facts, &ownership, expect)
+        let ownership = crate::host::facts::ownership(facts, expect.cluster_id.as_deref());
+        let mut rows = evaluate(plan, host, facts, &ownership, expect);
+        rows.extend(membership(plan, host, &ownership));
+        rows
     }
 
     fn marker(role: &str, control_planes: &str) -> String {
@@ -444,7 +457,7 @@ mod tests {
         assert!(failed(&f, 3).is_empty(), "a worker of the same cluster passes");
 
         let hosts: Vec<(&Host, Ownership)> = vec![
-            (&plan.hosts[0], crate::actions::facts::ownership(&f, Some("sha256:1234"))),
+            (&plan.hosts[0], crate::host::facts::ownership(&f, Some("sha256:1234"))),
             (&plan.hosts[1], Ownership::Fresh),
         ];
         let c = cluster_membership(&hosts).unwrap();

@@ -1,12 +1,18 @@
-//! What kubeha does to hosts: commands built from phases (connect, preflight, push, wait).
+//! What commands do to hosts, built from shared steps.
+//!
+//! A command opens a [`session::Session`] (lock, connections, options, progress), runs
+//! [`preflight`] with its own rules, and changes hosts only through [`rollout::converge`], whose
+//! restart policy and health gates are inputs. `init` is the worked example: a short sequence
+//! of these steps.
 
 pub mod checks;
-pub mod connect;
-pub mod facts;
+pub mod error;
 pub mod fanout;
 pub mod init;
 pub mod lock;
 pub mod preflight;
 pub mod progress;
-pub mod push;
+pub mod rollout;
+pub mod scratch;
+pub mod session;
 pub mod wait;

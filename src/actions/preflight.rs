@@ -2,18 +2,47 @@
 //!
 //! Checks never change a host. A host that cannot be reached gets a failed `ssh` row and no
 //! others; every other host is still checked, so one run shows every problem.
+//!
+//! The checks every command needs (root, OS, swap, ports, directories, clock, tools, peers) are
+//! always run; what a command allows of the cluster's current state (a fresh host, a running
+//! member, a changed role) is its own [`Rules`], given as input: [`InitRules`] for `init`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use super::checks::{self, Check, Expectations, PeerReach, Status};
-use super::connect::Connections;
-use super::facts::{self, Facts, Ownership};
-use super::fanout;
-use super::progress::Progress;
+use super::error::ActionError;
+use super::session::Session;
+use crate::host::facts::{self, Facts, Ownership};
+use crate::host::layout::ETCD_PEER_PORT;
 use crate::plan::{Host, LoadBalancer, Plan, Role, join_host_port};
-use crate::transport::{Remote, SshHost, TransportError};
+use crate::transport::{Remote, TransportError};
+
+/// What a command allows of the hosts' current state, on top of the common checks.
+pub trait Rules: Sync {
+    /// Extra rows for one host, from what kubeha finds there.
+    fn host(&self, plan: &Plan, host: &Host, ownership: &Ownership) -> Vec<Check>;
+
+    /// Rows about the cluster as a whole, from every reachable host's ownership.
+    fn cluster(&self, plan: &Plan, ownerships: &[(&Host, Ownership)]) -> Vec<Check>;
+}
+
+/// `init`'s rules: fresh hosts become the cluster; hosts kubeha set up keep their roles, and the
+/// cluster keeps its etcd members (adding or removing them is `join-node`'s work).
+pub struct InitRules;
+
+impl Rules for InitRules {
+    fn host(&self, plan: &Plan, host: &Host, ownership: &Ownership) -> Vec<Check> {
+        checks::membership(plan, host, ownership).into_iter().collect()
+    }
+
+    fn cluster(&self, _plan: &Plan, ownerships: &[(&Host, Ownership)]) -> Vec<Check> {
+        checks::cluster_membership(ownerships).into_iter().collect()
+    }
+}
 
 /// How long a peer probe may take before the target counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,28 +64,48 @@ impl Outcome {
     pub fn failed(&self) -> bool {
         self.checks.iter().any(|c| c.status == Status::Fail)
     }
+
+    /// `Err` with every row when a check failed.
+    pub fn passed(self) -> Result<Outcome, ActionError> {
+        if self.failed() { Err(ActionError::Preflight { checks: self.checks }) } else { Ok(self) }
+    }
+
+    pub fn warnings(&self) -> Vec<Check> {
+        self.checks.iter().filter(|c| c.status == Status::Warn).cloned().collect()
+    }
+
+    /// Per host, the files kubeha wrote there last time (its marker's list).
+    pub fn previous_files(&self) -> BTreeMap<String, Vec<PathBuf>> {
+        self.hosts
+            .iter()
+            .filter_map(|(name, (_, ownership))| match ownership {
+                Ownership::Ours(marker) => Some((name.clone(), marker.files.clone())),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Runs every check; the rows come in inventory order, cluster-wide rows last. `vip` is the
 /// probe [`start_vip_probe`] started before connecting (it may wait for its whole timeout).
-pub async fn run(
-    plan: &Plan,
-    connections: &Connections<'_>,
+pub async fn run<R: Remote>(
+    session: &Session<'_, R>,
     vip: VipProbe,
     expect: &Expectations,
-    parallel: usize,
-    progress: &Progress,
+    rules: &impl Rules,
 ) -> Outcome {
-    let per_host = fanout::each(&connections.results, parallel, |(host, conn)| async move {
-        let (rows, found) = match conn {
-            Ok(ssh) => host_checks(plan, host, ssh, expect, progress).await,
-            Err(e) => (vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())], None),
-        };
-        let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
-        progress.finish(&host.name, format!("preflight: {worst}"));
-        (rows, found)
-    })
-    .await;
+    let (plan, progress) = (session.plan, session.progress);
+    let per_host = session
+        .each(&session.hosts, |(host, conn)| async move {
+            let (rows, found) = match conn {
+                Ok(remote) => host_checks(plan, host, remote, expect, rules, progress).await,
+                Err(e) => (vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())], None),
+            };
+            let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+            progress.finish(&host.name, format!("preflight: {worst}"));
+            (rows, found)
+        })
+        .await;
     let mut outcome = Outcome::default();
     for ((host, _), (rows, found)) in per_host {
         outcome.checks.extend(rows);
@@ -66,7 +115,7 @@ pub async fn run(
     }
     let ownerships: Vec<(&Host, Ownership)> =
         plan.hosts.iter().filter_map(|h| outcome.hosts.get(&h.name).map(|(_, o)| (h, o.clone()))).collect();
-    outcome.checks.extend(checks::cluster_membership(&ownerships));
+    outcome.checks.extend(rules.cluster(plan, &ownerships));
     let answer = match vip {
         Some(probe) => probe.await.unwrap_or(None),
         None => None,
@@ -76,32 +125,38 @@ pub async fn run(
     outcome
 }
 
-async fn host_checks(
+async fn host_checks<R: Remote>(
     plan: &Plan,
     host: &Host,
-    ssh: &SshHost,
+    remote: &R,
     expect: &Expectations,
-    progress: &Progress,
+    rules: &impl Rules,
+    progress: &super::progress::Progress,
 ) -> (Vec<Check>, Option<(Facts, Ownership)>) {
     progress.step(&host.name, "preflight");
+    let login = match remote.login() {
+        "" => String::new(),
+        how => format!(" ({how})"),
+    };
     let mut rows = vec![Check::new(
         &host.name,
         "ssh",
         Status::Ok,
-        format!("{}@{} ({})", host.ssh.user, join_host_port(host.address, host.ssh.port), ssh.authenticated_with()),
+        format!("{}@{}{login}", host.ssh.user, join_host_port(host.address, host.ssh.port)),
     )];
     // The three probes are independent: one round trip each, all at once.
     let control_plane = host.role == Role::ControlPlane;
     let peers: Vec<&Host> = plan.control_planes().filter(|p| p.name != host.name).collect();
     let (facts, forwarding, peers) = tokio::join!(
-        facts::gather(ssh),
-        async { if control_plane { Some(forwarding(host, ssh).await) } else { None } },
-        async { if control_plane { Some(peer_reach(ssh, &peers).await) } else { None } },
+        facts::gather(remote),
+        async { if control_plane { Some(forwarding(host, remote).await) } else { None } },
+        async { if control_plane { Some(peer_reach(remote, &peers).await) } else { None } },
     );
     let found = match facts {
         Ok(facts) => {
             let ownership = facts::ownership(&facts, expect.cluster_id.as_deref());
             rows.extend(checks::evaluate(plan, host, &facts, &ownership, expect));
+            rows.extend(rules.host(plan, host, &ownership));
             Some((facts, ownership))
         }
         Err(e) => {
@@ -119,9 +174,8 @@ async fn host_checks(
 
 /// kubeha asks etcd and the apiserver on 127.0.0.1 of each control plane through SSH port
 /// forwarding; the host's own sshd port is the one port certainly open to try it on.
-async fn forwarding(host: &Host, ssh: &SshHost) -> Check {
-    let address = ssh.address();
-    match ssh.open_tcp(&address.ip().to_string(), address.port()).await {
+async fn forwarding<R: Remote>(host: &Host, remote: &R) -> Check {
+    match remote.open_tcp(&host.address.to_string(), host.ssh.port).await {
         Ok(_) => Check::new(&host.name, "forwarding", Status::Ok, "SSH TCP forwarding allowed"),
         Err(e @ TransportError::ForwardingRefused { .. }) => {
             Check::new(&host.name, "forwarding", Status::Fail, e.to_string())
@@ -132,7 +186,7 @@ async fn forwarding(host: &Host, ssh: &SshHost) -> Check {
 
 /// Tries every peer's etcd peer port from `ssh`'s host with bash's /dev/tcp, which reports the
 /// operating system's reason (refused means the path works and nothing listens yet).
-async fn peer_reach(ssh: &SshHost, peers: &[&Host]) -> Result<Vec<(String, PeerReach)>, TransportError> {
+async fn peer_reach<R: Remote>(remote: &R, peers: &[&Host]) -> Result<Vec<(String, PeerReach)>, TransportError> {
     if peers.is_empty() {
         return Ok(Vec::new());
     }
@@ -141,13 +195,13 @@ async fn peer_reach(ssh: &SshHost, peers: &[&Host]) -> Result<Vec<(String, PeerR
         "# checking etcd peer ports\n\
          command -v bash >/dev/null 2>&1 || {{ echo @@nobash; exit 0; }}\n\
          for t in {}; do\n\
-         \x20 out=$(timeout {} bash --norc --noprofile -c \"exec 3<>/dev/tcp/$t/2380\" 2>&1); rc=$?\n\
+         \x20 out=$(timeout {} bash --norc --noprofile -c \"exec 3<>/dev/tcp/$t/{ETCD_PEER_PORT}\" 2>&1); rc=$?\n\
          \x20 echo \"@@peer $t\"; echo \"rc=$rc\"; echo \"$out\"\n\
          done\n",
         targets.join(" "),
         PROBE_TIMEOUT.as_secs()
     );
-    let out = ssh.run(&script, b"").await?;
+    let out = remote.run(&script, b"").await?;
     Ok(parse_peer_output(&out.stdout_text(), peers))
 }
 

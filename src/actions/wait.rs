@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::error::ActionError;
+use super::fanout;
 use super::progress::Progress;
+use super::rollout::Gates;
+use super::session::Session;
+use crate::host::layout::ETCD_CLIENT_PORT;
 use crate::https::{ClientIdentity, HttpsError, HttpsUrl, Request, TlsClient};
 use crate::pki::Pki;
 use crate::plan::{EndpointHost, Host, Plan};
@@ -128,9 +133,9 @@ pub fn check_members(plan: &Plan, members: &[Member]) -> Result<(), String> {
     }
 }
 
-/// `GET /health` of the etcd member on `host`, through a tunnel to its loopback port 2379.
+/// `GET /health` of the etcd member on `host`, through a tunnel to its loopback client port.
 pub async fn etcd_health<R: Remote>(remote: &R, host: &Host, client: &TlsClient) -> Result<(), Failure> {
-    let response = local_request(remote, host, 2379, client, &Request::get("/health")).await?;
+    let response = local_request(remote, host, ETCD_CLIENT_PORT, client, &Request::get("/health")).await?;
     #[derive(Deserialize)]
     struct Health {
         health: String,
@@ -144,7 +149,7 @@ pub async fn etcd_health<R: Remote>(remote: &R, host: &Host, client: &TlsClient)
 /// The member list as the etcd member on `remote` sees it.
 pub async fn etcd_members<R: Remote>(remote: &R, host: &Host, client: &TlsClient) -> Result<Vec<Member>, Failure> {
     let request = Request::post_json("/v3/cluster/member/list", &serde_json::json!({}));
-    let response = local_request(remote, host, 2379, client, &request).await?;
+    let response = local_request(remote, host, ETCD_CLIENT_PORT, client, &request).await?;
     if !response.is_success() {
         return Err(format!("etcd member list answered {}: {}", response.status, response.text().trim()).into());
     }
@@ -283,12 +288,61 @@ impl<'p> Health<'p> {
         .await
     }
 
+    /// Until every connected control plane's etcd and apiserver are healthy, etcd has every
+    /// planned member, and the endpoint answers.
+    pub async fn cluster<R: Remote>(&self, session: &Session<'_, R>) -> Result<(), ActionError> {
+        let progress = session.progress;
+        let deadline = Instant::now() + session.options.wait.timeout;
+        let control_planes: Vec<(&Host, &R)> = session.control_planes().collect();
+        let results = fanout::each(&control_planes, control_planes.len().max(1), |(host, remote)| async move {
+            self.control_plane(host, *remote, deadline, progress).await?;
+            progress.finish(&host.name, "etcd and kube-apiserver healthy");
+            Ok::<(), WaitError>(())
+        })
+        .await;
+        for (_, result) in results {
+            result?;
+        }
+        if let Some((first, remote)) = control_planes.first() {
+            self.members(first, *remote, deadline, progress).await?;
+        }
+        self.endpoint(deadline, progress).await?;
+        Ok(())
+    }
+
     /// Until the control-plane endpoint answers `/healthz`, verified against the cluster CA.
     pub async fn endpoint(&self, deadline: Instant, progress: &Progress) -> Result<(), WaitError> {
         let endpoint = self.plan.endpoint_url();
         progress.note(format!("waiting for {endpoint}/healthz"));
         until(&format!("{endpoint}/healthz"), deadline, self.interval, || endpoint_health(self.plan, &self.api), |_| {})
             .await
+    }
+}
+
+/// The gates of a rolling restart: the other etcd members must be healthy before a control plane
+/// restarts (so the cluster keeps quorum while it is down), and it must be healthy again, with
+/// every member back in the list, before the next one is touched.
+impl<R: Remote> Gates<R> for Health<'_> {
+    async fn before(&self, session: &Session<'_, R>, host: &Host) -> Result<(), ActionError> {
+        let deadline = Instant::now() + session.options.wait.timeout;
+        for (other, remote) in session.control_planes().filter(|(h, _)| h.name != host.name) {
+            until(
+                &format!("{}: etcd (must be healthy before {} restarts)", other.name, host.name),
+                deadline,
+                self.interval,
+                || etcd_health(remote, other, &self.etcd),
+                |last| session.progress.detail(&host.name, format!("waiting for {}'s etcd: {last}", other.name)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn after(&self, session: &Session<'_, R>, host: &Host, remote: &R) -> Result<(), ActionError> {
+        let deadline = Instant::now() + session.options.wait.timeout;
+        self.control_plane(host, remote, deadline, session.progress).await?;
+        self.members(host, remote, deadline, session.progress).await?;
+        Ok(())
     }
 }
 

@@ -3,8 +3,6 @@
 //! `generate` prints one line per file it created or renewed on stdout (the result) and a
 //! one-line summary on stderr.
 
-use std::io::Write;
-
 use anyhow::Context;
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,14 +21,12 @@ impl Command {
                 let _lock = crate::actions::lock::lock(&dir)?;
                 let report = crate::pki::generate(&plan, &dir)
                     .with_context(|| format!("cannot generate the PKI in {}", dir.display()))?;
-                let mut out = std::io::stdout().lock();
                 for path in &report.created {
-                    writeln!(out, "created {}", path.display())?;
+                    super::output::println(format_args!("created {}", path.display()))?;
                 }
                 for renewal in &report.renewed {
-                    writeln!(out, "renewed {} ({})", renewal.path.display(), renewal.reason)?;
+                    super::output::println(format_args!("renewed {} ({})", renewal.path.display(), renewal.reason))?;
                 }
-                out.flush()?;
                 eprintln!(
                     "{} created, {} renewed, {} kept in {}",
                     report.created.len(),

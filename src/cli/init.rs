@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use super::output::println;
 use crate::actions::checks;
-use crate::actions::init::{InitError, InitOptions, init};
-use crate::actions::progress::Progress;
+use crate::actions::error::ActionError;
+use crate::actions::init::{InitOptions, init};
+use crate::actions::session::SessionOptions;
 use crate::actions::wait::WaitOptions;
 use crate::transport::Credentials;
 
@@ -32,19 +34,22 @@ impl Args {
         let plan = crate::inventory::load(&self.cluster.inventory)?;
         let state_dir = self.cluster.state_dir(&plan);
         let options = InitOptions {
-            reach: self.remote.reach(),
+            session: SessionOptions {
+                parallel: self.remote.parallel(),
+                dry_run: self.dry_run,
+                wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
+                kubelet_sync: self.kubelet_sync,
+            },
             max_clock_skew: self.remote.max_clock_skew,
-            wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
-            dry_run: self.dry_run,
-            kubelet_sync: self.kubelet_sync,
         };
-        let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
+        let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
+        let connector = self.remote.connector(&credentials);
         let result = super::remote::runtime()?.block_on(async {
             // Ctrl-C drops the run: its SSH channels close, every file written so far is complete,
             // a write in flight removes its temporary file, and the state-directory lock goes.
             tokio::select! {
-                result = init(&plan, &state_dir, &options, &credentials, &progress) => Ok(result),
+                result = init(&plan, &state_dir, &options, &connector, &progress) => Ok(result),
                 _ = tokio::signal::ctrl_c() => Err(super::Interrupted),
             }
         });
@@ -52,10 +57,10 @@ impl Args {
         let result = result?;
         let report = match result {
             Ok(report) => report,
-            Err(InitError::Preflight { checks }) => {
+            Err(ActionError::Preflight { checks }) => {
                 let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
                 eprint!("{}", checks::table(&failed));
-                return Err(InitError::Preflight { checks }.into());
+                return Err(ActionError::Preflight { checks }.into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -69,10 +74,10 @@ impl Args {
             }
             if self.dry_run {
                 for path in &pushed.removed {
-                    println!("{host}: would remove {}", path.display());
+                    println(format_args!("{host}: would remove {}", path.display()))?;
                 }
                 for path in &pushed.written {
-                    println!("{host}: would write {}", path.display());
+                    println(format_args!("{host}: would write {}", path.display()))?;
                 }
             }
         }
@@ -86,12 +91,15 @@ impl Args {
         );
         if self.dry_run {
             let verdict = if report.changed_hosts() { "files would change" } else { "nothing would change" };
-            println!("dry run: {verdict}; nothing was written");
+            println(format_args!("dry run: {verdict}; nothing was written"))?;
         } else if report.changed_hosts() || report.certificates_changed > 0 {
-            println!("cluster {} is up: {} ({timing})", plan.name, plan.endpoint_url());
-            println!("admin kubeconfig: {}", state_dir.join("admin.conf").display());
+            println(format_args!("cluster {} is up: {} ({timing})", plan.name, plan.endpoint_url()))?;
+            println(format_args!("admin kubeconfig: {}", state_dir.join("admin.conf").display()))?;
         } else {
-            println!("cluster {} is up and unchanged: every host already had its files ({timing})", plan.name);
+            println(format_args!(
+                "cluster {} is up and unchanged: every host already had its files ({timing})",
+                plan.name
+            ))?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod certs;
 mod init;
+mod output;
 mod preflight;
 mod remote;
 mod render;
@@ -13,7 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::actions::init::InitError;
+use crate::actions::error::ActionError;
+use crate::actions::progress::Progress;
 use crate::inventory::InventoryError;
 
 /// Exit codes, part of kubeha's interface.
@@ -31,6 +33,13 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "kubeha", version, about = "Bootstrap and run highly available Kubernetes control planes over SSH")]
 struct Cli {
+    /// More log detail on stderr: -v for each step's details, -vv for debugging (RUST_LOG
+    /// overrides both).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Only errors on stderr: no progress lines, warnings or timings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,8 +89,40 @@ impl ClusterArgs {
     }
 }
 
+/// Set by `--quiet`: progress lines are not shown.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Progress lines for the plan's hosts (none under `--quiet`).
+fn progress(plan: &crate::plan::Plan) -> Progress {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return Progress::hidden();
+    }
+    Progress::new(plan.hosts.iter().map(|h| h.name.as_str()))
+}
+
+/// Logs to stderr: warnings by default (an accepted host key, say), more with `-v`.
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kubeha={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(verbose >= 2)
+        .without_time()
+        .try_init();
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Validate(args) => args.exec(),
         Command::Certs(cmd) => cmd.exec(),
@@ -106,7 +147,7 @@ pub fn describe(e: &anyhow::Error) -> String {
 fn exit_code(e: &anyhow::Error) -> u8 {
     let preflight = |c: &(dyn std::error::Error + 'static)| {
         c.downcast_ref::<preflight::PreflightFailed>().is_some()
-            || matches!(c.downcast_ref::<InitError>(), Some(InitError::Preflight { .. }))
+            || matches!(c.downcast_ref::<ActionError>(), Some(ActionError::Preflight { .. }))
     };
     if e.chain().any(|c| c.downcast_ref::<InventoryError>().is_some()) {
         exit::INVALID_INPUT

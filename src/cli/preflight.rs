@@ -2,9 +2,8 @@
 //! check fails. Changes nothing anywhere.
 
 use crate::actions::checks::{self, Expectations, Status};
-use crate::actions::connect::connect_all;
-use crate::actions::preflight;
-use crate::actions::progress::Progress;
+use crate::actions::preflight::{self, InitRules};
+use crate::actions::session::{Session, SessionOptions};
 use crate::transport::Credentials;
 
 #[derive(Debug, clap::Args)]
@@ -31,20 +30,22 @@ impl Args {
             max_clock_skew: self.remote.max_clock_skew,
             cluster_id: crate::pki::existing_cluster_id(&state_dir)?,
         };
-        let reach = self.remote.reach();
-        let progress = Progress::new(plan.hosts.iter().map(|h| h.name.as_str()));
+        // Preflight writes nothing: a dry-run session, which takes no lock.
+        let options = SessionOptions { parallel: self.remote.parallel(), dry_run: true, ..SessionOptions::default() };
+        let progress = super::progress(&plan);
+        let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
+        let connector = self.remote.connector(&credentials);
         let rows = super::remote::runtime()?.block_on(async {
-            let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
             let vip = preflight::start_vip_probe(&plan);
-            let connections = connect_all(&plan, &reach, &credentials, &progress).await;
-            let rows = preflight::run(&plan, &connections, vip, &expect, reach.parallel, &progress).await.checks;
-            connections.close().await;
-            rows
-        });
+            let session = Session::open(&plan, &state_dir, options, &connector, &progress).await?;
+            let rows = preflight::run(&session, vip, &expect, &InitRules).await.checks;
+            session.close(&connector).await;
+            anyhow::Ok(rows)
+        })?;
         progress.clear();
         match self.output {
-            super::Format::Text => print!("{}", checks::table(&rows)),
-            super::Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            super::Format::Text => super::output::print(&checks::table(&rows))?,
+            super::Format::Json => super::output::println(serde_json::to_string_pretty(&rows)?)?,
         }
         match rows.iter().filter(|c| c.status == Status::Fail).count() {
             0 => Ok(()),

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::actions::connect::{Reach, ssh_options};
+use crate::actions::session::SshConnector;
+use crate::transport::{Credentials, SshOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct RemoteArgs {
@@ -25,11 +26,20 @@ pub struct RemoteArgs {
 }
 
 impl RemoteArgs {
-    pub fn reach(&self) -> Reach {
-        Reach {
-            ssh: ssh_options(self.connect_timeout, self.command_timeout, self.accept_new_host_keys),
-            parallel: usize::from(self.parallel),
-        }
+    /// Hosts worked on at once.
+    pub fn parallel(&self) -> usize {
+        usize::from(self.parallel)
+    }
+
+    /// SSH connections with these options.
+    pub fn connector<'c>(&self, credentials: &'c Credentials) -> SshConnector<'c> {
+        let ssh = SshOptions {
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            accept_new_host_keys: self.accept_new_host_keys,
+            ..SshOptions::default()
+        };
+        SshConnector { ssh, credentials }
     }
 }
 

@@ -19,8 +19,8 @@ impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = crate::inventory::load(&self.inventory)?;
         match self.output {
-            super::Format::Text => print!("{}", describe(&plan)),
-            super::Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            super::Format::Text => super::output::print(&describe(&plan))?,
+            super::Format::Json => super::output::println(serde_json::to_string_pretty(&plan)?)?,
         }
         Ok(())
     }
@@ -58,7 +58,13 @@ pub fn describe(plan: &Plan) -> String {
     );
     let members: Vec<String> = plan
         .etcd_members()
-        .map(|h| format!("{}=https://{}", h.name, crate::plan::join_host_port(h.address, 2380)))
+        .map(|h| {
+            format!(
+                "{}=https://{}",
+                h.name,
+                crate::plan::join_host_port(h.address, crate::host::layout::ETCD_PEER_PORT)
+            )
+        })
         .collect();
     let _ = writeln!(out, "etcd members ({}): {}", members.len(), members.join(", "));
     let _ = writeln!(out);

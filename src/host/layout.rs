@@ -28,7 +28,7 @@ pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// Marks a host as managed by kubeha, for which cluster.
-pub const CLUSTER_MARKER: &str = crate::marker::PATH;
+pub const CLUSTER_MARKER: &str = "/etc/kubernetes/kubeha/cluster.yaml";
 
 pub const KUBELET_PORT: u16 = 10250;
 /// kube-apiserver's default secure port (the inventory's `apiServer.bindPort` overrides it).

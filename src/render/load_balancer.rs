@@ -17,20 +17,14 @@
 use std::net::IpAddr;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::RenderError;
 use super::context::HostContext;
 use super::engine::Engine;
-use crate::host::layout::{
-    CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR, MANIFEST_MODE, manifest,
-};
 use super::pod::{HostPathVolume, Probe, StaticPod};
 use crate::files::File;
+use crate::host::layout::{CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR};
 use crate::plan::{LoadBalancer, join_host_port};
-
-/// The annotation holding the SHA-256 of a pod's config files.
-pub const CONFIG_HASH_ANNOTATION: &str = "kubeha.io/config-hash";
 
 /// A DNS name in every apiserver serving certificate; haproxy verifies it on health checks.
 const APISERVER_CERT_NAME: &str = "kubernetes";
@@ -81,14 +75,14 @@ struct CheckScript<'a> {
     haproxy_url: String,
 }
 
-/// haproxy and keepalived files for a control plane; none unless the plan's load balancer is
-/// `keepalived-haproxy`.
-pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<Vec<File>, RenderError> {
+/// haproxy and keepalived for a control plane: their config files and static pods; none unless
+/// the plan's load balancer is `keepalived-haproxy`.
+pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<File>, Vec<StaticPod>), RenderError> {
     let plan = ctx.plan;
     let LoadBalancer::KeepalivedHaproxy { vip, interface, virtual_router_id, haproxy_image, keepalived_image } =
         &plan.load_balancer
     else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let index = ctx.control_plane_index().unwrap_or_default();
     let priority = TOP_PRIORITY
@@ -150,7 +144,6 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<Vec<F
         haproxy_image.clone(),
         ["haproxy", "-W", "-db", "-f", HAPROXY_CFG].map(String::from).to_vec(),
     )
-    .annotate(CONFIG_HASH_ANNOTATION, config_hash(&[&haproxy_cfg]))
     .mount([
         HostPathVolume::existing_file("ca-cert", CA_CERT),
         HostPathVolume::existing_dir("haproxy-config", HAPROXY_DIR),
@@ -164,22 +157,13 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<Vec<F
             .map(String::from)
             .to_vec(),
     )
-    .annotate(CONFIG_HASH_ANNOTATION, config_hash(&[&keepalived_conf, &check_script]))
     .mount([
         HostPathVolume::existing_file("ca-cert", CA_CERT),
         HostPathVolume::existing_dir("keepalived-config", KEEPALIVED_DIR),
     ]);
     keepalived.capabilities = vec!["NET_ADMIN", "NET_BROADCAST", "NET_RAW"];
 
-    let haproxy_yaml = engine.render("static-pod.yaml", &haproxy)?;
-    let keepalived_yaml = engine.render("static-pod.yaml", &keepalived)?;
-    Ok(vec![
-        haproxy_cfg,
-        File::new(manifest("haproxy"), MANIFEST_MODE, haproxy_yaml),
-        keepalived_conf,
-        check_script,
-        File::new(manifest("keepalived"), MANIFEST_MODE, keepalived_yaml),
-    ])
+    Ok((vec![haproxy_cfg, keepalived_conf, check_script], vec![haproxy, keepalived]))
 }
 
 /// The part of the cluster's VRRP password keepalived uses, checked so it cannot break the
@@ -195,17 +179,6 @@ fn vrrp_auth_pass(password: &str) -> Result<&str, RenderError> {
     Ok(&password[..password.len().min(VRRP_PASSWORD_LEN)])
 }
 
-/// SHA-256 over the paths and contents of `files`, hex: changes whenever any of them does.
-pub fn config_hash(files: &[&File]) -> String {
-    let mut hasher = Sha256::new();
-    for f in files {
-        hasher.update(f.path.as_os_str().as_encoded_bytes());
-        hasher.update([0]);
-        hasher.update(Sha256::digest(&f.content));
-    }
-    hex::encode(hasher.finalize())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,15 +190,5 @@ mod tests {
         for bad in ["", "with space", "quote\"", "brace}", "hash#"] {
             assert!(vrrp_auth_pass(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn config_hash_depends_on_path_and_content() {
-        let a = File::new("/a", 0o644, "x");
-        let b = File::new("/b", 0o644, "x");
-        let a2 = File::new("/a", 0o644, "y");
-        assert_ne!(config_hash(&[&a]), config_hash(&[&b]));
-        assert_ne!(config_hash(&[&a]), config_hash(&[&a2]));
-        assert_eq!(config_hash(&[&a]), config_hash(&[&File::new("/a", 0o600, "x")]));
     }
 }

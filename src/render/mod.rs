@@ -14,6 +14,7 @@ mod context;
 mod control_plane;
 mod engine;
 mod etcd;
+mod inputs;
 mod kubelet;
 mod load_balancer;
 mod pod;
@@ -24,13 +25,13 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::host::layout::CLUSTER_MARKER;
-pub use load_balancer::CONFIG_HASH_ANNOTATION;
+pub use inputs::{INPUTS_HASH_ANNOTATION, RESTART_ANNOTATION, stamp_restart};
 
 use crate::files::File;
+use crate::host::layout::{MANIFEST_MODE, manifest};
 use crate::plan::{Host, Plan};
 use context::HostContext;
 use engine::Engine;
-use crate::host::layout::{MANIFEST_MODE, manifest};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,34 +55,49 @@ pub struct Secrets<'a> {
     pub vrrp_password: &'a str,
 }
 
-/// Static-pod manifests and component configs per host name, each list sorted by path.
+/// Static-pod manifests and component configs per host name, each list sorted by path. The
+/// manifests' inputs hashes cover these configs only; [`render`] adds the certificates.
 pub fn host_configs(plan: &Plan, secrets: &Secrets) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
     let engine = Engine::new()?;
     let mut out = BTreeMap::new();
     for host in &plan.hosts {
-        let ctx = HostContext::new(plan, host);
-        let mut files = vec![kubelet::config(&ctx, &engine)?];
-        if ctx.is_control_plane() {
-            files.extend(control_plane_files(&ctx, secrets, &engine)?);
-        }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        out.insert(host.name.clone(), files);
+        out.insert(host.name.clone(), host_files(plan, host, secrets, Vec::new(), &engine)?);
     }
     Ok(out)
 }
 
-fn control_plane_files(ctx: &HostContext, secrets: &Secrets, engine: &Engine) -> Result<Vec<File>, RenderError> {
-    let pods = [
-        etcd::manifest(ctx),
-        control_plane::apiserver(ctx),
-        control_plane::controller_manager(ctx),
-        control_plane::scheduler(ctx),
-    ];
-    let mut files = Vec::new();
-    for pod in &pods {
-        files.push(File::new(manifest(&pod.name), MANIFEST_MODE, engine.render("static-pod.yaml", pod)?));
+/// `host`'s configs and manifests beside `given` files (its certificates and keys), sorted by
+/// path; each manifest carries the hash of the files its pod mounts.
+fn host_files(
+    plan: &Plan,
+    host: &Host,
+    secrets: &Secrets,
+    given: Vec<File>,
+    engine: &Engine,
+) -> Result<Vec<File>, RenderError> {
+    let ctx = HostContext::new(plan, host);
+    let mut files = given;
+    files.push(kubelet::config(&ctx, engine)?);
+    let mut pods = Vec::new();
+    if ctx.is_control_plane() {
+        pods.extend([
+            etcd::manifest(&ctx),
+            control_plane::apiserver(&ctx),
+            control_plane::controller_manager(&ctx),
+            control_plane::scheduler(&ctx),
+        ]);
+        let (configs, lb_pods) = load_balancer::files(&ctx, secrets.vrrp_password, engine)?;
+        files.extend(configs);
+        pods.extend(lb_pods);
     }
-    files.extend(load_balancer::files(ctx, secrets.vrrp_password, engine)?);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut manifests = Vec::new();
+    for pod in pods {
+        let pod = inputs::annotate(pod, &files);
+        manifests.push(File::new(manifest(&pod.name), MANIFEST_MODE, engine.render("static-pod.yaml", &pod)?));
+    }
+    files.extend(manifests);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
@@ -117,13 +133,12 @@ fn marker(plan: &Plan, host: &Host, cluster_id: &str, files: &[File], engine: &E
 /// Every file each host receives: its PKI files, the rendered configs and the host marker,
 /// sorted by path, per host name.
 pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
-    let mut configs = host_configs(plan, &Secrets { vrrp_password: pki.vrrp_password() })?;
+    let secrets = Secrets { vrrp_password: pki.vrrp_password() };
     let engine = Engine::new()?;
     let cluster_id = pki.cluster_id();
+    let mut configs = BTreeMap::new();
     for host in &plan.hosts {
-        let mut files = pki.host_files(host);
-        files.append(configs.get_mut(&host.name).expect("host_configs covers every host"));
-        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut files = host_files(plan, host, &secrets, pki.host_files(host), &engine)?;
         let marker = marker(plan, host, &cluster_id, &files, &engine)?;
         files.push(marker);
         files.sort_by(|a, b| a.path.cmp(&b.path));

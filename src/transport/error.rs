@@ -143,6 +143,43 @@ pub enum TransportError {
     BadOutput { host: String, step: String, detail: String },
 }
 
+impl TransportError {
+    /// The host the error is about; `None` for local problems (an identity file, known_hosts).
+    pub fn host(&self) -> Option<&str> {
+        use TransportError::*;
+        match self {
+            Timeout { host, .. }
+            | Connect { host, .. }
+            | Handshake { host, .. }
+            | UnknownHostKey { host, .. }
+            | HostKeyChanged { host, .. }
+            | HostKeyRevoked { host, .. }
+            | HostCertificate { host, .. }
+            | AuthFailed { host, .. }
+            | SudoPasswordRequired { host, .. }
+            | SudoFailed { host, .. }
+            | CommandFailed { host, .. }
+            | CommandKilled { host, .. }
+            | ChecksumMismatch { host, .. }
+            | HostUnsupported { host, .. }
+            | ExecRefused { host, .. }
+            | Disconnected { host, .. }
+            | Channel { host, .. }
+            | ForwardingRefused { host, .. }
+            | TargetUnreachable { host, .. }
+            | InvalidPath { host, .. }
+            | NotAFile { host, .. }
+            | BadOutput { host, .. } => Some(host),
+            KnownHosts { .. } | IdentityFile { .. } | PassphraseNeeded { .. } | WrongPassphrase { .. } => None,
+        }
+    }
+
+    /// Whether the connection to the host is gone (asking again on it cannot help).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, TransportError::Disconnected { .. } | TransportError::Channel { .. })
+    }
+}
+
 /// A host key as a server presented it, and the known_hosts file it was checked against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresentedKey {

@@ -69,6 +69,11 @@ pub trait Remote: Send + Sync {
     /// The host's inventory name, for messages.
     fn host(&self) -> &str;
 
+    /// How the connection authenticated (a key file, the agent…), for reports.
+    fn login(&self) -> &str {
+        ""
+    }
+
     /// Runs a POSIX `sh` command line as root (through `sudo -n` where the inventory says so),
     /// with `stdin` as its standard input. A non-zero exit status is not an error here.
     /// A leading `# label` comment line names the command in errors and timeouts.
@@ -183,6 +188,43 @@ pub trait Remote: Send + Sync {
             let out = self.run(&script, b"").await?;
             Ok(shell::parse_removed(&out.stdout))
         }
+    }
+}
+
+/// A shared host is still that host: sessions hand out the same connection to several phases.
+impl<R: Remote> Remote for std::sync::Arc<R> {
+    fn host(&self) -> &str {
+        (**self).host()
+    }
+
+    fn login(&self) -> &str {
+        (**self).login()
+    }
+
+    fn exec(&self, command: &str, stdin: &[u8]) -> impl Future<Output = Result<Output, TransportError>> + Send {
+        (**self).exec(command, stdin)
+    }
+
+    fn open_tcp(&self, address: &str, port: u16) -> impl Future<Output = Result<Tunnel, TransportError>> + Send {
+        (**self).open_tcp(address, port)
+    }
+
+    fn put_all<F: Borrow<File> + Sync>(&self, files: &[F]) -> impl Future<Output = Result<(), TransportError>> + Send {
+        (**self).put_all(files)
+    }
+
+    fn file_states(
+        &self,
+        paths: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<Option<FileState>>, TransportError>> + Send {
+        (**self).file_states(paths)
+    }
+
+    fn remove_stale_temp_files(
+        &self,
+        dirs: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<PathBuf>, TransportError>> + Send {
+        (**self).remove_stale_temp_files(dirs)
     }
 }
 

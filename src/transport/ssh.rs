@@ -469,6 +469,10 @@ impl Remote for SshHost {
         &self.name
     }
 
+    fn login(&self) -> &str {
+        self.authenticated_with()
+    }
+
     async fn exec(&self, command: &str, stdin: &[u8]) -> Result<Output, TransportError> {
         self.exec_with_timeout(command, stdin, self.options.command_timeout).await
     }

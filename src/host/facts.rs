@@ -6,11 +6,13 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
+use super::layout;
 use crate::marker::HostMarker;
 use crate::transport::{Remote, TransportError};
 
-/// A POSIX sh script printing `@@section` headers followed by raw lines. It only reads.
-const SCRIPT: &str = r#"# gathering host facts
+/// A POSIX sh script printing `@@section` headers followed by raw lines. It only reads. The
+/// `%NAME%` placeholders are the layout's paths (see [`script`]).
+const SCRIPT_TEMPLATE: &str = r#"# gathering host facts
 export LC_ALL=C
 echo @@uid; id -u
 echo @@uname; uname -s; uname -m
@@ -18,9 +20,9 @@ echo @@os; (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-$ID}")
 echo @@time; date +%s%N
 echo @@swaps; cat /proc/swaps 2>/dev/null
 echo @@tcp; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
-echo @@manifests; ls -A /etc/kubernetes/manifests 2>/dev/null
-echo @@etcd; ls -A /var/lib/etcd 2>/dev/null
-echo @@marker; cat /etc/kubernetes/kubeha/cluster.yaml 2>/dev/null
+echo @@manifests; ls -A %MANIFESTS_DIR% 2>/dev/null
+echo @@etcd; ls -A %ETCD_DATA_DIR% 2>/dev/null
+echo @@marker; cat %MARKER% 2>/dev/null
 echo @@tools
 for t in sha256sum stat sync timeout mv head wc cat chmod chown mkdir rm; do
   command -v "$t" >/dev/null 2>&1 || echo "$t is missing"
@@ -39,6 +41,14 @@ for s in /run/containerd/containerd.sock /var/run/crio/crio.sock /run/cri-docker
 echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
 echo @@end
 "#;
+
+/// The facts script with the layout's paths filled in (plain paths: no quoting needed).
+fn script() -> String {
+    SCRIPT_TEMPLATE
+        .replace("%MANIFESTS_DIR%", layout::MANIFESTS_DIR)
+        .replace("%ETCD_DATA_DIR%", layout::ETCD_DATA_DIR)
+        .replace("%MARKER%", layout::CLUSTER_MARKER)
+}
 
 /// Facts about one host.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,7 +82,7 @@ pub struct Facts {
 /// Runs the facts script on `remote`.
 pub async fn gather<R: Remote>(remote: &R) -> Result<Facts, TransportError> {
     let before = SystemTime::now();
-    let out = remote.exec(SCRIPT, b"").await?;
+    let out = remote.exec(&script(), b"").await?;
     let after = SystemTime::now();
     let text = String::from_utf8_lossy(&out.stdout);
     let mut facts = parse(&text);
@@ -179,10 +189,10 @@ pub fn ownership(facts: &Facts, cluster_id: Option<&str>) -> Ownership {
         (None, _) if !facts.manifests.is_empty() || !facts.etcd_data.is_empty() => {
             let mut what = Vec::new();
             if !facts.manifests.is_empty() {
-                what.push(format!("/etc/kubernetes/manifests has {}", facts.manifests.join(", ")));
+                what.push(format!("{} has {}", layout::MANIFESTS_DIR, facts.manifests.join(", ")));
             }
             if !facts.etcd_data.is_empty() {
-                what.push("/var/lib/etcd is not empty".to_string());
+                what.push(format!("{} is not empty", layout::ETCD_DATA_DIR));
             }
             Ownership::Other(format!(
                 "{} and kubeha did not set it up (another cluster, e.g. kubeadm's?); clean it first (kubeadm reset)",

@@ -13,8 +13,7 @@ use crate::files::File;
 use crate::transport::shell::quote;
 use crate::transport::{FileState, Remote, TransportError};
 
-/// Where the kubelet reads static-pod manifests from.
-const MANIFESTS: &str = "/etc/kubernetes/manifests";
+use super::layout::MANIFESTS_DIR as MANIFESTS;
 
 /// What a push did (or, in a dry run, would do) on one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,12 +88,32 @@ pub struct HostPush<'f> {
     /// Files to remove, manifests first (their pods stop before their configs go).
     pub retired: Vec<PathBuf>,
     pub unchanged: usize,
-    /// Whether a running static pod will restart or stop: a manifest that exists is replaced or
-    /// removed.
-    pub restarts_pods: bool,
+    /// Manifests of running static pods that are replaced or removed: those pods restart or
+    /// stop.
+    pub restarting: Vec<PathBuf>,
 }
 
 impl HostPush<'_> {
+    /// Whether a running static pod will restart or stop.
+    pub fn restarts_pods(&self) -> bool {
+        !self.restarting.is_empty()
+    }
+
+    /// The names of the static pods that restart or stop.
+    pub fn restarting_pods(&self) -> Vec<&str> {
+        self.restarting.iter().filter_map(|p| p.file_stem()?.to_str()).collect()
+    }
+
+    /// Leaves running pods alone: their manifests are neither replaced nor removed.
+    pub fn keep_pods_running(&mut self) {
+        let restarting = std::mem::take(&mut self.restarting);
+        let kept = |p: &Path| restarting.iter().any(|r| r == p);
+        let before = self.changes.len();
+        self.changes.retain(|f| !kept(&f.path));
+        self.unchanged += before - self.changes.len();
+        self.retired.retain(|p| !kept(p));
+    }
+
     pub fn report(&self) -> PushReport {
         PushReport {
             written: self.changes.iter().map(|f| f.path.clone()).collect(),
@@ -147,10 +166,14 @@ pub async fn prepare<'f, R: Remote>(
     let mut retired: Vec<PathBuf> =
         candidates.into_iter().zip(retired_states).filter(|(_, s)| s.is_some()).map(|(p, _)| p).collect();
     retired.sort_by_key(|p| (!p.starts_with(MANIFESTS), p.clone()));
-    let replaced_manifest =
-        files.iter().zip(&states).any(|(f, s)| f.path.starts_with(MANIFESTS) && s.is_some() && differs(f, s));
-    let restarts_pods = replaced_manifest || retired.iter().any(|p| p.starts_with(MANIFESTS));
-    Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarts_pods })
+    let mut restarting: Vec<PathBuf> = files
+        .iter()
+        .zip(&states)
+        .filter(|(f, s)| f.path.starts_with(MANIFESTS) && s.is_some() && differs(f, s))
+        .map(|(f, _)| f.path.clone())
+        .collect();
+    restarting.extend(retired.iter().filter(|p| p.starts_with(MANIFESTS)).cloned());
+    Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarting })
 }
 
 fn remove_script(paths: &[PathBuf]) -> String {
@@ -224,7 +247,7 @@ mod tests {
         ];
         let push = prepare(&host, &files, &[]).await.unwrap();
         assert_eq!(push.unchanged, 1);
-        assert!(!push.restarts_pods, "a manifest written for the first time restarts nothing");
+        assert!(!push.restarts_pods(), "a manifest written for the first time restarts nothing");
         push.apply(&host, |_, _, _| {}).await.unwrap();
         assert_eq!(
             puts(&host),
@@ -245,7 +268,7 @@ mod tests {
         );
 
         let changed = vec![File::new("/etc/kubernetes/manifests/etcd.yaml", 0o600, "e2")];
-        assert!(prepare(&host, &changed, &[]).await.unwrap().restarts_pods, "a replaced manifest restarts its pod");
+        assert!(prepare(&host, &changed, &[]).await.unwrap().restarts_pods(), "a replaced manifest restarts its pod");
     }
 
     #[tokio::test]
@@ -278,7 +301,8 @@ mod tests {
                 PathBuf::from("/etc/kubernetes/keepalived/keepalived.conf")
             ]
         );
-        assert!(push.restarts_pods, "removing a manifest stops its pod");
+        assert!(push.restarts_pods(), "removing a manifest stops its pod");
+        assert_eq!(push.restarting_pods(), ["keepalived"]);
         assert!(push.changes.is_empty());
         assert_eq!(push.report().summary(true), "would remove 2 files, 1 unchanged");
         let script = remove_script(&push.retired);

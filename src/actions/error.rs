@@ -1,0 +1,66 @@
+//! What can stop a command that works on hosts, as data: which step, which hosts, and why.
+//!
+//! The command line maps these to exit codes (see `cli::exit`); nothing here is turned into a
+//! string before it reaches the operator.
+
+use super::checks::{Check, Status};
+use super::lock::LockError;
+use super::wait::WaitError;
+use crate::https::HttpsError;
+use crate::pki::PkiError;
+use crate::render::RenderError;
+use crate::transport::TransportError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// A preflight check failed; nothing was written anywhere.
+    #[error("preflight failed: {}", failed_checks(checks))]
+    Preflight { checks: Vec<Check> },
+    /// `step` failed on these hosts (each error names its host); the other hosts finished it.
+    #[error("{step} failed on {}:\n{}", hosts(failures), lines(failures))]
+    Hosts { step: &'static str, failures: Vec<TransportError> },
+    /// A component did not become healthy in time (or its host was lost while waiting).
+    #[error(transparent)]
+    Unhealthy(#[from] WaitError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("cannot use the cluster's certificates for health checks")]
+    Tls(#[from] HttpsError),
+    #[error("dry run: cannot prepare a scratch copy of the state directory: {0}")]
+    Scratch(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl ActionError {
+    /// The transport errors behind this one, to tell a lost connection or a changed host key
+    /// from other failures.
+    pub fn transport_errors(&self) -> &[TransportError] {
+        match self {
+            ActionError::Hosts { failures, .. } => failures,
+            _ => &[],
+        }
+    }
+
+    /// `step` failed on one host.
+    pub fn host(step: &'static str, error: TransportError) -> ActionError {
+        ActionError::Hosts { step, failures: vec![error] }
+    }
+}
+
+fn failed_checks(checks: &[Check]) -> String {
+    let failed: Vec<String> =
+        checks.iter().filter(|c| c.status == Status::Fail).map(|c| format!("{} {}", c.host, c.check)).collect();
+    format!("{} problem(s): {}", failed.len(), failed.join(", "))
+}
+
+fn hosts(failures: &[TransportError]) -> String {
+    failures.iter().map(|e| e.host().unwrap_or("?")).collect::<Vec<_>>().join(", ")
+}
+
+fn lines(failures: &[TransportError]) -> String {
+    failures.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+}

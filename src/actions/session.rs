@@ -1,0 +1,183 @@
+//! A session: everything one command run shares while it works on a cluster's hosts.
+//!
+//! Every command that touches hosts (`preflight`, `init`, and the ones to come) opens one
+//! [`Session`]: it takes the state directory's lock, connects to the hosts through a
+//! [`Connector`] (SSH in production, in-memory hosts in tests), and carries the plan, the run's
+//! options, progress and phase timings. Phases take a `&Session` and fan out over its hosts with
+//! [`Session::each`], the one bounded fan-out; nothing below this layer knows about SSH.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::error::ActionError;
+use super::fanout;
+use super::lock::{self, StateLock};
+use super::progress::Progress;
+use super::scratch::Scratch;
+use super::wait::WaitOptions;
+use crate::plan::{Host, Plan, Role};
+use crate::transport::{Credentials, Remote, SshHost, SshOptions, TransportError};
+
+/// Opens and closes connections to hosts.
+pub trait Connector: Sync {
+    type Remote: Remote;
+
+    /// One connection to `host`.
+    fn connect(&self, host: &Host) -> impl Future<Output = Result<Self::Remote, TransportError>> + Send;
+
+    /// Ends a connection politely.
+    fn close(&self, remote: Self::Remote) -> impl Future<Output = ()> + Send;
+}
+
+/// Connects over SSH with the inventory's settings per host.
+pub struct SshConnector<'c> {
+    pub ssh: SshOptions,
+    pub credentials: &'c Credentials,
+}
+
+impl Connector for SshConnector<'_> {
+    type Remote = SshHost;
+
+    async fn connect(&self, host: &Host) -> Result<SshHost, TransportError> {
+        SshHost::connect(host, &self.ssh, self.credentials).await
+    }
+
+    async fn close(&self, remote: SshHost) {
+        remote.close().await;
+    }
+}
+
+/// How a run works on hosts.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Hosts worked on at once.
+    pub parallel: usize,
+    /// Connect, check and compare, but write nothing (the PKI goes to a scratch copy).
+    pub dry_run: bool,
+    /// How long to wait for components to become healthy, and how often to ask.
+    pub wait: WaitOptions,
+    /// How long a kubelet may take to notice a changed static-pod manifest (its
+    /// `fileCheckFrequency`); rolling restarts give it this long before checking a host.
+    pub kubelet_sync: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            parallel: 20,
+            dry_run: false,
+            wait: WaitOptions { timeout: Duration::from_secs(600), interval: Duration::from_secs(1) },
+            kubelet_sync: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One run's hosts, state and bookkeeping.
+pub struct Session<'p, R: Remote> {
+    pub plan: &'p Plan,
+    pub options: SessionOptions,
+    pub progress: &'p Progress,
+    /// Every host of the plan, in inventory order, with its connection or why there is none.
+    pub hosts: Vec<(&'p Host, Result<R, TransportError>)>,
+    state_dir: PathBuf,
+    scratch: Option<Scratch>,
+    phases: Mutex<Vec<(&'static str, Duration)>>,
+    lap_started: Mutex<Instant>,
+    _lock: Option<StateLock>,
+}
+
+impl<'p, R: Remote> Session<'p, R> {
+    /// Takes the state directory's lock (not in a dry run, which writes nothing there), then
+    /// connects to every host of `plan`, `parallel` at a time; a host that cannot be reached
+    /// does not stop the others (preflight reports it). Connecting is the first phase.
+    pub async fn open<C: Connector<Remote = R>>(
+        plan: &'p Plan,
+        state_dir: &Path,
+        options: SessionOptions,
+        connector: &C,
+        progress: &'p Progress,
+    ) -> Result<Session<'p, R>, ActionError> {
+        let started = Instant::now();
+        let lock = if options.dry_run { None } else { Some(lock::lock(state_dir)?) };
+        let hosts = fanout::each(&plan.hosts, options.parallel, |host| async move {
+            progress.step(&host.name, format!("connecting to {}@{}", host.ssh.user, host.address));
+            let result = connector.connect(host).await;
+            if let Err(e) = &result {
+                progress.finish(&host.name, format!("cannot connect: {e}"));
+            }
+            result
+        })
+        .await;
+        let session = Session {
+            plan,
+            options,
+            progress,
+            hosts: hosts.into_iter().map(|(h, r)| (h, r)).collect(),
+            state_dir: state_dir.to_path_buf(),
+            scratch: None,
+            phases: Mutex::new(Vec::new()),
+            lap_started: Mutex::new(started),
+            _lock: lock,
+        };
+        session.lap("connect");
+        Ok(session)
+    }
+
+    /// Closes every connection.
+    pub async fn close<C: Connector<Remote = R>>(self, connector: &C) {
+        for (_, conn) in self.hosts {
+            if let Ok(remote) = conn {
+                connector.close(remote).await;
+            }
+        }
+    }
+
+    /// The state directory this run reads and writes: in a dry run, a scratch copy (see
+    /// [`Session::use_scratch_state`]).
+    pub fn state_dir(&self) -> &Path {
+        self.scratch.as_ref().map_or(&self.state_dir, Scratch::path)
+    }
+
+    /// In a dry run, works on a throw-away copy of the state directory from here on, so
+    /// certificates can be made and rendered without changing the real one.
+    pub fn use_scratch_state(&mut self) -> Result<(), ActionError> {
+        if self.options.dry_run && self.scratch.is_none() {
+            self.scratch = Some(Scratch::of(&self.state_dir).map_err(ActionError::Scratch)?);
+        }
+        Ok(())
+    }
+
+    /// Connected hosts, in inventory order.
+    pub fn connected(&self) -> impl Iterator<Item = (&'p Host, &R)> {
+        self.hosts.iter().filter_map(|(h, r)| r.as_ref().ok().map(|remote| (*h, remote)))
+    }
+
+    /// Connected control planes, in inventory order.
+    pub fn control_planes(&self) -> impl Iterator<Item = (&'p Host, &R)> {
+        self.connected().filter(|(h, _)| h.role == Role::ControlPlane)
+    }
+
+    /// Runs `f` for every item, at most `parallel` at a time, results in the items' order.
+    pub async fn each<'a, I, T, F, Fut>(&self, items: &'a [I], f: F) -> Vec<(&'a I, T)>
+    where
+        F: Fn(&'a I) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        fanout::each(items, self.options.parallel, f).await
+    }
+
+    /// Ends the current phase: records how long it took since the previous one ended.
+    pub fn lap(&self, phase: &'static str) {
+        let mut started = self.lap_started.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        self.phases.lock().unwrap_or_else(|e| e.into_inner()).push((phase, now - *started));
+        *started = now;
+    }
+
+    /// The phases so far, in order, with their durations.
+    pub fn phases(&self) -> Vec<(&'static str, Duration)> {
+        self.phases.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
