@@ -109,3 +109,122 @@ async fn phases<R: Remote>(
     report.phases = session.phases();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::actions::checks::Status;
+    use crate::actions::fake::{self, MemoryConnector};
+    use crate::actions::wait::WaitOptions;
+    use crate::transport::{Call, MemoryRemote};
+
+    fn options(dry_run: bool) -> InitOptions {
+        InitOptions {
+            session: SessionOptions {
+                parallel: 4,
+                dry_run,
+                wait: WaitOptions { timeout: Duration::from_millis(300), interval: Duration::from_millis(50) },
+                kubelet_sync: Duration::ZERO,
+            },
+            max_clock_skew: Duration::from_secs(5),
+        }
+    }
+
+    fn puts(host: &MemoryRemote) -> usize {
+        host.calls().iter().filter(|c| matches!(c, Call::Put { .. })).count()
+    }
+
+    /// Every command a host received other than the read-only facts and peer scripts.
+    fn writes(host: &MemoryRemote) -> Vec<Call> {
+        host.calls()
+            .into_iter()
+            .filter(|c| match c {
+                Call::Exec { command, .. } => {
+                    !command.starts_with("# gathering host facts") && !command.starts_with("# checking etcd peer ports")
+                }
+                Call::Put { .. } | Call::RemoveStaleTempFiles { .. } => true,
+                Call::FileStates { .. } | Call::OpenTcp { .. } => false,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_goes_through_every_phase_in_order_and_changes_nothing() {
+        let plan = fake::plan();
+        let hosts = MemoryConnector::new(&plan);
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let report = init(&plan, &state, &options(true), &hosts, &Progress::hidden()).await.unwrap();
+        let phases: Vec<&str> = report.phases.iter().map(|(p, _)| *p).collect();
+        assert_eq!(phases, ["connect", "preflight", "certificates", "render", "push"]);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert!(report.changed_hosts());
+        for (name, pushed) in &report.pushed {
+            assert!(pushed.written.iter().any(|p| p.ends_with("kubelet/config.yaml")), "{name}: {pushed:?}");
+            assert!(writes(hosts.host(name)).is_empty(), "{name} was changed by a dry run");
+        }
+        assert!(!state.exists(), "a dry run created the state directory");
+    }
+
+    #[tokio::test]
+    async fn a_failed_preflight_stops_before_any_host_or_certificate_is_written() {
+        let plan = fake::plan();
+        let mut hosts = MemoryConnector::new(&plan);
+        hosts.host("cp2").insert_file("/etc/kubernetes/manifests/etcd.yaml", 0o600, 0, 0, "someone else's");
+        hosts.unreachable.push("w1".into());
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let err = init(&plan, &state, &options(false), &hosts, &Progress::hidden()).await.unwrap_err();
+        let ActionError::Preflight { checks } = &err else { panic!("{err}") };
+        let failed: Vec<(&str, &str)> =
+            checks.iter().filter(|c| c.status == Status::Fail).map(|c| (c.host.as_str(), c.check)).collect();
+        assert_eq!(failed, [("cp2", "directories"), ("w1", "ssh")], "{checks:?}");
+        for name in ["cp1", "cp2", "cp3"] {
+            assert!(writes(hosts.host(name)).is_empty(), "{name} was written to");
+        }
+        assert!(!state.join("pki").exists() && !state.join("secrets").exists(), "certificates were made");
+    }
+
+    #[tokio::test]
+    async fn init_writes_every_host_then_waits_and_a_changed_membership_is_refused_on_the_re_run() {
+        let plan = fake::plan();
+        let hosts = MemoryConnector::new(&plan);
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        // Nothing serves etcd on the in-memory hosts: the files go out, then waiting times out.
+        let err = init(&plan, &state, &options(false), &hosts, &Progress::hidden()).await.unwrap_err();
+        let ActionError::Unhealthy(wait) = &err else { panic!("{err}") };
+        assert!(wait.what.ends_with(": etcd"), "{err}");
+        for (name, remote) in &hosts.hosts {
+            assert!(remote.file(crate::host::layout::CLUSTER_MARKER).is_some(), "{name} has no marker");
+            assert!(remote.file(crate::host::layout::KUBELET_CONFIG).is_some(), "{name} has no kubelet config");
+        }
+        assert!(hosts.host("cp1").file("/etc/kubernetes/manifests/etcd.yaml").is_some());
+        assert!(hosts.host("w1").file("/etc/kubernetes/pki/ca.key").is_none(), "a worker got the CA key");
+
+        let before: Vec<usize> = hosts.hosts.values().map(|h| puts(h)).collect();
+        let shrunk = crate::inventory::parse(
+            &fake::INVENTORY
+                .replace("    - {name: cp3, address: 198.18.0.13, role: control-plane}\n", "")
+                .replace("etcd: {version: 3.5.16-0}", "etcd: {version: 3.5.16-0, allowEvenMemberCount: true}"),
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let mut two = MemoryConnector::new(&shrunk);
+        for name in ["cp1", "cp2", "w1"] {
+            two.hosts.insert(name.into(), hosts.hosts[name].clone());
+        }
+        let err = init(&shrunk, &state, &options(false), &two, &Progress::hidden()).await.unwrap_err();
+        let ActionError::Preflight { checks } = &err else { panic!("{err}") };
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.check == "membership" && c.status == Status::Fail && c.detail.contains("etcd members")),
+            "{checks:?}"
+        );
+        let after: Vec<usize> = hosts.hosts.values().map(|h| puts(h)).collect();
+        assert_eq!(before, after, "a refused run wrote files");
+    }
+}

@@ -7,6 +7,8 @@
 
 pub mod checks;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod fanout;
 pub mod init;
 pub mod lock;

@@ -211,3 +211,215 @@ async fn write_host<R: Remote>(
     progress.step(&host.name, "writing files");
     push.apply(remote, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display()))).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::actions::fake::{self, MemoryConnector};
+    use crate::actions::progress::Progress;
+    use crate::actions::session::SessionOptions;
+    use crate::host::layout::manifest;
+    use crate::plan::Plan;
+    use crate::transport::MemoryRemote;
+
+    /// Records the gates in order, with what each control plane's kube-apiserver manifest was at
+    /// that moment ("old" or "new" against `new_manifests`); fails `after` on `fail_after`.
+    struct Recorder<'a> {
+        hosts: &'a MemoryConnector,
+        new_manifests: BTreeMap<String, Vec<u8>>,
+        events: Mutex<Vec<String>>,
+        fail_after: Option<&'static str>,
+    }
+
+    impl Recorder<'_> {
+        fn snapshot(&self) -> String {
+            self.new_manifests
+                .iter()
+                .map(|(host, new)| {
+                    let now = self.hosts.host(host).file(manifest("kube-apiserver")).map(|f| f.content);
+                    format!("{host}={}", if now.as_ref() == Some(new) { "new" } else { "old" })
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.events.lock().unwrap().clone()
+        }
+    }
+
+    impl<R: Remote> Gates<R> for Recorder<'_> {
+        async fn before(&self, _: &Session<'_, R>, host: &Host) -> Result<(), ActionError> {
+            self.events.lock().unwrap().push(format!("before {} [{}]", host.name, self.snapshot()));
+            Ok(())
+        }
+
+        async fn after(&self, _: &Session<'_, R>, host: &Host, _: &R) -> Result<(), ActionError> {
+            self.events.lock().unwrap().push(format!("after {} [{}]", host.name, self.snapshot()));
+            if self.fail_after == Some(host.name.as_str()) {
+                return Err(ActionError::Unhealthy(crate::actions::wait::WaitError {
+                    what: format!("{}: kube-apiserver", host.name),
+                    after: Duration::ZERO,
+                    last: "connection refused".into(),
+                }));
+            }
+            Ok(())
+        }
+    }
+
+    struct Cluster {
+        plan: Plan,
+        hosts: MemoryConnector,
+        state: tempfile::TempDir,
+    }
+
+    impl Cluster {
+        /// The test cluster with its first install done.
+        async fn installed() -> Cluster {
+            let plan = fake::plan();
+            let cluster = Cluster { hosts: MemoryConnector::new(&plan), plan, state: tempfile::tempdir().unwrap() };
+            let files = cluster.render(&cluster.plan);
+            let (rollout, events) = cluster.converge(&cluster.plan, &files, &Restart::Changed, None).await.unwrap();
+            assert!(events.is_empty(), "a first install restarts nothing: {events:?}");
+            assert!(rollout.reports.iter().all(|(_, r)| !r.written.is_empty()));
+            cluster
+        }
+
+        fn render(&self, plan: &Plan) -> BTreeMap<String, Vec<File>> {
+            crate::pki::generate(plan, self.state.path()).unwrap();
+            crate::render::render(plan, &crate::pki::load(plan, self.state.path()).unwrap()).unwrap()
+        }
+
+        fn file(&self, host: &str, path: &str) -> Vec<u8> {
+            self.hosts.host(host).file(path).unwrap().content
+        }
+
+        async fn converge(
+            &self,
+            plan: &Plan,
+            files: &BTreeMap<String, Vec<File>>,
+            restart: &Restart,
+            fail_after: Option<&'static str>,
+        ) -> Result<(Rollout, Vec<String>), ActionError> {
+            let options = SessionOptions { kubelet_sync: Duration::ZERO, ..SessionOptions::default() };
+            let progress = Progress::hidden();
+            let session = Session::open(plan, self.state.path(), options, &self.hosts, &progress).await?;
+            let new_manifests = files
+                .iter()
+                .filter_map(|(host, files)| {
+                    let m = files.iter().find(|f| f.path == Path::new(&manifest("kube-apiserver")))?;
+                    Some((host.clone(), m.content.clone()))
+                })
+                .collect();
+            let recorder = Recorder { hosts: &self.hosts, new_manifests, events: Mutex::new(Vec::new()), fail_after };
+            let previous =
+                files.iter().map(|(h, files)| (h.clone(), files.iter().map(|f| f.path.clone()).collect())).collect();
+            let result = converge(&session, files, &previous, restart, &recorder).await;
+            session.close(&self.hosts).await;
+            result.map(|r| (r, recorder.events()))
+        }
+    }
+
+    /// The plan with one more name on every apiserver certificate: a certificate-only change.
+    fn with_extra_san(plan: &Plan) -> Plan {
+        let text = fake::INVENTORY.replace(
+            "certificates: {keyAlgorithm: ecdsa-p256}",
+            "certificates: {keyAlgorithm: ecdsa-p256, extraSANs: [api.example.test]}",
+        );
+        let changed = crate::inventory::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(changed.name, plan.name);
+        changed
+    }
+
+    fn paths(host: &MemoryRemote, f: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+        host.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                crate::transport::Call::Put { path, .. } if f(&path) => Some(path),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_certificate_only_change_restarts_the_pods_that_mount_it_one_control_plane_at_a_time() {
+        let cluster = Cluster::installed().await;
+        let etcd_before = cluster.file("cp1", &manifest("etcd"));
+        for remote in cluster.hosts.hosts.values() {
+            remote.take_calls();
+        }
+        let plan = with_extra_san(&cluster.plan);
+        let files = cluster.render(&plan);
+        let (rollout, events) = cluster.converge(&plan, &files, &Restart::Changed, None).await.unwrap();
+        assert_eq!(
+            events,
+            [
+                "before cp1 [cp1=old,cp2=old,cp3=old]",
+                "after cp1 [cp1=new,cp2=old,cp3=old]",
+                "before cp2 [cp1=new,cp2=old,cp3=old]",
+                "after cp2 [cp1=new,cp2=new,cp3=old]",
+                "before cp3 [cp1=new,cp2=new,cp3=old]",
+                "after cp3 [cp1=new,cp2=new,cp3=new]",
+            ]
+        );
+        // The apiserver certificate is mounted by kube-apiserver (and the whole pki directory
+        // by the controller-manager); etcd mounts only pki/etcd and keeps running.
+        let manifests = paths(cluster.hosts.host("cp2"), |p| p.starts_with(crate::host::layout::MANIFESTS_DIR));
+        assert_eq!(
+            manifests,
+            [PathBuf::from(manifest("kube-apiserver")), PathBuf::from(manifest("kube-controller-manager"))]
+        );
+        assert_eq!(cluster.file("cp1", &manifest("etcd")), etcd_before);
+        let cp1 = &rollout.reports.iter().find(|(h, _)| h == "cp1").unwrap().1;
+        assert!(cp1.written.iter().any(|p| p.ends_with("pki/apiserver.crt")), "{cp1:?}");
+        assert!(paths(cluster.hosts.host("w1"), |_| true).is_empty(), "the worker's files did not change");
+
+        let (again, events) = cluster.converge(&plan, &files, &Restart::Changed, None).await.unwrap();
+        assert!(events.is_empty() && again.reports.iter().all(|(_, r)| r.is_empty()), "a re-run changed something");
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_come_back_stops_the_rollout_and_later_hosts_stay_untouched() {
+        let cluster = Cluster::installed().await;
+        let cp3_before = cluster.file("cp3", &manifest("kube-apiserver"));
+        let cp3_cert_before = cluster.file("cp3", "/etc/kubernetes/pki/apiserver.crt");
+        let plan = with_extra_san(&cluster.plan);
+        let files = cluster.render(&plan);
+        let err = cluster.converge(&plan, &files, &Restart::Changed, Some("cp2")).await.unwrap_err();
+        assert!(matches!(&err, ActionError::Unhealthy(w) if w.what == "cp2: kube-apiserver"), "{err}");
+        assert_eq!(cluster.file("cp3", &manifest("kube-apiserver")), cp3_before);
+        assert_eq!(cluster.file("cp3", "/etc/kubernetes/pki/apiserver.crt"), cp3_cert_before, "cp3 was written");
+    }
+
+    #[tokio::test]
+    async fn never_writes_certificates_but_leaves_running_pods_alone() {
+        let cluster = Cluster::installed().await;
+        let before = cluster.file("cp1", &manifest("kube-apiserver"));
+        let cert_before = cluster.file("cp1", "/etc/kubernetes/pki/apiserver.crt");
+        let plan = with_extra_san(&cluster.plan);
+        let files = cluster.render(&plan);
+        let (_, events) = cluster.converge(&plan, &files, &Restart::Never, None).await.unwrap();
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(cluster.file("cp1", &manifest("kube-apiserver")), before);
+        assert_ne!(cluster.file("cp1", "/etc/kubernetes/pki/apiserver.crt"), cert_before);
+    }
+
+    #[tokio::test]
+    async fn named_pods_restart_everywhere_even_when_nothing_they_use_changed() {
+        let cluster = Cluster::installed().await;
+        let files = cluster.render(&cluster.plan);
+        let restart = Restart::Also { pods: vec!["kube-scheduler".into()], stamp: "2026-11-30T12:00:00Z".into() };
+        let (rollout, events) = cluster.converge(&cluster.plan, &files, &restart, None).await.unwrap();
+        let gated: Vec<&str> = events.iter().filter_map(|e| e.strip_prefix("after ")?.get(..3)).collect();
+        assert_eq!(gated, ["cp1", "cp2", "cp3"]);
+        for (host, report) in &rollout.reports {
+            if host.starts_with("cp") {
+                assert_eq!(report.written, [PathBuf::from(manifest("kube-scheduler"))], "{host}");
+            }
+        }
+        let text = String::from_utf8(cluster.file("cp3", &manifest("kube-scheduler"))).unwrap();
+        assert!(text.contains("kubeha.io/restart: \"2026-11-30T12:00:00Z\""), "{text}");
+    }
+}

@@ -1,0 +1,137 @@
+//! In-memory hosts for testing the orchestration (phases, refusals, rollouts) without SSH.
+//!
+//! [`MemoryConnector`] hands out [`MemoryRemote`]s that answer kubeha's read-only scripts the
+//! way a healthy fresh Linux host would (the facts script, the etcd peer probe) and keep the
+//! files written to them, so a test can run a whole command and then look at every host.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::session::Connector;
+use crate::plan::{Host, Plan};
+use crate::transport::{MemoryRemote, Output, TransportError};
+
+/// An inventory with three control planes and a worker behind an external load balancer (no
+/// VIP: nothing is probed on the network).
+pub const INVENTORY: &str = "apiVersion: kubeha/v1alpha1
+kind: Cluster
+metadata: {name: mem}
+spec:
+  kubernetesVersion: v1.31.4
+  controlPlaneEndpoint: 198.18.0.10:6443
+  loadBalancer: {type: external}
+  etcd: {version: 3.5.16-0}
+  certificates: {keyAlgorithm: ecdsa-p256}
+  ssh: {user: root, identityFile: /nonexistent/id_ed25519}
+  hosts:
+    - {name: cp1, address: 198.18.0.11, role: control-plane}
+    - {name: cp2, address: 198.18.0.12, role: control-plane}
+    - {name: cp3, address: 198.18.0.13, role: control-plane}
+    - {name: w1, address: 198.18.0.21, role: worker}
+";
+
+pub fn plan() -> Plan {
+    crate::inventory::parse(INVENTORY, std::path::Path::new("/")).expect("the test inventory is valid")
+}
+
+/// One in-memory host per plan host; `unreachable` hosts fail to connect.
+pub struct MemoryConnector {
+    pub hosts: BTreeMap<String, Arc<MemoryRemote>>,
+    pub unreachable: Vec<String>,
+}
+
+impl MemoryConnector {
+    pub fn new(plan: &Plan) -> MemoryConnector {
+        let hosts = plan
+            .hosts
+            .iter()
+            .map(|h| {
+                let remote = Arc::new(linux_host(h));
+                answer_scripts(&remote);
+                (h.name.clone(), remote)
+            })
+            .collect();
+        MemoryConnector { hosts, unreachable: Vec::new() }
+    }
+
+    pub fn host(&self, name: &str) -> &MemoryRemote {
+        &self.hosts[name]
+    }
+}
+
+impl Connector for MemoryConnector {
+    type Remote = Arc<MemoryRemote>;
+
+    async fn connect(&self, host: &Host) -> Result<Arc<MemoryRemote>, TransportError> {
+        if self.unreachable.contains(&host.name) {
+            return Err(TransportError::Timeout {
+                host: host.name.clone(),
+                what: "connecting".into(),
+                after: std::time::Duration::from_secs(10),
+            });
+        }
+        Ok(self.hosts[&host.name].clone())
+    }
+
+    async fn close(&self, _remote: Arc<MemoryRemote>) {}
+}
+
+/// A host that answers the facts script from its in-memory files (manifests, etcd data, the
+/// kubeha marker), every peer probe with "open", and accepts SSH forwarding.
+pub fn linux_host(host: &Host) -> MemoryRemote {
+    let remote = MemoryRemote::new(host.name.clone());
+    remote.listen_tcp(&host.address.to_string(), host.ssh.port, |_| {});
+    remote
+}
+
+/// Answers the scripts kubeha runs for facts and peer probes on `remote`, reading its files.
+pub fn answer_scripts(remote: &Arc<MemoryRemote>) {
+    let weak = Arc::downgrade(remote);
+    remote.on_exec(move |command, _| {
+        let Some(host) = weak.upgrade() else { return Output::default() };
+        if command.starts_with("# gathering host facts") {
+            return facts(&host);
+        }
+        if command.starts_with("# checking etcd peer ports") {
+            return peers(command);
+        }
+        Output::default()
+    });
+}
+
+fn facts(host: &MemoryRemote) -> Output {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let listed = |dir: &str| -> String {
+        host.paths()
+            .iter()
+            .filter(|p| p.parent() == Some(std::path::Path::new(dir)))
+            .filter_map(|p| p.file_name()?.to_str().map(|n| format!("{n}\n")))
+            .collect()
+    };
+    let mut marker = host
+        .file(crate::host::layout::CLUSTER_MARKER)
+        .map(|f| String::from_utf8_lossy(&f.content).into_owned())
+        .unwrap_or_default();
+    if !marker.is_empty() && !marker.ends_with('\n') {
+        marker.push('\n');
+    }
+    let text = format!(
+        "@@uid\n0\n@@uname\nLinux\nx86_64\n@@os\nDebian GNU/Linux 12\n@@time\n{now}\n@@swaps\nFilename Type\n@@tcp\n\
+         @@manifests\n{}@@etcd\n{}@@marker\n{marker}@@tools\n@@kubelet\n/usr/bin/kubelet\n@@runtime\n\
+         /run/containerd/containerd.sock\n@@forward\n1\n@@end\n",
+        listed(crate::host::layout::MANIFESTS_DIR),
+        listed(crate::host::layout::ETCD_DATA_DIR),
+    );
+    Output { status: 0, stdout: text.into_bytes(), stderr: Vec::new() }
+}
+
+fn peers(command: &str) -> Output {
+    let targets = command
+        .lines()
+        .find_map(|l| l.strip_prefix("for t in "))
+        .and_then(|l| l.strip_suffix("; do"))
+        .unwrap_or_default();
+    let text: String = targets.split_whitespace().map(|t| format!("@@peer {t}\nrc=0\n\n")).collect();
+    Output { status: 0, stdout: text.into_bytes(), stderr: Vec::new() }
+}
