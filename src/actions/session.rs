@@ -114,7 +114,7 @@ impl<'p, R: Remote> Session<'p, R> {
             plan,
             options,
             progress,
-            hosts: hosts.into_iter().map(|(h, r)| (h, r)).collect(),
+            hosts,
             state_dir: state_dir.to_path_buf(),
             scratch: None,
             phases: Mutex::new(Vec::new()),
