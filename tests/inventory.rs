@@ -348,3 +348,44 @@ fn json_output_is_the_resolved_plan() {
     let home = std::env::var("HOME").unwrap();
     assert_eq!(plan["hosts"][0]["ssh"]["identityFile"], format!("{home}/.ssh/id_ed25519"));
 }
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly_with_the_commands_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    for format in ["json", "text"] {
+        // The reading end is gone before kubeha writes: every write meets a closed pipe.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = kubeha()
+            .args(["validate", "-o", format, "-i"])
+            .arg(&path)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+        assert!(stderr.is_empty(), "{format}: {stderr}");
+    }
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, GOOD.replace("v1.31.4", "v1.31")).unwrap();
+    let out = kubeha().args(["validate", "-i"]).arg(&bad).stdout(writer).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn quiet_and_verbose_are_global_and_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = kubeha().args(["-q", "validate", "-i"]).arg(&path).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kubeha().args(["validate", "-vv", "-i"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kubeha().args(["-q", "-v", "validate", "-i"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -135,7 +135,13 @@ impl Client {
             Verdict::Unknown if self.accept_new => {
                 known_hosts::append(&file, &self.known_hosts_name, key)?;
                 let fingerprint = known_hosts::fingerprint(key);
-                tracing::warn!(host = %self.host, %fingerprint, file = %file.display(), "recorded new host key");
+                // The operator accepted unknown keys: say which, so they can be checked later.
+                tracing::warn!(
+                    "{}: accepted the new host key {fingerprint} of {} and recorded it in {}",
+                    self.host,
+                    self.known_hosts_name,
+                    file.display()
+                );
                 Ok(())
             }
             Verdict::Unknown => Err(TransportError::UnknownHostKey { host, key: presented() }),
