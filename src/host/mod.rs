@@ -1,5 +1,6 @@
 //! Operations on one host, generic over [`crate::transport::Remote`]: where things live
 //! ([`layout`]), and the typed clients and file operations every command builds on.
 
+pub mod apiserver;
 pub mod etcd;
 pub mod layout;
