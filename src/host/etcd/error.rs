@@ -81,7 +81,9 @@ pub enum EtcdErrorKind {
     /// remove that one first.
     #[error("the cluster already has a learner; it must be promoted or removed first")]
     TooManyLearners,
-    /// A member with these peer URLs exists already (added before?).
+    /// A member with these peer URLs exists already (added before?). etcd says "member ID
+    /// already exist" instead when the same URLs are added twice within a second (a member id
+    /// is a hash of the peer URLs and the time in seconds); both are this kind.
     #[error("a member with these peer URLs already exists")]
     PeerUrlsExist,
     /// Any other error etcd answered: its HTTP status, gRPC code and message.
@@ -183,7 +185,7 @@ pub(crate) fn classify(status: u16, code: Option<i32>, message: String) -> EtcdE
         "etcdserver: can only promote a learner member" => EtcdErrorKind::NotALearner,
         "etcdserver: member not found" => EtcdErrorKind::MemberNotFound,
         "etcdserver: too many learner members in cluster" => EtcdErrorKind::TooManyLearners,
-        "etcdserver: Peer URLs already exists" => EtcdErrorKind::PeerUrlsExist,
+        "etcdserver: Peer URLs already exists" | "etcdserver: member ID already exist" => EtcdErrorKind::PeerUrlsExist,
         _ => EtcdErrorKind::Rejected { status, code, message },
     }
 }
