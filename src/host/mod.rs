@@ -1,6 +1,8 @@
 //! Operations on one host, generic over [`crate::transport::Remote`]: where things live
 //! ([`layout`]), and the typed clients and file operations every command builds on.
 
+pub mod apiserver;
+pub mod etcd;
 pub mod facts;
 pub mod files;
 pub mod layout;

@@ -4,13 +4,20 @@
 //! SSH channels opened for the purpose, so there is no connection pool: each call does a TLS
 //! handshake on the stream it is given, sends one HTTP/1.1 request and reads the whole answer,
 //! all under one timeout.
+//!
+//! The one large answer kubeha reads, an etcd snapshot, comes through
+//! [`TlsClient::request_streaming`] instead: the body is handed over piece by piece as it
+//! arrives ([`StreamingResponse::chunk`]), without the size cap, and the timeout bounds each
+//! wait for data rather than the whole transfer.
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -49,6 +56,11 @@ impl Request {
     /// The path (with query) this request asks for.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The method (`GET`, `POST`).
+    pub fn method(&self) -> &str {
+        self.method.as_str()
     }
 }
 
@@ -156,11 +168,55 @@ impl TlsClient {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let host = match server_name.parse::<std::net::Ipv6Addr>() {
-            Ok(_) => format!("[{server_name}]"),
-            Err(_) => server_name.to_string(),
+        self.exchange(stream, server_name, &host_header(server_name), request).await
+    }
+
+    /// Like [`TlsClient::request`], but returns as soon as the response head has arrived; the
+    /// body is then read piece by piece with [`StreamingResponse::chunk`], with no size limit.
+    /// The client's timeout bounds the handshake and the wait for the head, and then each wait
+    /// for the next piece of the body (not the whole transfer).
+    pub async fn request_streaming<S>(
+        &self,
+        stream: S,
+        server_name: &str,
+        request: &Request,
+    ) -> Result<StreamingResponse, HttpsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let host = host_header(server_name);
+        let name = tls_server_name(server_name)?;
+        let work = async {
+            let tls = self.handshake(name, stream, &host).await?;
+            let (mut sender, conn) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| http_error(&host, &e))?;
+            let req = build_request(request, &host)?;
+            let mut conn: ConnectionFuture = Box::pin(conn);
+            let mut send = pin!(sender.send_request(req));
+            let (head, conn) = tokio::select! {
+                biased;
+                head = &mut send => (head.map_err(|e| http_error(&host, &e))?, Some(conn)),
+                conn_result = &mut conn => match send.await {
+                    // The server sent everything and closed: the body is buffered in `head`.
+                    Ok(head) => (head, None),
+                    Err(e) => return Err(match conn_result {
+                        Err(conn_err) => http_error(&host, &conn_err),
+                        Ok(()) => http_error(&host, &e),
+                    }),
+                },
+            };
+            Ok(StreamingResponse {
+                status: head.status().as_u16(),
+                body: head.into_body(),
+                conn,
+                _sender: sender,
+                server: host.clone(),
+                idle: self.timeout,
+            })
         };
-        self.exchange(stream, server_name, &host, request).await
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpsError::Timeout { server: host, stage: "HTTPS request", after: self.timeout }),
+        }
     }
 
     /// `GET url` over a fresh TCP connection; the URL's host is the TLS server name.
@@ -211,13 +267,9 @@ impl TlsClient {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let name = ServerName::try_from(server_name.to_string())
-            .map_err(|_| HttpsError::ServerName { name: server_name.to_string() })?;
+        let name = tls_server_name(server_name)?;
         let work = async {
-            let tls =
-                self.connector.connect(name, stream).await.map_err(|e| {
-                    classify(host, &e, |detail| HttpsError::Handshake { server: host.to_string(), detail })
-                })?;
+            let tls = self.handshake(name, stream, host).await?;
             round_trip(tls, host, request).await
         };
         match tokio::time::timeout(self.timeout, work).await {
@@ -227,19 +279,44 @@ impl TlsClient {
             }
         }
     }
+
+    /// The TLS handshake on `stream`, verifying the server's certificate for `name`.
+    async fn handshake<S>(
+        &self,
+        name: ServerName<'static>,
+        stream: S,
+        host: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, HttpsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| classify(host, &e, |detail| HttpsError::Handshake { server: host.to_string(), detail }))
+    }
 }
 
-/// Sends one request on an established TLS stream and collects the response, driving the
-/// connection until the body is complete.
-async fn round_trip<T>(tls: T, host: &str, request: &Request) -> Result<Response, HttpsError>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let http_err = |e: &(dyn std::error::Error + 'static)| {
-        classify(host, e, |detail| HttpsError::Http { server: host.to_string(), detail })
-    };
-    let (mut sender, conn) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| http_err(&e))?;
+/// The `Host` header for a server name: IPv6 addresses in brackets.
+fn host_header(server_name: &str) -> String {
+    match server_name.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{server_name}]"),
+        Err(_) => server_name.to_string(),
+    }
+}
 
+fn tls_server_name(server_name: &str) -> Result<ServerName<'static>, HttpsError> {
+    ServerName::try_from(server_name.to_string()).map_err(|_| HttpsError::ServerName { name: server_name.to_string() })
+}
+
+/// An error of the HTTP exchange with `host` (rustls errors found in its chain are classified
+/// as verification or handshake failures).
+fn http_error(host: &str, e: &(dyn std::error::Error + 'static)) -> HttpsError {
+    classify(host, e, |detail| HttpsError::Http { server: host.to_string(), detail })
+}
+
+/// The hyper request for `request`, with kubeha's standard headers.
+fn build_request(request: &Request, host: &str) -> Result<hyper::Request<Full<Bytes>>, HttpsError> {
     let mut builder = hyper::Request::builder()
         .method(request.method.clone())
         .uri(&request.path)
@@ -253,9 +330,20 @@ where
         }
         None => Full::new(Bytes::new()),
     };
-    let req = builder
+    builder
         .body(body)
-        .map_err(|e| HttpsError::Http { server: host.to_string(), detail: format!("building the request: {e}") })?;
+        .map_err(|e| HttpsError::Http { server: host.to_string(), detail: format!("building the request: {e}") })
+}
+
+/// Sends one request on an established TLS stream and collects the response, driving the
+/// connection until the body is complete.
+async fn round_trip<T>(tls: T, host: &str, request: &Request) -> Result<Response, HttpsError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http_err = |e: &(dyn std::error::Error + 'static)| http_error(host, e);
+    let (mut sender, conn) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| http_err(&e))?;
+    let req = build_request(request, host)?;
 
     let exchange = async move {
         let resp = sender.send_request(req).await.map_err(|e| http_err(&e))?;
@@ -282,5 +370,100 @@ where
                 },
             }
         }
+    }
+}
+
+/// The HTTP/1.1 connection task, driven by whoever reads the response.
+type ConnectionFuture = Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+
+/// A response whose body is read as it arrives (see [`TlsClient::request_streaming`]).
+///
+/// The connection is driven while the body is read; dropping the response closes it.
+pub struct StreamingResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    body: Incoming,
+    /// `None` once the connection has finished (the rest of the body is then buffered).
+    conn: Option<ConnectionFuture>,
+    /// Kept so that hyper does not start closing the connection while the body is read.
+    _sender: http1::SendRequest<Full<Bytes>>,
+    server: String,
+    idle: Duration,
+}
+
+impl std::fmt::Debug for StreamingResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingResponse")
+            .field("status", &self.status)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamingResponse {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The next piece of the body as it came off the connection (never empty), or `None` at
+    /// its end. Fails with [`HttpsError::Timeout`] when nothing arrives within the client's
+    /// timeout, and with [`HttpsError::Http`] when the connection breaks before the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpsError> {
+        enum Step {
+            Frame(Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>),
+            Closed(Result<(), hyper::Error>),
+        }
+        let StreamingResponse { body, conn, server, idle, .. } = self;
+        loop {
+            let next = async {
+                match conn.as_mut() {
+                    Some(running) => tokio::select! {
+                        biased;
+                        frame = body.frame() => Step::Frame(frame),
+                        closed = running => Step::Closed(closed),
+                    },
+                    None => Step::Frame(body.frame().await),
+                }
+            };
+            let step = tokio::time::timeout(*idle, next).await.map_err(|_| HttpsError::Timeout {
+                server: server.clone(),
+                stage: "HTTPS response body",
+                after: *idle,
+            })?;
+            match step {
+                Step::Frame(None) => return Ok(None),
+                Step::Frame(Some(Err(e))) => return Err(http_error(server, &e)),
+                Step::Frame(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => return Ok(Some(data)),
+                    // Empty data and trailers (etcd's gateway sends gRPC trailers).
+                    _ => continue,
+                },
+                Step::Closed(result) => {
+                    *conn = None;
+                    // Whatever the server sent before closing is still buffered in the body;
+                    // a broken connection also shows up there, except as the body's end.
+                    if let Err(e) = result {
+                        return Err(http_error(server, &e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the rest of the body into a [`Response`], refusing more than the client's usual
+    /// limit (8 MiB): for error answers, which are small documents.
+    pub async fn into_response(mut self) -> Result<Response, HttpsError> {
+        let mut body = Vec::new();
+        while let Some(data) = self.chunk().await? {
+            if body.len() + data.len() > MAX_BODY {
+                return Err(HttpsError::Http {
+                    server: self.server.clone(),
+                    detail: format!("the response body exceeds {MAX_BODY} bytes"),
+                });
+            }
+            body.extend_from_slice(&data);
+        }
+        Ok(Response { status: self.status, body })
     }
 }

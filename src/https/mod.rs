@@ -22,9 +22,11 @@ mod url;
 mod verifier;
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
 
-pub use client::{Request, Response, TlsClient};
+pub use client::{Request, Response, StreamingResponse, TlsClient};
 pub use error::{HttpsError, VerifyFailure};
 pub use pem::{
     ClientIdentity, certificates, key_matches_certificate, private_key, provider, public_key_of, read_certificates,

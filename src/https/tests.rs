@@ -237,3 +237,85 @@ fn key_formats_from_openssl() {
     let err = private_key("cert-not-key", &read("rsa1.crt")).unwrap_err();
     assert!(err.to_string().contains("no PEM private key"), "{err}");
 }
+
+/// The streaming variant hands the body over in the pieces the server sent, is not bound by
+/// the 8 MiB cap of whole-body requests, and times out per wait when a body stalls.
+#[tokio::test]
+async fn streams_bodies_in_pieces_without_the_size_cap() {
+    use super::testing::{Reply, Script, TestPki, serve};
+
+    let pki = TestPki::new();
+    let identity = pki.client_identity();
+    let client = TlsClient::new(pki.ca_pem.as_bytes(), Some(&identity)).unwrap().with_timeout(Duration::from_secs(5));
+    let piece = vec![b'x'; 1 << 20];
+    let pieces = 9;
+    let script: Script = Arc::new(move |seen| {
+        assert!(seen.client_cert);
+        match seen.path.as_str() {
+            "/big" => Reply { status: 200, chunks: vec![piece.clone(); pieces], stall: false },
+            "/stall" => Reply { status: 200, chunks: vec![b"first".to_vec()], stall: true },
+            _ => Reply::new(404, "not found"),
+        }
+    });
+    let open = |config| {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        serve(theirs, config, script.clone());
+        ours
+    };
+
+    let mut resp =
+        client.request_streaming(open(pki.server_config(true)), "127.0.0.1", &Request::get("/big")).await.unwrap();
+    assert!(resp.is_success());
+    let (mut total, mut count) = (0, 0);
+    while let Some(data) = resp.chunk().await.unwrap() {
+        assert!(!data.is_empty());
+        total += data.len();
+        count += 1;
+    }
+    assert_eq!(total, pieces << 20);
+    assert!(count >= pieces, "{count} pieces");
+    assert!(resp.chunk().await.unwrap().is_none(), "the end stays the end");
+    // The whole-body request refuses the same answer.
+    let err = client.request(open(pki.server_config(true)), "127.0.0.1", &Request::get("/big")).await.unwrap_err();
+    assert!(matches!(err, HttpsError::Http { .. }), "{err}");
+
+    let resp =
+        client.request_streaming(open(pki.server_config(true)), "127.0.0.1", &Request::get("/nope")).await.unwrap();
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.into_response().await.unwrap().text(), "not found");
+
+    let client = client.with_timeout(Duration::from_millis(300));
+    let mut resp =
+        client.request_streaming(open(pki.server_config(true)), "127.0.0.1", &Request::get("/stall")).await.unwrap();
+    assert_eq!(resp.chunk().await.unwrap().unwrap().as_ref(), b"first");
+    let err = resp.chunk().await.unwrap_err();
+    assert!(matches!(err, HttpsError::Timeout { stage: "HTTPS response body", .. }), "{err}");
+}
+
+#[tokio::test]
+async fn streaming_reports_a_body_cut_short() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = super::testing::TestPki::new();
+    let client = TlsClient::new(pki.ca_pem.as_bytes(), None).unwrap();
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let config = pki.server_config(false);
+    tokio::spawn(async move {
+        let mut tls = tokio_rustls::TlsAcceptor::from(config).accept(theirs).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tls.read(&mut buf).await.unwrap();
+        tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let mut resp = client.request_streaming(ours, "127.0.0.1", &Request::get("/")).await.unwrap();
+    let mut got = Vec::new();
+    let err = loop {
+        match resp.chunk().await {
+            Ok(Some(data)) => got.extend_from_slice(&data),
+            Ok(None) => panic!("a body cut short must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, b"partial");
+    assert!(matches!(err, HttpsError::Http { .. }), "{err}");
+}
