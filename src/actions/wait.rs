@@ -8,18 +8,17 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use super::error::ActionError;
 use super::fanout;
 use super::progress::Progress;
 use super::rollout::Gates;
 use super::session::Session;
-use crate::host::layout::ETCD_CLIENT_PORT;
+use crate::host::apiserver::ApiServerClient;
+use crate::host::etcd::{EtcdClient, Member};
 use crate::https::{ClientIdentity, HttpsError, HttpsUrl, Request, TlsClient};
 use crate::pki::Pki;
 use crate::plan::{EndpointHost, Host, Plan};
-use crate::transport::{Remote, TransportError};
+use crate::transport::Remote;
 
 /// How long to wait for everything, and how often to ask.
 #[derive(Debug, Clone, Copy)]
@@ -91,25 +90,6 @@ where
     }
 }
 
-/// One etcd member as the member list reports it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Member {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, rename = "peerURLs")]
-    pub peer_urls: Vec<String>,
-    #[serde(default, rename = "clientURLs")]
-    pub client_urls: Vec<String>,
-    #[serde(default, rename = "isLearner")]
-    pub is_learner: bool,
-}
-
-#[derive(Deserialize)]
-struct MemberList {
-    #[serde(default)]
-    members: Vec<Member>,
-}
-
 /// Checks a member list against the members the plan expects: all present, started (a member
 /// that has not started yet has no name) and voting.
 pub fn check_members(plan: &Plan, members: &[Member]) -> Result<(), String> {
@@ -133,38 +113,32 @@ pub fn check_members(plan: &Plan, members: &[Member]) -> Result<(), String> {
     }
 }
 
-/// `GET /health` of the etcd member on `host`, through a tunnel to its loopback client port.
+/// How a failed call to a host's etcd or apiserver counts while waiting.
+fn failure(retryable: bool, text: String) -> Failure {
+    if retryable { Failure::Retry(text) } else { Failure::Fatal(text) }
+}
+
+/// `GET /health` of the etcd member on `host`, through its tunnel.
 pub async fn etcd_health<R: Remote>(remote: &R, host: &Host, client: &TlsClient) -> Result<(), Failure> {
-    let response = local_request(remote, host, ETCD_CLIENT_PORT, client, &Request::get("/health")).await?;
-    #[derive(Deserialize)]
-    struct Health {
-        health: String,
-    }
-    match response.json::<Health>() {
-        Ok(h) if response.is_success() && h.health == "true" => Ok(()),
-        _ => Err(format!("etcd /health answered {}: {}", response.status, response.text().trim()).into()),
-    }
+    let etcd = EtcdClient::with_tls(remote, host, client.clone());
+    etcd.health().await.map_err(|e| failure(e.is_retryable(), e.to_string()))
 }
 
-/// The member list as the etcd member on `remote` sees it.
+/// The member list as the etcd member on `host` sees it.
 pub async fn etcd_members<R: Remote>(remote: &R, host: &Host, client: &TlsClient) -> Result<Vec<Member>, Failure> {
-    let request = Request::post_json("/v3/cluster/member/list", &serde_json::json!({}));
-    let response = local_request(remote, host, ETCD_CLIENT_PORT, client, &request).await?;
-    if !response.is_success() {
-        return Err(format!("etcd member list answered {}: {}", response.status, response.text().trim()).into());
-    }
-    response.json::<MemberList>().map(|l| l.members).map_err(|e| format!("etcd member list: {e}").into())
+    let etcd = EtcdClient::with_tls(remote, host, client.clone());
+    etcd.members().await.map_err(|e| failure(e.is_retryable(), e.to_string()))
 }
 
-/// `GET /healthz` of the apiserver on `host`, through a tunnel to its loopback `port`.
-pub async fn apiserver_health<R: Remote>(
+/// `GET /readyz` of the apiserver on `host`, through its tunnel.
+pub async fn apiserver_ready<R: Remote>(
     remote: &R,
+    plan: &Plan,
     host: &Host,
-    port: u16,
     client: &TlsClient,
 ) -> Result<(), Failure> {
-    let response = local_request(remote, host, port, client, &Request::get("/healthz")).await?;
-    healthz(&response).map_err(Failure::Retry)
+    let api = ApiServerClient::with_tls(remote, plan, host, client.clone());
+    api.readyz().await.map_err(|e| failure(e.is_retryable(), e.to_string()))
 }
 
 /// `GET <endpoint>/healthz` from this machine, verifying the endpoint's name or address.
@@ -190,23 +164,6 @@ fn healthz(response: &crate::https::Response) -> Result<(), String> {
 
 fn first_line(text: &str) -> &str {
     text.lines().find(|l| l.starts_with("[-]")).or_else(|| text.lines().next()).unwrap_or("").trim()
-}
-
-/// A request to `port` on the host's loopback (where etcd and the apiserver certificates carry
-/// the loopback address), through an SSH tunnel.
-async fn local_request<R: Remote>(
-    remote: &R,
-    host: &Host,
-    port: u16,
-    client: &TlsClient,
-    request: &Request,
-) -> Result<crate::https::Response, Failure> {
-    let loopback = host.loopback().to_string();
-    let tunnel = remote.open_tcp(&loopback, port).await.map_err(|e| match e {
-        TransportError::Disconnected { .. } | TransportError::ForwardingRefused { .. } => Failure::Fatal(e.to_string()),
-        e => Failure::Retry(e.to_string()),
-    })?;
-    client.request(tunnel, &loopback, request).await.map_err(|e| Failure::Retry(e.to_string()))
 }
 
 /// kubeha's health checks of one cluster: the clients (etcd's healthcheck identity, the
@@ -256,12 +213,11 @@ impl<'p> Health<'p> {
         )
         .await?;
         progress.step(name, "waiting for kube-apiserver");
-        let port = self.plan.api_server_bind_port;
         until(
             &format!("{name}: kube-apiserver"),
             deadline,
             self.interval,
-            || apiserver_health(remote, host, port, &self.api),
+            || apiserver_ready(remote, self.plan, host, &self.api),
             step("kube-apiserver"),
         )
         .await
@@ -355,7 +311,11 @@ mod tests {
     }
 
     fn members(json: &str) -> Vec<Member> {
-        serde_json::from_str::<MemberList>(json).unwrap().members
+        #[derive(serde::Deserialize)]
+        struct List {
+            members: Vec<Member>,
+        }
+        serde_json::from_str::<List>(json).unwrap().members
     }
 
     #[test]
