@@ -2,7 +2,7 @@
 //!
 //! A short sequence of the shared steps: open a session (lock, connect) → preflight with
 //! [`InitRules`] → certificates → render → [`rollout::converge`] with [`Restart::Changed`] behind
-//! the health gates → wait for the whole cluster. Nothing is written to any host before preflight
+//! the health gates (the VIP holder rolled last) → wait for the whole cluster. Nothing is written to any host before preflight
 //! passes; the rollout writes only files that differ, each atomically, so a re-run on a healthy
 //! cluster changes nothing and a run cut short converges when repeated.
 
@@ -13,7 +13,7 @@ use super::checks::{Check, Expectations};
 use super::error::ActionError;
 use super::preflight::{self, InitRules, VipProbe};
 use super::progress::Progress;
-use super::rollout::{self, Restart};
+use super::rollout::{self, Policy, Restart};
 use super::session::{Connector, Session, SessionOptions};
 use super::wait::Health;
 use crate::host::files::PushReport;
@@ -90,7 +90,8 @@ async fn phases<R: Remote>(
     session.lap("render");
 
     let health = Health::new(plan, &pki, session.options.wait.interval)?;
-    let rollout = rollout::converge(session, &files, &found.previous_files(), &Restart::Changed, &health).await?;
+    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan));
+    let rollout = rollout::converge(session, &files, &found.previous_files(), &policy, &health).await?;
     session.lap("push");
     let mut report = InitReport {
         pushed: rollout.reports,

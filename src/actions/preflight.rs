@@ -74,6 +74,12 @@ impl Outcome {
         self.checks.iter().filter(|c| c.status == Status::Warn).cloned().collect()
     }
 
+    /// The hosts that hold the keepalived VIP now (normally one; none before the first `init`).
+    pub fn vip_holders(&self, plan: &Plan) -> Vec<String> {
+        let LoadBalancer::KeepalivedHaproxy { vip, .. } = &plan.load_balancer else { return Vec::new() };
+        self.hosts.iter().filter(|(_, (facts, _))| facts.addresses.contains(vip)).map(|(h, _)| h.clone()).collect()
+    }
+
     /// Per host, the files kubeha wrote there last time (its marker's list).
     pub fn previous_files(&self) -> BTreeMap<String, Vec<PathBuf>> {
         self.hosts

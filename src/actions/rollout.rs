@@ -38,6 +38,26 @@ pub enum Restart {
     Never,
 }
 
+/// How a rollout treats running pods, and in which order it rolls control planes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub restart: Restart,
+    /// Hosts rolled after every other, in inventory order otherwise: the VIP holder goes last,
+    /// so a restart of its keepalived moves the VIP once, not once per host.
+    pub last: Vec<String>,
+}
+
+impl Policy {
+    pub fn new(restart: Restart) -> Policy {
+        Policy { restart, last: Vec::new() }
+    }
+
+    pub fn last(mut self, hosts: impl IntoIterator<Item = String>) -> Policy {
+        self.last.extend(hosts);
+        self
+    }
+}
+
 /// Health and quorum checks around a host whose running pods restart.
 pub trait Gates<R: Remote> {
     /// Before `host` is touched: the rest of the cluster can spare it (every other etcd member
@@ -66,12 +86,12 @@ pub async fn converge<R: Remote, G: Gates<R>>(
     session: &Session<'_, R>,
     files: &BTreeMap<String, Vec<File>>,
     previous: &BTreeMap<String, Vec<PathBuf>>,
-    restart: &Restart,
+    policy: &Policy,
     gates: &G,
 ) -> Result<Rollout, ActionError> {
-    let stamped = stamp(files, restart);
+    let stamped = stamp(files, &policy.restart);
     let files = stamped.as_ref().unwrap_or(files);
-    let pushes = prepare_all(session, files, previous, restart).await?;
+    let pushes = prepare_all(session, files, previous, &policy.restart).await?;
     let reports: Vec<(String, PushReport)> = pushes.iter().map(|(h, _, p)| (h.name.clone(), p.report())).collect();
     let progress = session.progress;
     if session.options.dry_run {
@@ -81,8 +101,10 @@ pub async fn converge<R: Remote, G: Gates<R>>(
         return Ok(Rollout { reports, waited: Duration::ZERO });
     }
 
-    let (rolling, at_once): (Vec<_>, Vec<_>) =
+    let (mut rolling, at_once): (Vec<_>, Vec<_>) =
         pushes.into_iter().partition(|(h, _, p)| h.role == Role::ControlPlane && p.restarts_pods());
+    // A stable sort: inventory order, with the hosts to roll last at the end.
+    rolling.sort_by_key(|(h, _, _)| policy.last.contains(&h.name));
     let results = session
         .each(&at_once, |(host, remote, push)| async move {
             let result = write_host(session, host, *remote, push).await;
@@ -281,7 +303,8 @@ mod tests {
             let plan = fake::plan();
             let cluster = Cluster { hosts: MemoryConnector::new(&plan), plan, state: tempfile::tempdir().unwrap() };
             let files = cluster.render(&cluster.plan);
-            let (rollout, events) = cluster.converge(&cluster.plan, &files, &Restart::Changed, None).await.unwrap();
+            let (rollout, events) =
+                cluster.converge(&cluster.plan, &files, &Policy::new(Restart::Changed), None).await.unwrap();
             assert!(events.is_empty(), "a first install restarts nothing: {events:?}");
             assert!(rollout.reports.iter().all(|(_, r)| !r.written.is_empty()));
             cluster
@@ -300,7 +323,7 @@ mod tests {
             &self,
             plan: &Plan,
             files: &BTreeMap<String, Vec<File>>,
-            restart: &Restart,
+            policy: &Policy,
             fail_after: Option<&'static str>,
         ) -> Result<(Rollout, Vec<String>), ActionError> {
             let options = SessionOptions { kubelet_sync: Duration::ZERO, ..SessionOptions::default() };
@@ -316,7 +339,7 @@ mod tests {
             let recorder = Recorder { hosts: &self.hosts, new_manifests, events: Mutex::new(Vec::new()), fail_after };
             let previous =
                 files.iter().map(|(h, files)| (h.clone(), files.iter().map(|f| f.path.clone()).collect())).collect();
-            let result = converge(&session, files, &previous, restart, &recorder).await;
+            let result = converge(&session, files, &previous, policy, &recorder).await;
             session.close(&self.hosts).await;
             result.map(|r| (r, recorder.events()))
         }
@@ -352,7 +375,7 @@ mod tests {
         }
         let plan = with_extra_san(&cluster.plan);
         let files = cluster.render(&plan);
-        let (rollout, events) = cluster.converge(&plan, &files, &Restart::Changed, None).await.unwrap();
+        let (rollout, events) = cluster.converge(&plan, &files, &Policy::new(Restart::Changed), None).await.unwrap();
         assert_eq!(
             events,
             [
@@ -376,8 +399,19 @@ mod tests {
         assert!(cp1.written.iter().any(|p| p.ends_with("pki/apiserver.crt")), "{cp1:?}");
         assert!(paths(cluster.hosts.host("w1"), |_| true).is_empty(), "the worker's files did not change");
 
-        let (again, events) = cluster.converge(&plan, &files, &Restart::Changed, None).await.unwrap();
+        let (again, events) = cluster.converge(&plan, &files, &Policy::new(Restart::Changed), None).await.unwrap();
         assert!(events.is_empty() && again.reports.iter().all(|(_, r)| r.is_empty()), "a re-run changed something");
+    }
+
+    #[tokio::test]
+    async fn the_vip_holder_is_rolled_last() {
+        let cluster = Cluster::installed().await;
+        let plan = with_extra_san(&cluster.plan);
+        let files = cluster.render(&plan);
+        let policy = Policy::new(Restart::Changed).last(["cp1".to_string()]);
+        let (_, events) = cluster.converge(&plan, &files, &policy, None).await.unwrap();
+        let order: Vec<&str> = events.iter().filter_map(|e| e.strip_prefix("after ")?.get(..3)).collect();
+        assert_eq!(order, ["cp2", "cp3", "cp1"]);
     }
 
     #[tokio::test]
@@ -387,7 +421,7 @@ mod tests {
         let cp3_cert_before = cluster.file("cp3", "/etc/kubernetes/pki/apiserver.crt");
         let plan = with_extra_san(&cluster.plan);
         let files = cluster.render(&plan);
-        let err = cluster.converge(&plan, &files, &Restart::Changed, Some("cp2")).await.unwrap_err();
+        let err = cluster.converge(&plan, &files, &Policy::new(Restart::Changed), Some("cp2")).await.unwrap_err();
         assert!(matches!(&err, ActionError::Unhealthy(w) if w.what == "cp2: kube-apiserver"), "{err}");
         assert_eq!(cluster.file("cp3", &manifest("kube-apiserver")), cp3_before);
         assert_eq!(cluster.file("cp3", "/etc/kubernetes/pki/apiserver.crt"), cp3_cert_before, "cp3 was written");
@@ -400,7 +434,7 @@ mod tests {
         let cert_before = cluster.file("cp1", "/etc/kubernetes/pki/apiserver.crt");
         let plan = with_extra_san(&cluster.plan);
         let files = cluster.render(&plan);
-        let (_, events) = cluster.converge(&plan, &files, &Restart::Never, None).await.unwrap();
+        let (_, events) = cluster.converge(&plan, &files, &Policy::new(Restart::Never), None).await.unwrap();
         assert!(events.is_empty(), "{events:?}");
         assert_eq!(cluster.file("cp1", &manifest("kube-apiserver")), before);
         assert_ne!(cluster.file("cp1", "/etc/kubernetes/pki/apiserver.crt"), cert_before);
@@ -411,7 +445,7 @@ mod tests {
         let cluster = Cluster::installed().await;
         let files = cluster.render(&cluster.plan);
         let restart = Restart::Also { pods: vec!["kube-scheduler".into()], stamp: "2026-11-30T12:00:00Z".into() };
-        let (rollout, events) = cluster.converge(&cluster.plan, &files, &restart, None).await.unwrap();
+        let (rollout, events) = cluster.converge(&cluster.plan, &files, &Policy::new(restart), None).await.unwrap();
         let gated: Vec<&str> = events.iter().filter_map(|e| e.strip_prefix("after ")?.get(..3)).collect();
         assert_eq!(gated, ["cp1", "cp2", "cp3"]);
         for (host, report) in &rollout.reports {

@@ -39,6 +39,7 @@ echo @@kubelet; command -v kubelet 2>/dev/null
 echo @@runtime
 for s in /run/containerd/containerd.sock /var/run/crio/crio.sock /run/cri-dockerd.sock; do [ -S "$s" ] && echo "$s"; done
 echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
+echo @@addresses; ip -o addr show 2>/dev/null
 echo @@end
 "#;
 
@@ -77,6 +78,8 @@ pub struct Facts {
     pub runtime_sockets: Vec<String>,
     /// `net.ipv4.ip_forward`.
     pub ip_forward: Option<bool>,
+    /// The IP addresses configured on the host's interfaces (with `ip`; empty without it).
+    pub addresses: BTreeSet<std::net::IpAddr>,
 }
 
 /// Runs the facts script on `remote`.
@@ -118,6 +121,10 @@ pub fn parse(text: &str) -> Facts {
         tool_problems: names(&section(text, "tools")),
         kubelet: names(&section(text, "kubelet")).into_iter().next(),
         runtime_sockets: names(&section(text, "runtime")),
+        addresses: section(text, "addresses")
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
+            .collect(),
         ip_forward: match first("forward").as_str() {
             "1" => Some(true),
             "0" => Some(false),
@@ -214,7 +221,11 @@ mod tests {
    1: 0B0012C6:0016 0B0012C6:D2F4 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
    0: 00000000000000000000000000000000:1A0B 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n\
 @@manifests\netcd.yaml\n@@etcd\n@@marker\ncluster: lab\nclusterID: sha256:abcd\nhost: cp1\nrole: control-plane\n\
-@@tools\nhead -c reads past its byte count\n@@kubelet\n/usr/bin/kubelet\n@@runtime\n/run/containerd/containerd.sock\n@@forward\n0\n@@end\n";
+@@tools\nhead -c reads past its byte count\n@@kubelet\n/usr/bin/kubelet\n@@runtime\n/run/containerd/containerd.sock\n@@forward\n0\n\
+@@addresses\n1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
+2: eth0    inet 198.18.0.11/24 scope global eth0\\       valid_lft forever preferred_lft forever\n\
+2: eth0    inet 198.18.0.10/32 scope global eth0\\       valid_lft forever preferred_lft forever\n\
+2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n@@end\n";
 
     #[test]
     fn parses_every_section() {
@@ -232,6 +243,8 @@ mod tests {
         assert_eq!(f.kubelet.as_deref(), Some("/usr/bin/kubelet"));
         assert_eq!(f.runtime_sockets, ["/run/containerd/containerd.sock"]);
         assert_eq!(f.ip_forward, Some(false));
+        let addresses: Vec<String> = f.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addresses, ["127.0.0.1", "198.18.0.10", "198.18.0.11", "fe80::1"]);
     }
 
     #[test]
