@@ -12,6 +12,7 @@ pub mod https;
 pub mod inventory;
 pub mod lab;
 pub mod marker;
+pub mod objects;
 pub mod pki;
 pub mod plan;
 pub mod render;

@@ -57,9 +57,23 @@ impl Plan {
         first_host_ip(&self.networking.service_subnet)
     }
 
+    /// The ClusterIP of the `kube-dns` service, which every kubelet hands its pods.
+    pub fn cluster_dns_ip(&self) -> IpAddr {
+        cluster_dns_ip(&self.networking.service_subnet)
+    }
+
     /// The URL every client outside the control-plane pods uses.
     pub fn endpoint_url(&self) -> String {
         self.control_plane_endpoint.url()
+    }
+}
+
+/// The cluster DNS service address: the tenth address of the service subnet, as kubeadm
+/// allocates it for CoreDNS.
+pub fn cluster_dns_ip(service_subnet: &IpNet) -> IpAddr {
+    match service_subnet {
+        IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 10).into()),
+        IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 10).into()),
     }
 }
 
@@ -79,9 +93,16 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn url(&self) -> String {
+        format!("https://{self}")
+    }
+}
+
+/// `host:port`, IPv6 addresses in brackets (as `controlPlaneEndpoint` is written).
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.host {
-            EndpointHost::Ip(IpAddr::V6(ip)) => format!("https://[{ip}]:{}", self.port),
-            ref host => format!("https://{host}:{}", self.port),
+            EndpointHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            ref host => write!(f, "{host}:{}", self.port),
         }
     }
 }
@@ -246,5 +267,14 @@ pub fn join_host_port(ip: IpAddr, port: u16) -> String {
     match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dns_ip_is_the_tenth_service_address() {
+        assert_eq!(super::cluster_dns_ip(&"10.96.0.0/12".parse().unwrap()).to_string(), "10.96.0.10");
+        assert_eq!(super::cluster_dns_ip(&"fd00:10:96::/108".parse().unwrap()).to_string(), "fd00:10:96::a");
     }
 }

@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["files", "text", "version", "https", "host::layout"],
     &["plan", "inventory"],
     &["pki", "marker"],
-    &["render"],
+    &["render", "objects"],
     &["transport"],
     &["host"],
     &["actions"],

@@ -6,8 +6,6 @@
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
 use crate::host::layout::{ETCD_CLIENT_PORT, ETCD_METRICS_PORT, ETCD_PEER_PORT};
 use crate::plan::{Host, Plan, Role, join_host_port};
 
@@ -89,26 +87,6 @@ pub fn initial_cluster(plan: &Plan) -> String {
         .join(",")
 }
 
-/// The cluster DNS service address: the tenth address of the service subnet, as kubeadm
-/// allocates it for CoreDNS.
-pub fn cluster_dns_ip(service_subnet: &IpNet) -> IpAddr {
-    match service_subnet {
-        IpNet::V4(n) => IpAddr::V4((u32::from(n.network()) + 10).into()),
-        IpNet::V6(n) => IpAddr::V6((u128::from(n.network()) + 10).into()),
-    }
-}
-
 fn https(ip: IpAddr, port: u16) -> String {
     format!("https://{}", join_host_port(ip, port))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dns_ip_is_the_tenth_service_address() {
-        assert_eq!(cluster_dns_ip(&"10.96.0.0/12".parse().unwrap()).to_string(), "10.96.0.10");
-        assert_eq!(cluster_dns_ip(&"fd00:10:96::/108".parse().unwrap()).to_string(), "fd00:10:96::a");
-    }
 }

@@ -10,10 +10,11 @@
 use serde::Serialize;
 
 use super::RenderError;
-use super::context::{HostContext, cluster_dns_ip};
+use super::context::HostContext;
 use super::engine::Engine;
 use crate::files::File;
 use crate::host::layout::{CA_CERT, KUBELET_CONFIG, MANIFESTS_DIR};
+use crate::plan::Plan;
 
 /// containerd's socket, where kubeadm's default CRI socket points.
 const RUNTIME_ENDPOINT: &str = "unix:///var/run/containerd/containerd.sock";
@@ -28,16 +29,20 @@ struct KubeletConfig<'a> {
 }
 
 pub fn config(ctx: &HostContext, engine: &Engine) -> Result<File, RenderError> {
-    let net = &ctx.plan.networking;
-    let text = engine.render(
+    Ok(File::new(KUBELET_CONFIG, 0o644, text(ctx.plan, engine)?))
+}
+
+/// The KubeletConfiguration of `plan`'s nodes; also what the `kubelet-config` ConfigMap holds.
+pub fn text(plan: &Plan, engine: &Engine) -> Result<String, RenderError> {
+    let net = &plan.networking;
+    engine.render(
         "kubelet-config.yaml",
         &KubeletConfig {
             ca_file: CA_CERT,
-            cluster_dns: cluster_dns_ip(&net.service_subnet).to_string(),
+            cluster_dns: plan.cluster_dns_ip().to_string(),
             cluster_domain: &net.dns_domain,
             runtime_endpoint: RUNTIME_ENDPOINT,
             static_pod_path: MANIFESTS_DIR,
         },
-    )?;
-    Ok(File::new(KUBELET_CONFIG, 0o644, text))
+    )
 }

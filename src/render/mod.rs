@@ -50,6 +50,11 @@ pub enum RenderError {
     DuplicatePath { host: String, path: PathBuf },
 }
 
+/// The KubeletConfiguration every node of `plan` shares (the `kubelet-config` ConfigMap's).
+pub fn kubelet_config(plan: &Plan) -> Result<String, RenderError> {
+    kubelet::text(plan, &Engine::new()?)
+}
+
 /// Cluster secrets that configuration files embed (not certificates).
 pub struct Secrets<'a> {
     pub vrrp_password: &'a str,
