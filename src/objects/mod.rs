@@ -8,6 +8,8 @@
 //! with kubeadm's without a cluster.
 
 mod config;
+mod dns;
+mod proxy;
 mod rbac;
 
 use serde_json::Value;
@@ -102,12 +104,32 @@ fn plural(kind: &str) -> String {
     }
 }
 
+pub use dns::CONTROL_PLANE_TAINT;
+
 /// Every object kubeha applies to the cluster of `plan`, in apply order (RBAC and configuration
-/// first, add-ons after).
+/// first, then kube-proxy and CoreDNS).
 pub fn cluster_objects(plan: &Plan, pki: &Pki) -> Vec<Object> {
     let mut objects = rbac::objects();
     objects.extend(config::objects(plan, pki));
+    objects.extend(proxy::objects(plan));
+    objects.extend(dns::objects(plan));
     objects
+}
+
+/// The labels kubeha gives a control plane's Node (kubeadm's mark-control-plane), as a partial
+/// Node for server-side apply: kubeha owns these labels and nothing else of the Node.
+pub fn control_plane_node(name: &str) -> Object {
+    Object::new(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "node-role.kubernetes.io/control-plane": "",
+                "node.kubernetes.io/exclude-from-external-load-balancers": "",
+            },
+        },
+    }))
 }
 
 #[cfg(test)]
