@@ -27,7 +27,7 @@ pub enum ActionError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("cannot use the cluster's certificates for health checks")]
+    #[error("cannot use the cluster's certificates to reach it")]
     Tls(#[from] HttpsError),
     #[error("dry run: cannot prepare a scratch copy of the state directory: {0}")]
     Scratch(std::io::Error),

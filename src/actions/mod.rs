@@ -12,6 +12,7 @@ pub mod fake;
 pub mod fanout;
 pub mod init;
 pub mod lock;
+pub mod objects;
 pub mod preflight;
 pub mod progress;
 pub mod rollout;

@@ -31,26 +31,45 @@ use super::error::classify;
 use super::pem::{certificates, provider};
 use super::{ClientIdentity, HttpsError, HttpsUrl};
 
+const JSON: &str = "application/json";
+
 /// Answers larger than this are refused (kubeha only reads small JSON documents).
 const MAX_BODY: usize = 8 << 20;
 
-/// An HTTP request: method, path and an optional JSON body.
+/// An HTTP request: method, path and an optional JSON body with its content type.
 #[derive(Debug, Clone)]
 pub struct Request {
     method: hyper::Method,
     path: String,
     json: Option<Vec<u8>>,
+    content_type: &'static str,
 }
 
 impl Request {
     /// `GET path`.
     pub fn get(path: &str) -> Request {
-        Request { method: hyper::Method::GET, path: path.to_string(), json: None }
+        Request { method: hyper::Method::GET, path: path.to_string(), json: None, content_type: JSON }
     }
 
     /// `POST path` with `body` as `application/json`.
     pub fn post_json(path: &str, body: &serde_json::Value) -> Request {
-        Request { method: hyper::Method::POST, path: path.to_string(), json: Some(body.to_string().into_bytes()) }
+        Request {
+            method: hyper::Method::POST,
+            path: path.to_string(),
+            json: Some(body.to_string().into_bytes()),
+            content_type: JSON,
+        }
+    }
+
+    /// A Kubernetes server-side apply: `PATCH path` with `body` as `application/apply-patch+yaml`
+    /// (JSON is YAML).
+    pub fn apply(path: &str, body: &serde_json::Value) -> Request {
+        Request {
+            method: hyper::Method::PATCH,
+            path: path.to_string(),
+            json: Some(body.to_string().into_bytes()),
+            content_type: "application/apply-patch+yaml",
+        }
     }
 
     /// The path (with query) this request asks for.
@@ -58,7 +77,7 @@ impl Request {
         &self.path
     }
 
-    /// The method (`GET`, `POST`).
+    /// The method (`GET`, `POST`, `PATCH`).
     pub fn method(&self) -> &str {
         self.method.as_str()
     }
@@ -325,7 +344,7 @@ fn build_request(request: &Request, host: &str) -> Result<hyper::Request<Full<By
         .header(hyper::header::ACCEPT, "application/json, */*");
     let body = match &request.json {
         Some(json) => {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            builder = builder.header(hyper::header::CONTENT_TYPE, request.content_type);
             Full::new(Bytes::from(json.clone()))
         }
         None => Full::new(Bytes::new()),

@@ -10,7 +10,7 @@
 mod config;
 mod dns;
 mod proxy;
-mod rbac;
+pub(crate) mod rbac;
 
 use serde_json::Value;
 

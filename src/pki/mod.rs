@@ -163,6 +163,14 @@ impl Pki {
         self.identity("pki/apiserver-etcd-client")
     }
 
+    /// The `super-admin.conf` identity (group `system:masters`, beyond RBAC): what kubeha
+    /// applies cluster objects with, since `admin.conf`'s rights come from one of them.
+    pub fn super_admin(&self) -> CertAndKey {
+        let contents = kubeconfig::parse(self.file(Path::new("super-admin.conf")))
+            .expect("pki::load checked every kubeconfig of the plan");
+        CertAndKey { cert_pem: contents.cert_pem, key_pem: contents.key_pem }
+    }
+
     /// `admin.conf` in the state directory.
     pub fn admin_kubeconfig_path(&self) -> PathBuf {
         self.state_dir.join("admin.conf")
