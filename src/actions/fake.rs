@@ -96,6 +96,9 @@ pub fn answer_scripts(remote: &Arc<MemoryRemote>) {
         if command.starts_with("# checking etcd peer ports") {
             return peers(command);
         }
+        if command.starts_with("# reading certificates") {
+            return certificates(&host);
+        }
         Output::default()
     });
 }
@@ -133,5 +136,42 @@ fn peers(command: &str) -> Output {
         .and_then(|l| l.strip_suffix("; do"))
         .unwrap_or_default();
     let text: String = targets.split_whitespace().map(|t| format!("@@peer {t}\nrc=0\n\n")).collect();
+    Output { status: 0, stdout: text.into_bytes(), stderr: Vec::new() }
+}
+
+/// What `host::certs`'s script prints: the certificate blocks of PEM files under the PKI
+/// directories, and each kubeconfig's client-certificate-data line.
+fn certificates(host: &MemoryRemote) -> Output {
+    let mut text = String::new();
+    let pki_dirs = [crate::host::layout::PKI_DIR.to_string(), format!("{}/pki", crate::host::layout::KUBELET_DIR)];
+    for path in host.paths() {
+        let name = path.to_string_lossy().into_owned();
+        let content = String::from_utf8_lossy(&host.file(&path).unwrap().content).into_owned();
+        if pki_dirs.iter().any(|d| path.starts_with(d)) && (name.ends_with(".crt") || name.ends_with(".pem")) {
+            text.push_str(&format!("@@file {name}\n"));
+            let mut inside = false;
+            for line in content.lines() {
+                inside |= line == "-----BEGIN CERTIFICATE-----";
+                if inside {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                inside &= line != "-----END CERTIFICATE-----";
+            }
+        }
+    }
+    for path in host.paths() {
+        if path.parent() == Some(std::path::Path::new(crate::host::layout::KUBERNETES_DIR))
+            && path.extension().is_some_and(|e| e == "conf")
+        {
+            text.push_str(&format!("@@kubeconfig {}\n", path.display()));
+            let content = String::from_utf8_lossy(&host.file(&path).unwrap().content).into_owned();
+            for line in content.lines().filter(|l| l.trim_start().starts_with("client-certificate-data:")) {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text.push_str("@@end\n");
     Output { status: 0, stdout: text.into_bytes(), stderr: Vec::new() }
 }

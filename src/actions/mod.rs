@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod error;
+pub mod expiry;
 #[cfg(test)]
 pub mod fake;
 pub mod fanout;

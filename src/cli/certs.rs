@@ -10,6 +10,9 @@ pub enum Command {
     /// Create every missing certificate, key and kubeconfig; keep valid existing ones, and
     /// re-issue (with the same key) leaf certificates that no longer fit the inventory.
     Generate(super::ClusterArgs),
+    /// List every certificate on every host (PKI files and kubeconfigs) with its expiry; exit
+    /// code 4 when one has expired or ends within --error.
+    CheckExpiration(super::expiry::Args),
 }
 
 impl Command {
@@ -36,6 +39,7 @@ impl Command {
                 );
                 Ok(())
             }
+            Command::CheckExpiration(args) => args.exec(),
         }
     }
 }

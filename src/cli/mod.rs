@@ -2,6 +2,7 @@
 //! and prints; all error printing and exit codes live here.
 
 mod certs;
+mod expiry;
 mod init;
 mod output;
 mod preflight;
@@ -26,6 +27,8 @@ pub mod exit {
     pub const INVALID_INPUT: u8 = 2;
     /// Preflight found a problem on a host; nothing was changed.
     pub const PREFLIGHT_FAILED: u8 = 3;
+    /// `certs check-expiration`: a certificate has expired or ends within the error threshold.
+    pub const CERTIFICATES_EXPIRING: u8 = 4;
     /// Interrupted (Ctrl-C); running the command again converges.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -69,6 +72,17 @@ struct Interrupted;
 enum Format {
     Text,
     Json,
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML, or `text()` as is.
+fn print_report<T: serde::Serialize>(format: Format, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match format {
+        Format::Text => output::print(&text())?,
+        Format::Json => output::println(serde_json::to_string_pretty(value)?)?,
+        Format::Yaml => output::print(&serde_saphyr::to_string(value)?)?,
+    }
+    Ok(())
 }
 
 /// Arguments shared by commands that read an inventory and the state directory.
@@ -153,6 +167,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         exit::INVALID_INPUT
     } else if e.chain().any(preflight) {
         exit::PREFLIGHT_FAILED
+    } else if e.chain().any(|c| c.downcast_ref::<expiry::Expiring>().is_some()) {
+        exit::CERTIFICATES_EXPIRING
     } else if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) {
         exit::INTERRUPTED
     } else {

@@ -43,10 +43,7 @@ impl Args {
             anyhow::Ok(rows)
         })?;
         progress.clear();
-        match self.output {
-            super::Format::Text => super::output::print(&checks::table(&rows))?,
-            super::Format::Json => super::output::println(serde_json::to_string_pretty(&rows)?)?,
-        }
+        super::print_report(self.output, &rows, || checks::table(&rows))?;
         match rows.iter().filter(|c| c.status == Status::Fail).count() {
             0 => Ok(()),
             n => Err(PreflightFailed(n).into()),

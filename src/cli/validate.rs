@@ -18,11 +18,7 @@ pub struct Args {
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = crate::inventory::load(&self.inventory)?;
-        match self.output {
-            super::Format::Text => super::output::print(&describe(&plan))?,
-            super::Format::Json => super::output::println(serde_json::to_string_pretty(&plan)?)?,
-        }
-        Ok(())
+        super::print_report(self.output, &plan, || describe(&plan))
     }
 }
 

@@ -2,6 +2,7 @@
 //! ([`layout`]), and the typed clients and file operations every command builds on.
 
 pub mod apiserver;
+pub mod certs;
 pub mod etcd;
 pub mod facts;
 pub mod files;

@@ -13,6 +13,7 @@
 
 mod certlist;
 mod error;
+pub mod expiry;
 mod inspect;
 mod issue;
 mod keys;
