@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::version::{EtcdVersion, KubeVersion};
+use crate::version::{EtcdVersion, KubeVersion, KubeadmRelease, UnsupportedVersion};
 
 /// The apiserver's secure port unless the inventory sets `spec.apiServer.bindPort`.
 pub const DEFAULT_APISERVER_PORT: u16 = crate::host::layout::API_SERVER_PORT;
@@ -65,6 +65,28 @@ impl Plan {
     /// The URL every client outside the control-plane pods uses.
     pub fn endpoint_url(&self) -> String {
         self.control_plane_endpoint.url()
+    }
+
+    /// The kubeadm rules the files are rendered with: the Kubernetes minor's, or the nearest
+    /// supported minor's when the inventory was read with `--allow-unsupported-version`.
+    pub fn kubeadm_release(&self) -> &'static KubeadmRelease {
+        KubeadmRelease::nearest(self.kubernetes_version)
+    }
+
+    /// Why the Kubernetes version is outside the table, when it is (only possible with
+    /// `--allow-unsupported-version`).
+    pub fn unsupported_version(&self) -> Option<UnsupportedVersion> {
+        KubeadmRelease::exact(self.kubernetes_version).err()
+    }
+
+    /// The CoreDNS image kubeadm deploys for this version, from the plan's image repository.
+    pub fn coredns_image(&self) -> String {
+        self.kubeadm_release().coredns_image(&self.image_repository, self.kubernetes_version)
+    }
+
+    /// The pause (pod sandbox) image kubeadm pairs with this version.
+    pub fn pause_image(&self) -> String {
+        self.kubeadm_release().pause_image(&self.image_repository)
     }
 }
 

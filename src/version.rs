@@ -1,15 +1,20 @@
 //! Versions of the components kubeha renders for.
 //!
 //! Flags and certificate subjects change between Kubernetes and etcd releases, so the plan keeps
-//! parsed versions rather than strings and every version-dependent choice asks them.
+//! parsed versions rather than strings and every version-dependent choice asks them; what
+//! kubeadm does per Kubernetes minor is the table in `version/table.rs`.
+
+mod table;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
 
-/// The Kubernetes minor versions whose kubeadm manifests kubeha reproduces.
-pub const SUPPORTED_KUBERNETES_MINORS: std::ops::RangeInclusive<u32> = 29..=32;
+pub use table::{EtcdFlagNames, KubeadmRelease, NEWEST, OLDEST, RELEASES, SchedulerProbes, UnsupportedVersion};
+
+/// The Kubernetes minor versions whose kubeadm manifests kubeha reproduces (the table's rows).
+pub const SUPPORTED_KUBERNETES_MINORS: std::ops::RangeInclusive<u32> = OLDEST.minor..=NEWEST.minor;
 
 /// A Kubernetes release such as `v1.31.4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,22 +24,26 @@ pub struct KubeVersion {
     pub patch: u32,
 }
 
-impl FromStr for KubeVersion {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+impl KubeVersion {
+    /// Parses any `vMAJOR.MINOR.PATCH`, supported or not; [`KubeadmRelease::exact`] says
+    /// whether kubeha knows it. For inventories that may name a version outside the table.
+    pub fn parse_any(s: &str) -> Result<Self, String> {
         let rest = s
             .strip_prefix('v')
             .ok_or_else(|| format!("{s:?} is not a version like v1.31.4 (the leading 'v' is required)"))?;
         let [major, minor, patch] = parse_triple(rest).ok_or_else(|| format!("{s:?} is not a version like v1.31.4"))?;
-        if major != 1 || !SUPPORTED_KUBERNETES_MINORS.contains(&minor) {
-            return Err(format!(
-                "{s} is not supported: kubeha renders Kubernetes v1.{}.x to v1.{}.x",
-                SUPPORTED_KUBERNETES_MINORS.start(),
-                SUPPORTED_KUBERNETES_MINORS.end()
-            ));
-        }
         Ok(KubeVersion { major, minor, patch })
+    }
+}
+
+/// A supported version only: the error of an unsupported one names the supported range.
+impl FromStr for KubeVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let version = Self::parse_any(s)?;
+        KubeadmRelease::exact(version).map_err(|e| e.to_string())?;
+        Ok(version)
     }
 }
 
@@ -107,15 +116,10 @@ impl Serialize for EtcdVersion {
     }
 }
 
-/// The etcd kubeadm pairs with a Kubernetes minor (its `SupportedEtcdVersion` table).
-pub fn default_etcd_version(kubernetes_minor: u32) -> EtcdVersion {
-    let tag = match kubernetes_minor {
-        ..=29 => "3.5.10-0",
-        30 => "3.5.12-0",
-        31 => "3.5.15-0",
-        _ => "3.5.16-0",
-    };
-    tag.parse().expect("built-in etcd versions parse")
+/// The etcd kubeadm pairs with a Kubernetes release (its `SupportedEtcdVersion` table, as
+/// released); an unsupported version gets the nearest supported minor's.
+pub fn default_etcd_version(kubernetes: KubeVersion) -> EtcdVersion {
+    KubeadmRelease::nearest(kubernetes).default_etcd(kubernetes)
 }
 
 /// Parses `1.2.3` with no leading zeros, signs or extra parts.
@@ -142,9 +146,17 @@ mod tests {
         let v: KubeVersion = "v1.31.4".parse().unwrap();
         assert_eq!((v.major, v.minor, v.patch), (1, 31, 4));
         assert_eq!(v.to_string(), "v1.31.4");
-        for bad in ["1.31.4", "v1.31", "v1.31.4.1", "v1.031.4", "v1.31.x", "v1.99.0", "v2.0.0", ""] {
+        for bad in
+            ["1.31.4", "v1.31", "v1.31.4.1", "v1.031.4", "v1.31.x", "v1.99.0", "v2.0.0", "v1.30.9", "v1.37.0", ""]
+        {
             assert!(bad.parse::<KubeVersion>().is_err(), "{bad} accepted");
         }
+        for minor in SUPPORTED_KUBERNETES_MINORS {
+            assert!(format!("v1.{minor}.0").parse::<KubeVersion>().is_ok(), "v1.{minor}");
+        }
+        // Unsupported but well-formed versions parse for `--allow-unsupported-version`.
+        assert_eq!(KubeVersion::parse_any("v1.37.0").unwrap().minor, 37);
+        assert!(KubeVersion::parse_any("1.37.0").is_err());
     }
 
     #[test]

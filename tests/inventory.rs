@@ -60,7 +60,12 @@ const CASES: &[Case] = &[
     Case {
         name: "unsupported Kubernetes minor",
         edits: &[("v1.31.4", "v1.40.0")],
-        expect: &["spec.kubernetesVersion: v1.40.0 is not supported"],
+        expect: &["spec.kubernetesVersion: v1.40.0 is not supported: kubeha renders Kubernetes v1.31.x to v1.36.x"],
+    },
+    Case {
+        name: "end-of-life Kubernetes minor",
+        edits: &[("v1.31.4", "v1.30.9")],
+        expect: &["spec.kubernetesVersion: v1.30.9 is not supported", "--allow-unsupported-version"],
     },
     Case {
         name: "bad etcd version",
@@ -388,4 +393,24 @@ fn quiet_and_verbose_are_global_and_exclusive() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = kubeha().args(["-q", "-v", "validate", "-i"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn an_unsupported_version_is_rendered_only_when_allowed_and_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.yaml");
+    std::fs::write(&path, GOOD.replace("v1.31.4", "v1.37.0").replace("  etcd: {version: 3.5.16-0}\n", "")).unwrap();
+    let out = kubeha().args(["validate", "-i"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("v1.37.0 is not supported: kubeha renders Kubernetes v1.31.x to v1.36.x"), "{stderr}");
+    let out = kubeha().args(["validate", "--allow-unsupported-version", "-i"]).arg(&path).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("WARN") && stderr.contains("rendering it with kubeadm v1.36's rules"), "{stderr}");
+    // The newest row's etcd, since the inventory names none.
+    assert!(stdout.contains("Kubernetes v1.37.0, etcd 3.6.8-0"), "{stdout}");
+    assert!(stdout.contains("rendered with kubeadm v1.36's rules"), "{stdout}");
+    let out = kubeha().args(["-q", "validate", "--allow-unsupported-version", "-i"]).arg(&path).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }

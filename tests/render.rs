@@ -64,6 +64,7 @@ impl Inventory {
         }
     }
 
+    /// An empty `etcd` leaves the etcd version to the version table.
     fn versions(self, kubernetes: &'static str, etcd: &'static str) -> Self {
         Inventory { kubernetes, etcd, ..self }
     }
@@ -77,8 +78,13 @@ impl Inventory {
         format!(
             "apiVersion: kubeha/v1alpha1\nkind: Cluster\nmetadata: {{name: lab}}\nspec:\n  \
              kubernetesVersion: {}\n  controlPlaneEndpoint: '{}'\n  loadBalancer: {}\n  networking: {}\n  \
-             etcd: {{version: '{}'}}\n  ssh: {{user: root, identityFile: /root/.ssh/id_ed25519}}\n{}  hosts:\n{hosts}",
-            self.kubernetes, self.endpoint, self.load_balancer, self.networking, self.etcd, self.extra
+             etcd: {}\n  ssh: {{user: root, identityFile: /root/.ssh/id_ed25519}}\n{}  hosts:\n{hosts}",
+            self.kubernetes,
+            self.endpoint,
+            self.load_balancer,
+            self.networking,
+            if self.etcd.is_empty() { "{}".to_string() } else { format!("{{version: '{}'}}", self.etcd) },
+            self.extra
         )
     }
 
@@ -133,6 +139,14 @@ fn probe_path(pod: &serde_json::Value, probe: &str) -> Option<String> {
     pod["spec"]["containers"][0][probe]["httpGet"]["path"].as_str().map(String::from)
 }
 
+fn probe_port(pod: &serde_json::Value, probe: &str) -> serde_json::Value {
+    pod["spec"]["containers"][0][probe]["httpGet"]["port"].clone()
+}
+
+fn image(pod: &serde_json::Value) -> &str {
+    pod["spec"]["containers"][0]["image"].as_str().unwrap()
+}
+
 // ---------------------------------------------------------------- manifests are Pods
 
 /// YAML → JSON → `Pod` → JSON must give back the same value: a misspelt key is dropped by the
@@ -154,12 +168,14 @@ fn assert_is_pod(path: &str, yaml: &str) {
 
 #[test]
 fn every_manifest_is_a_valid_pod_with_a_command() {
-    let plans = [
+    let mut plans = vec![
         example_plan(),
         Inventory::ipv6().plan(),
-        Inventory::ipv4().versions("v1.29.0", "3.4.23").plan(),
+        Inventory::ipv4().versions("v1.31.0", "3.4.23").plan(),
         Inventory::ipv4().versions("v1.32.1", "3.6.0").plan(),
+        Inventory::ipv6().versions("v1.36.3", "").plan(),
     ];
+    plans.extend(MINORS.iter().map(|m| Inventory::ipv4().versions(m.version, "").plan()));
     for plan in &plans {
         let mut checked = 0;
         for (host, files) in render(plan) {
@@ -296,15 +312,17 @@ fn without_a_pod_subnet_no_node_cidrs_are_allocated() {
 fn image_repository_and_bind_port_overrides() {
     let plan = Inventory {
         extra: "  imageRepository: registry.local:5000/k8s\n  apiServer: {bindPort: 6444}\n",
-        ..Inventory::ipv4().versions("v1.30.2", "3.5.12-0")
+        ..Inventory::ipv4().versions("v1.33.2", "3.5.21-0")
     }
     .plan();
+    assert_eq!(plan.coredns_image(), "registry.local:5000/k8s/coredns/coredns:v1.12.0");
+    assert_eq!(plan.pause_image(), "registry.local:5000/k8s/pause:3.10");
     let files = render(&plan);
     for (name, image) in [
-        ("kube-apiserver", "registry.local:5000/k8s/kube-apiserver:v1.30.2"),
-        ("kube-controller-manager", "registry.local:5000/k8s/kube-controller-manager:v1.30.2"),
-        ("kube-scheduler", "registry.local:5000/k8s/kube-scheduler:v1.30.2"),
-        ("etcd", "registry.local:5000/k8s/etcd:3.5.12-0"),
+        ("kube-apiserver", "registry.local:5000/k8s/kube-apiserver:v1.33.2"),
+        ("kube-controller-manager", "registry.local:5000/k8s/kube-controller-manager:v1.33.2"),
+        ("kube-scheduler", "registry.local:5000/k8s/kube-scheduler:v1.33.2"),
+        ("etcd", "registry.local:5000/k8s/etcd:3.5.21-0"),
     ] {
         assert_eq!(manifest(&files, "cp1", name)["spec"]["containers"][0]["image"], image);
     }
@@ -313,6 +331,14 @@ fn image_repository_and_bind_port_overrides() {
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         assert_eq!(api["spec"]["containers"][0][probe]["httpGet"]["port"], 6444, "{probe}");
     }
+    // From 1.34 the probes name the port and the container declares it as the bind port.
+    let named = Inventory { extra: "  apiServer: {bindPort: 6444}\n", ..Inventory::ipv4().versions("v1.34.1", "") };
+    let api = manifest(&render(&named.plan()), "cp1", "kube-apiserver");
+    assert_eq!(
+        api["spec"]["containers"][0]["ports"],
+        serde_json::json!([{"containerPort": 6444, "name": "probe-port", "protocol": "TCP"}])
+    );
+    assert_eq!(probe_port(&api, "startupProbe"), "probe-port");
     let haproxy = file(&files, "cp1", "/etc/kubernetes/haproxy/haproxy.cfg");
     assert!(haproxy.contains("server cp3 198.18.0.13:6444"), "{haproxy}");
     let check = file(&files, "cp1", "/etc/kubernetes/keepalived/check_apiserver.sh");
@@ -320,8 +346,8 @@ fn image_repository_and_bind_port_overrides() {
 }
 
 #[test]
-fn kubernetes_129_and_132_differ_in_scheduler_probes_only() {
-    let old = render(&Inventory::ipv4().versions("v1.29.3", "3.5.16-0").plan());
+fn kubernetes_131_and_132_differ_in_scheduler_probes_only() {
+    let old = render(&Inventory::ipv4().versions("v1.31.4", "3.5.16-0").plan());
     let new = render(&Inventory::ipv4().versions("v1.32.1", "3.5.16-0").plan());
     let (s_old, s_new) = (manifest(&old, "cp1", "kube-scheduler"), manifest(&new, "cp1", "kube-scheduler"));
     assert_eq!(probe_path(&s_old, "livenessProbe").as_deref(), Some("/healthz"));
@@ -359,13 +385,14 @@ const REJECTED_BY_ETCD_34: [&str; 6] = [
 
 #[test]
 fn etcd_flags_and_probes_follow_the_etcd_release() {
-    let etcd = |version: &'static str| {
-        manifest(&render(&Inventory::ipv4().versions("v1.31.4", version).plan()), "cp1", "etcd")
+    let etcd = |kubernetes: &'static str, version: &'static str| {
+        manifest(&render(&Inventory::ipv4().versions(kubernetes, version).plan()), "cp1", "etcd")
     };
-    let (e34, e35, e36) = (etcd("3.4.23"), etcd("3.5.16-0"), etcd("3.6.1-0"));
+    // kubeadm 1.34 and 1.35 name the flags by the etcd release.
+    let (e34, e35, e36) = (etcd("v1.34.1", "3.4.23"), etcd("v1.34.1", "3.5.16-0"), etcd("v1.34.1", "3.6.1-0"));
     let (c34, c35, c36) = (command(&e34), command(&e35), command(&e36));
 
-    // 3.4 and 3.5 share kubeadm's 1.31-era flags, none of which 3.4 rejects.
+    // 3.4 and 3.5 share kubeadm's 3.5-era flags, none of which 3.4 rejects.
     assert_eq!(c34, c35);
     assert_eq!(flag(&c35, "experimental-initial-corrupt-check"), Some("true"));
     assert_eq!(flag(&c35, "experimental-watch-progress-notify-interval"), Some("5s"));
@@ -387,24 +414,199 @@ fn etcd_flags_and_probes_follow_the_etcd_release() {
         .map(String::from)
         .into()
     );
+    // Before 1.34 kubeadm writes the experimental names even for etcd 3.6 (which accepts them,
+    // deprecated); kubeadm 1.36 writes only the new names, but an older etcd still gets the
+    // names it accepts.
+    assert_eq!(command(&etcd("v1.33.2", "3.6.1-0")), c35);
+    assert_eq!(command(&etcd("v1.31.4", "3.6.1-0")), c35);
+    assert_eq!(command(&etcd("v1.36.3", "3.4.23")), c34);
+    assert_eq!(command(&etcd("v1.36.3", "3.6.1-0")), c36);
     // etcd before 3.4.11 has no --experimental-watch-progress-notify-interval.
-    assert_eq!(flag(&command(&etcd("3.4.10")), "experimental-watch-progress-notify-interval"), None);
+    assert_eq!(flag(&command(&etcd("v1.34.1", "3.4.10")), "experimental-watch-progress-notify-interval"), None);
 
     // /livez and /readyz exist from 3.5.11; older etcd gets kubeadm's earlier /health probes.
     assert_eq!(probe_path(&e34, "livenessProbe").as_deref(), Some("/health?exclude=NOSPACE&serializable=true"));
     assert_eq!(probe_path(&e34, "startupProbe").as_deref(), Some("/health?serializable=false"));
     assert_eq!(probe_path(&e34, "readinessProbe"), None);
     assert_eq!(
-        probe_path(&etcd("3.5.10-0"), "livenessProbe").as_deref(),
+        probe_path(&etcd("v1.31.4", "3.5.10-0"), "livenessProbe").as_deref(),
         Some("/health?exclude=NOSPACE&serializable=true")
     );
-    for e in [&e35, &e36] {
+    for e in [&e35, &e36, &etcd("v1.31.4", "3.5.16-0")] {
         assert_eq!(probe_path(e, "livenessProbe").as_deref(), Some("/livez"));
         assert_eq!(probe_path(e, "readinessProbe").as_deref(), Some("/readyz"));
         assert_eq!(probe_path(e, "startupProbe").as_deref(), Some("/readyz"));
-        assert_eq!(e["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"], 2381);
     }
-    assert_eq!(e36["spec"]["containers"][0]["image"], "registry.k8s.io/etcd:3.6.1-0");
+    assert_eq!(probe_port(&etcd("v1.31.4", "3.5.16-0"), "livenessProbe"), 2381);
+    assert_eq!(probe_port(&e36, "livenessProbe"), "probe-port");
+    assert_eq!(e36["spec"]["containers"][0]["ports"][0]["containerPort"], 2381);
+    assert_eq!(image(&e36), "registry.k8s.io/etcd:3.6.1-0");
+}
+
+// ---------------------------------------------------------------- one row per supported minor
+
+/// What kubeadm writes for one supported minor, with the inventory leaving etcd to the table.
+struct Minor {
+    version: &'static str,
+    etcd: &'static str,
+    coredns: &'static str,
+    pause: &'static str,
+    /// kube-scheduler's liveness, readiness and startup paths.
+    scheduler: [Option<&'static str>; 3],
+    named_probe_port: bool,
+    /// The etcd flags that carry the corruption check and the watch progress interval.
+    etcd_flags: [&'static str; 2],
+}
+
+const EXPERIMENTAL: [&str; 2] = ["experimental-initial-corrupt-check", "experimental-watch-progress-notify-interval"];
+const GRADUATED: [&str; 2] = ["feature-gates", "watch-progress-notify-interval"];
+const HEALTHZ: [Option<&str>; 3] = [Some("/healthz"), None, Some("/healthz")];
+const LIVEZ: [Option<&str>; 3] = [Some("/livez"), Some("/readyz"), Some("/livez")];
+
+const MINORS: [Minor; 6] = [
+    Minor {
+        version: "v1.31.4",
+        etcd: "3.5.15-0",
+        coredns: "v1.11.3",
+        pause: "3.10",
+        scheduler: HEALTHZ,
+        named_probe_port: false,
+        etcd_flags: EXPERIMENTAL,
+    },
+    Minor {
+        version: "v1.32.10",
+        etcd: "3.5.24-0",
+        coredns: "v1.11.3",
+        pause: "3.10",
+        scheduler: LIVEZ,
+        named_probe_port: false,
+        etcd_flags: EXPERIMENTAL,
+    },
+    Minor {
+        version: "v1.33.2",
+        etcd: "3.5.21-0",
+        coredns: "v1.12.0",
+        pause: "3.10",
+        scheduler: LIVEZ,
+        named_probe_port: false,
+        etcd_flags: EXPERIMENTAL,
+    },
+    Minor {
+        version: "v1.34.1",
+        etcd: "3.6.4-0",
+        coredns: "v1.12.1",
+        pause: "3.10.1",
+        scheduler: LIVEZ,
+        named_probe_port: true,
+        etcd_flags: GRADUATED,
+    },
+    Minor {
+        version: "v1.35.0",
+        etcd: "3.6.6-0",
+        coredns: "v1.13.1",
+        pause: "3.10.1",
+        scheduler: LIVEZ,
+        named_probe_port: true,
+        etcd_flags: GRADUATED,
+    },
+    Minor {
+        version: "v1.36.3",
+        etcd: "3.6.8-0",
+        coredns: "v1.14.2",
+        pause: "3.10.2",
+        scheduler: LIVEZ,
+        named_probe_port: true,
+        etcd_flags: GRADUATED,
+    },
+];
+
+/// The port each kubeadm pod probes.
+const PROBED: [(&str, u16); 4] =
+    [("kube-apiserver", 6443), ("kube-controller-manager", 10257), ("kube-scheduler", 10259), ("etcd", 2381)];
+
+#[test]
+fn every_supported_minor_renders_its_kubeadm_release() {
+    let minors: Vec<u32> = MINORS.iter().map(|m| m.version.split('.').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(minors, kubeha::version::SUPPORTED_KUBERNETES_MINORS.collect::<Vec<_>>(), "one row per minor");
+    let baseline = render(&Inventory::ipv4().versions("v1.31.4", "").plan());
+    for m in &MINORS {
+        let plan = Inventory::ipv4().versions(m.version, "").plan();
+        let files = render(&plan);
+        let v = m.version;
+        assert_eq!(plan.etcd_version.tag, m.etcd, "{v}");
+        assert_eq!(plan.coredns_image(), format!("registry.k8s.io/coredns/coredns:{}", m.coredns), "{v}");
+        assert_eq!(plan.pause_image(), format!("registry.k8s.io/pause:{}", m.pause), "{v}");
+        for (name, port) in PROBED {
+            let pod = manifest(&files, "cp1", name);
+            let tag = if name == "etcd" { m.etcd } else { v };
+            assert_eq!(image(&pod), format!("registry.k8s.io/{name}:{tag}"), "{v} {name}");
+            let ports = &pod["spec"]["containers"][0]["ports"];
+            let expected_port = if m.named_probe_port {
+                assert_eq!(
+                    *ports,
+                    serde_json::json!([{"containerPort": port, "name": "probe-port", "protocol": "TCP"}])
+                );
+                serde_json::json!("probe-port")
+            } else {
+                assert!(ports.is_null(), "{v} {name}: {ports}");
+                serde_json::json!(port)
+            };
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if probe_path(&pod, probe).is_some() {
+                    assert_eq!(probe_port(&pod, probe), expected_port, "{v} {name} {probe}");
+                }
+            }
+        }
+        let scheduler = manifest(&files, "cp1", "kube-scheduler");
+        let paths = ["livenessProbe", "readinessProbe", "startupProbe"].map(|p| probe_path(&scheduler, p));
+        assert_eq!(paths, m.scheduler.map(|p| p.map(String::from)), "{v} kube-scheduler");
+        let kcm = manifest(&files, "cp1", "kube-controller-manager");
+        assert_eq!(probe_path(&kcm, "livenessProbe").as_deref(), Some("/healthz"), "{v}");
+        assert_eq!(probe_path(&kcm, "readinessProbe"), None, "{v}");
+        let etcd = flag_names(&command(&manifest(&files, "cp1", "etcd")));
+        for (present, absent) in
+            m.etcd_flags.iter().zip(if m.etcd_flags == EXPERIMENTAL { GRADUATED } else { EXPERIMENTAL })
+        {
+            assert!(etcd.contains(*present) && !etcd.contains(absent), "{v}: etcd flags {etcd:?}");
+        }
+        // kube-apiserver, kube-controller-manager and kube-scheduler flags do not change.
+        for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+            assert_eq!(
+                command(&manifest(&files, "cp1", name)),
+                command(&manifest(&baseline, "cp1", name)),
+                "{v} {name}"
+            );
+        }
+        // haproxy and keepalived are kubeha's own pods: no named port.
+        for name in ["haproxy", "keepalived"] {
+            assert!(manifest(&files, "cp1", name)["spec"]["containers"][0]["ports"].is_null(), "{v} {name}");
+        }
+    }
+}
+
+#[test]
+fn an_unsupported_version_renders_only_when_allowed_with_the_nearest_rules() {
+    let newer = Inventory::ipv4().versions("v1.37.0", "");
+    let err = kubeha::inventory::parse(&newer.text(), Path::new(".")).unwrap_err();
+    assert!(format!("{err:?}").contains("v1.37.0 is not supported"), "{err:?}");
+    let allow = kubeha::inventory::ParseOptions { allow_unsupported_version: true };
+    let plan = kubeha::inventory::parse_with(&newer.text(), Path::new("."), allow).unwrap();
+    assert_eq!(plan.kubeadm_release().minor, 36);
+    assert!(plan.unsupported_version().unwrap().warning().contains("v1.36's rules"));
+    let (files, known) = (render(&plan), render(&Inventory::ipv4().versions("v1.36.3", "").plan()));
+    for (name, _) in PROBED {
+        let (a, b) = (manifest(&files, "cp1", name), manifest(&known, "cp1", name));
+        assert_eq!(command(&a), command(&b), "{name}");
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            assert_eq!(a["spec"]["containers"][0][probe], b["spec"]["containers"][0][probe], "{name} {probe}");
+        }
+    }
+    assert_eq!(image(&manifest(&files, "cp1", "kube-apiserver")), "registry.k8s.io/kube-apiserver:v1.37.0");
+    assert_eq!(image(&manifest(&files, "cp1", "etcd")), "registry.k8s.io/etcd:3.6.8-0");
+    // An end-of-life minor gets the oldest rules.
+    let older = Inventory::ipv4().versions("v1.30.2", "");
+    let plan = kubeha::inventory::parse_with(&older.text(), Path::new("."), allow).unwrap();
+    assert_eq!((plan.kubeadm_release().minor, plan.etcd_version.tag.as_str()), (31, "3.5.15-0"));
 }
 
 #[test]

@@ -19,7 +19,7 @@ impl Command {
     pub fn exec(self) -> anyhow::Result<()> {
         match self {
             Command::Generate(args) => {
-                let plan = crate::inventory::load(&args.inventory)?;
+                let plan = args.inventory.load()?;
                 let dir = args.state_dir(&plan);
                 let _lock = crate::actions::lock::lock(&dir)?;
                 let report = crate::pki::generate(&plan, &dir)

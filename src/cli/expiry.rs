@@ -37,7 +37,7 @@ pub struct Unchecked(pub usize);
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
-        let plan = crate::inventory::load(&self.cluster.inventory)?;
+        let plan = self.cluster.inventory.load()?;
         let state_dir = self.cluster.state_dir(&plan);
         // Reading only: a dry-run session, which takes no lock.
         let options = SessionOptions { parallel: self.remote.parallel(), dry_run: true, ..SessionOptions::default() };

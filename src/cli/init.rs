@@ -31,7 +31,7 @@ pub struct Args {
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
-        let plan = crate::inventory::load(&self.cluster.inventory)?;
+        let plan = self.cluster.inventory.load()?;
         let state_dir = self.cluster.state_dir(&plan);
         let options = InitOptions {
             session: SessionOptions {

@@ -85,12 +85,35 @@ fn print_report<T: serde::Serialize>(format: Format, value: &T, text: impl FnOnc
     Ok(())
 }
 
-/// Arguments shared by commands that read an inventory and the state directory.
+/// The inventory file and how strictly to read it.
 #[derive(Debug, clap::Args)]
-struct ClusterArgs {
+struct InventoryArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
     inventory: PathBuf,
+    /// Accept a kubernetesVersion outside the supported minors and render it with the nearest
+    /// supported minor's kubeadm rules (with a warning).
+    #[arg(long)]
+    allow_unsupported_version: bool,
+}
+
+impl InventoryArgs {
+    /// The validated plan; warns when it is rendered with another minor's rules.
+    fn load(&self) -> Result<crate::plan::Plan, InventoryError> {
+        let options = crate::inventory::ParseOptions { allow_unsupported_version: self.allow_unsupported_version };
+        let plan = crate::inventory::load_with(&self.inventory, options)?;
+        if let Some(unsupported) = plan.unsupported_version() {
+            tracing::warn!("{}", unsupported.warning());
+        }
+        Ok(plan)
+    }
+}
+
+/// Arguments shared by commands that read an inventory and the state directory.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    #[command(flatten)]
+    inventory: InventoryArgs,
     /// Where kubeha keeps the cluster PKI and kubeconfigs
     /// [default: $XDG_STATE_HOME/kubeha/<cluster name>, else ~/.local/state/kubeha/<cluster name>].
     #[arg(long, value_name = "DIR", env = "KUBEHA_STATE_DIR")]

@@ -24,7 +24,7 @@ pub struct PreflightFailed(pub usize);
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
-        let plan = crate::inventory::load(&self.cluster.inventory)?;
+        let plan = self.cluster.inventory.load()?;
         let state_dir = self.cluster.state_dir(&plan);
         let expect = Expectations {
             max_clock_skew: self.remote.max_clock_skew,

@@ -28,7 +28,7 @@ pub struct Args {
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
-        let plan = crate::inventory::load(&self.cluster.inventory)?;
+        let plan = self.cluster.inventory.load()?;
         let state_dir = self.cluster.state_dir(&plan);
         let pki = crate::pki::load(&plan, &state_dir)
             .with_context(|| format!("cannot load the cluster PKI from {}", state_dir.display()))?;

@@ -1,15 +1,13 @@
 //! `kubeha validate`: the resolved plan as a table (or JSON), or every problem in the inventory.
 
 use std::fmt::Write;
-use std::path::PathBuf;
 
 use crate::plan::{LoadBalancer, Plan};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The inventory file.
-    #[arg(short, long, value_name = "FILE")]
-    inventory: PathBuf,
+    #[command(flatten)]
+    inventory: super::InventoryArgs,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
     output: super::Format,
@@ -17,7 +15,7 @@ pub struct Args {
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
-        let plan = crate::inventory::load(&self.inventory)?;
+        let plan = self.inventory.load()?;
         super::print_report(self.output, &plan, || describe(&plan))
     }
 }
@@ -28,6 +26,13 @@ pub fn describe(plan: &Plan) -> String {
     let net = &plan.networking;
     let certs = &plan.certificates;
     let _ = writeln!(out, "cluster {}: Kubernetes {}, etcd {}", plan.name, plan.kubernetes_version, plan.etcd_version);
+    if plan.unsupported_version().is_some() {
+        let _ = writeln!(
+            out,
+            "rendered with kubeadm v1.{}'s rules (not a supported version)",
+            plan.kubeadm_release().minor
+        );
+    }
     let lb = match &plan.load_balancer {
         LoadBalancer::KeepalivedHaproxy { vip, interface, virtual_router_id, .. } => {
             format!("keepalived VIP {vip} on {interface} (VRRP id {virtual_router_id}), haproxy on every control plane")

@@ -31,12 +31,25 @@ pub enum InventoryError {
     Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
+/// Choices the command line makes about how strictly an inventory is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions {
+    /// Accept a `kubernetesVersion` outside the supported minors; it is rendered with the
+    /// nearest supported minor's rules (`Plan::kubeadm_release`).
+    pub allow_unsupported_version: bool,
+}
+
 /// Reads and validates an inventory file.
 pub fn load(path: &Path) -> Result<Plan, InventoryError> {
+    load_with(path, ParseOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &Path, options: ParseOptions) -> Result<Plan, InventoryError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| InventoryError::Read { path: path.to_path_buf(), source })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&text, &base).map_err(|e| match e {
+    parse_with(&text, &base, options).map_err(|e| match e {
         ParseError::Syntax(message) => InventoryError::Syntax { path: path.to_path_buf(), message },
         ParseError::Invalid(problems) => InventoryError::Invalid { path: path.to_path_buf(), problems },
     })
@@ -51,10 +64,21 @@ pub enum ParseError {
 
 /// Validates inventory text; relative file paths in it are resolved against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<Plan, ParseError> {
+    parse_with(text, base, ParseOptions::default())
+}
+
+/// [`parse`] with options.
+pub fn parse_with(text: &str, base: &Path, options: ParseOptions) -> Result<Plan, ParseError> {
     let doc: serde_json::Value =
         serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax(syntax_message(&e.to_string())))?;
     let mut problems = fields::Problems::default();
     let draft = spec::read_document(&doc, base, &mut problems);
+    if let Some(version) = draft.kubernetes_version
+        && !options.allow_unsupported_version
+        && let Err(unsupported) = crate::version::KubeadmRelease::exact(version)
+    {
+        problems.push("spec.kubernetesVersion", unsupported.to_string());
+    }
     checks::cross_check(&draft, &mut problems);
     let plan = draft.into_plan();
     match plan {

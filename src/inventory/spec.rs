@@ -110,8 +110,10 @@ pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
 }
 
 fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
-    d.kubernetes_version =
-        spec.required_string("kubernetesVersion", p).and_then(|v| parsed(&spec.child("kubernetesVersion"), &v, p));
+    // Any well-formed version here; `super::parse_with` decides whether an unsupported one is allowed.
+    d.kubernetes_version = spec
+        .required_string("kubernetesVersion", p)
+        .and_then(|v| KubeVersion::parse_any(&v).map_err(|e| p.push(spec.child("kubernetesVersion"), e)).ok());
     if let Some(repo) = spec.string("imageRepository", p) {
         d.image_repository = check(&spec.child("imageRepository"), image_repository(&repo), p).then_some(repo);
     }
@@ -164,7 +166,7 @@ fn read_etcd(etcd: Option<Object>, d: &mut Draft, p: &mut Problems) {
     };
     d.etcd_version = match version {
         Some((path, v)) => parsed(&path, &v, p),
-        None => d.kubernetes_version.map(|k| default_etcd_version(k.minor)),
+        None => d.kubernetes_version.map(default_etcd_version),
     };
 }
 

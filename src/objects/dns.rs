@@ -11,17 +11,6 @@ use crate::plan::Plan;
 /// The taint kubeha's control planes carry; CoreDNS tolerates it, as with kubeadm.
 pub const CONTROL_PLANE_TAINT: &str = "node-role.kubernetes.io/control-plane";
 
-/// The CoreDNS release kubeadm installs with each Kubernetes minor.
-fn coredns_version(minor: u32) -> &'static str {
-    match minor {
-        ..=32 => "v1.11.3",
-        33 => "v1.12.0",
-        34 => "v1.12.1",
-        35 => "v1.13.1",
-        _ => "v1.14.2",
-    }
-}
-
 pub fn objects(plan: &Plan) -> Vec<Object> {
     vec![
         Object::new(json!({
@@ -79,9 +68,9 @@ fn corefile(plan: &Plan) -> String {
 }
 
 fn deployment(plan: &Plan) -> Object {
-    let image = format!("{}/coredns/coredns:{}", plan.image_repository, coredns_version(plan.kubernetes_version.minor));
+    let image = plan.coredns_image();
     // From v1.34 kubeadm names the probe ports and probes them by name.
-    let named = plan.kubernetes_version.minor >= 34;
+    let named = plan.kubeadm_release().named_probe_port;
     let mut ports = vec![
         json!({"containerPort": 53, "name": "dns", "protocol": "UDP"}),
         json!({"containerPort": 53, "name": "dns-tcp", "protocol": "TCP"}),

@@ -1,15 +1,17 @@
-//! kube-apiserver, kube-controller-manager and kube-scheduler as kubeadm 1.29–1.32 writes them
+//! kube-apiserver, kube-controller-manager and kube-scheduler as kubeadm 1.31–1.36 writes them
 //! (`getAPIServerCommand`, `getControllerManagerCommand`, `getSchedulerCommand` and the probes
 //! of `GetStaticPodSpecs`).
 //!
-//! The flags are the same across these releases; the one difference is the scheduler's probes:
-//! from 1.32 kubeadm uses the scheduler's `/livez` and `/readyz` instead of `/healthz`.
+//! The flags are the same across these releases. The scheduler's probe paths follow the
+//! version table ([`SchedulerProbes`]); the named probe port of 1.34+ is added for every
+//! kubeadm pod in one place (`render::host_files`).
 
 use super::context::HostContext;
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 use crate::host::layout::{
     CA_CERT, CONTROLLER_MANAGER_CONF, CONTROLLER_MANAGER_PORT, ETCD_PKI_DIR, PKI_DIR, SCHEDULER_CONF, SCHEDULER_PORT,
 };
+use crate::version::SchedulerProbes;
 
 /// The annotation kubeadm reads to find each apiserver's own endpoint.
 const ADVERTISE_ENDPOINT_ANNOTATION: &str = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint";
@@ -124,14 +126,17 @@ pub fn scheduler(ctx: &HostContext) -> StaticPod {
     let mut pod = StaticPod::new(name, ctx.kubernetes_image(name), f.command(name))
         .requests("100m", None)
         .mount([HostPathVolume::file_or_create("kubeconfig", SCHEDULER_CONF, true)]);
-    if ctx.plan.kubernetes_version.minor >= 32 {
-        // kubeadm 1.32 (kubernetes#126945): /healthz is deprecated for the scheduler.
-        pod.liveness_probe = Some(Probe::liveness(LOCAL_BIND, "/livez", SCHEDULER_PORT, Scheme::Https));
-        pod.readiness_probe = Some(Probe::readiness(LOCAL_BIND, "/readyz", SCHEDULER_PORT, Scheme::Https));
-        pod.startup_probe = Some(Probe::startup(LOCAL_BIND, "/livez", SCHEDULER_PORT, Scheme::Https));
-    } else {
-        pod.liveness_probe = Some(Probe::liveness(LOCAL_BIND, "/healthz", SCHEDULER_PORT, Scheme::Https));
-        pod.startup_probe = Some(Probe::startup(LOCAL_BIND, "/healthz", SCHEDULER_PORT, Scheme::Https));
+    match ctx.plan.kubeadm_release().scheduler_probes {
+        // /healthz is deprecated for the scheduler; readiness now gates its traffic too.
+        SchedulerProbes::LivezReadyz => {
+            pod.liveness_probe = Some(Probe::liveness(LOCAL_BIND, "/livez", SCHEDULER_PORT, Scheme::Https));
+            pod.readiness_probe = Some(Probe::readiness(LOCAL_BIND, "/readyz", SCHEDULER_PORT, Scheme::Https));
+            pod.startup_probe = Some(Probe::startup(LOCAL_BIND, "/livez", SCHEDULER_PORT, Scheme::Https));
+        }
+        SchedulerProbes::Healthz => {
+            pod.liveness_probe = Some(Probe::liveness(LOCAL_BIND, "/healthz", SCHEDULER_PORT, Scheme::Https));
+            pod.startup_probe = Some(Probe::startup(LOCAL_BIND, "/healthz", SCHEDULER_PORT, Scheme::Https));
+        }
     }
     pod
 }

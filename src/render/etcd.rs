@@ -1,48 +1,32 @@
 //! The stacked etcd member on each control plane, with kubeadm's flags for the etcd release.
 //!
-//! kubeadm 1.29–1.32 writes the same flags for etcd 3.5; etcd 3.4 accepts them as well (it has
-//! the same `--experimental-*` names), and etcd 3.6 renamed two of them. Flags whose name or
-//! existence depends on the release live in one table, so a release never receives a flag it
-//! rejects at start-up. Every member is listed in `--initial-cluster` with state `new`: all
-//! members of a kubeha cluster are created together.
+//! kubeadm's flags are the same for every release except two: the initial corruption check and
+//! the watch progress interval, which etcd 3.6 renamed (deprecating the `--experimental-*`
+//! names; 3.7 removes them). Which names kubeadm writes depends on the Kubernetes minor
+//! ([`EtcdFlagNames`]); which names an etcd accepts depends on its release, and the release
+//! wins, so a member never receives a flag it rejects at start-up. Every member is listed in
+//! `--initial-cluster` with state `new`: all members of a kubeha cluster are created together.
 
 use super::context::{HostContext, initial_cluster};
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 use crate::host::layout::{ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PKI_DIR};
-use crate::version::EtcdVersion;
+use crate::version::{EtcdFlagNames, EtcdVersion};
 
 /// The annotation kubeadm reads to find each member's client URL.
 const ADVERTISE_CLIENT_URLS_ANNOTATION: &str = "kubeadm.kubernetes.io/etcd.advertise-client-urls";
 
-/// A flag that only some etcd releases accept.
-struct VersionedFlag {
-    name: &'static str,
-    value: &'static str,
-    /// First release that accepts it.
-    since: (u32, u32, u32),
-    /// First release that rejects it again, if any.
-    until: Option<(u32, u32, u32)>,
+/// The corruption check and watch progress flags for `etcd` under kubeadm's `names`.
+fn renamed_flags(names: EtcdFlagNames, etcd: &EtcdVersion) -> Vec<(&'static str, &'static str)> {
+    if names == EtcdFlagNames::FollowEtcd && etcd.has_v36_flags() {
+        return vec![("feature-gates", "InitialCorruptCheck=true"), ("watch-progress-notify-interval", "5s")];
+    }
+    let mut flags = vec![("experimental-initial-corrupt-check", "true")];
+    // etcd before 3.4.11 has no watch progress interval at all.
+    if (etcd.major, etcd.minor, etcd.patch) >= (3, 4, 11) {
+        flags.push(("experimental-watch-progress-notify-interval", "5s"));
+    }
+    flags
 }
-
-/// kubeadm's release-dependent etcd flags. etcd 3.6 replaced the first pair with a feature
-/// gate and an unprefixed flag; `--experimental-watch-progress-notify-interval` first appeared
-/// in 3.4.11.
-const VERSIONED_FLAGS: [VersionedFlag; 4] = [
-    VersionedFlag {
-        name: "experimental-initial-corrupt-check",
-        value: "true",
-        since: (3, 4, 0),
-        until: Some((3, 6, 0)),
-    },
-    VersionedFlag { name: "feature-gates", value: "InitialCorruptCheck=true", since: (3, 6, 0), until: None },
-    VersionedFlag {
-        name: "experimental-watch-progress-notify-interval",
-        value: "5s",
-        since: (3, 4, 11),
-        until: Some((3, 6, 0)),
-    },
-    VersionedFlag { name: "watch-progress-notify-interval", value: "5s", since: (3, 6, 0), until: None },
-];
 
 /// The etcd static pod for `ctx`'s host.
 pub fn manifest(ctx: &HostContext) -> StaticPod {
@@ -92,33 +76,30 @@ fn command(ctx: &HostContext) -> Vec<String> {
         .set("peer-client-cert-auth", "true")
         .set("snapshot-count", "10000")
         .set("listen-metrics-urls", ctx.etcd_metrics_url());
-    for flag in versioned_flags(&ctx.plan.etcd_version) {
-        f.set(flag.name, flag.value);
+    for (name, value) in renamed_flags(ctx.plan.kubeadm_release().etcd_flags, &ctx.plan.etcd_version) {
+        f.set(name, value);
     }
     f.command("etcd")
-}
-
-fn versioned_flags(v: &EtcdVersion) -> impl Iterator<Item = &'static VersionedFlag> {
-    let release = (v.major, v.minor, v.patch);
-    VERSIONED_FLAGS.iter().filter(move |f| release >= f.since && f.until.is_none_or(|until| release < until))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn names(tag: &str) -> Vec<&'static str> {
-        versioned_flags(&tag.parse().unwrap()).map(|f| f.name).collect()
+    fn names(flags: EtcdFlagNames, tag: &str) -> Vec<&'static str> {
+        renamed_flags(flags, &tag.parse().unwrap()).into_iter().map(|(name, _)| name).collect()
     }
 
     #[test]
-    fn versioned_flags_follow_the_release() {
-        assert_eq!(names("3.4.10"), ["experimental-initial-corrupt-check"]);
-        assert_eq!(
-            names("3.4.23"),
-            ["experimental-initial-corrupt-check", "experimental-watch-progress-notify-interval"]
-        );
-        assert_eq!(names("3.5.16-0"), names("3.4.23"));
-        assert_eq!(names("3.6.0"), ["feature-gates", "watch-progress-notify-interval"]);
+    fn renamed_flags_follow_kubeadm_and_the_release() {
+        use EtcdFlagNames::{Experimental, FollowEtcd};
+        let experimental = ["experimental-initial-corrupt-check", "experimental-watch-progress-notify-interval"];
+        assert_eq!(names(FollowEtcd, "3.4.10"), ["experimental-initial-corrupt-check"]);
+        assert_eq!(names(FollowEtcd, "3.4.23"), experimental);
+        assert_eq!(names(FollowEtcd, "3.5.24-0"), experimental);
+        assert_eq!(names(FollowEtcd, "3.6.0"), ["feature-gates", "watch-progress-notify-interval"]);
+        // kubeadm before 1.34 keeps the experimental names, which etcd 3.6 still accepts.
+        assert_eq!(names(Experimental, "3.6.5-0"), experimental);
+        assert_eq!(names(Experimental, "3.4.23"), experimental);
     }
 }

@@ -85,12 +85,15 @@ fn host_files(
     files.push(kubelet::config(&ctx, engine)?);
     let mut pods = Vec::new();
     if ctx.is_control_plane() {
-        pods.extend([
+        let kubeadm_pods = [
             etcd::manifest(&ctx),
             control_plane::apiserver(&ctx),
             control_plane::controller_manager(&ctx),
             control_plane::scheduler(&ctx),
-        ]);
+        ];
+        // kubeadm's own pods only: haproxy and keepalived are kubeha's and keep numeric ports.
+        let named = plan.kubeadm_release().named_probe_port;
+        pods.extend(kubeadm_pods.map(|pod| if named { pod.with_named_probe_port() } else { pod }));
         let (configs, lb_pods) = load_balancer::files(&ctx, secrets.vrrp_password, engine)?;
         files.extend(configs);
         pods.extend(lb_pods);

@@ -28,6 +28,8 @@ pub struct StaticPod {
     pub liveness_probe: Option<Probe>,
     pub readiness_probe: Option<Probe>,
     pub startup_probe: Option<Probe>,
+    /// Declared container ports: only the named probe port kubeadm 1.34+ adds.
+    pub ports: Vec<ContainerPort>,
     pub requests: Requests,
     /// Linux capabilities added to the container (keepalived needs to manage addresses).
     pub capabilities: Vec<&'static str>,
@@ -46,6 +48,7 @@ impl StaticPod {
             liveness_probe: None,
             readiness_probe: None,
             startup_probe: None,
+            ports: Vec::new(),
             requests: Requests::default(),
             capabilities: Vec::new(),
             volumes: Vec::new(),
@@ -63,12 +66,49 @@ impl StaticPod {
         self
     }
 
+    /// kubeadm 1.34+: the container declares its probes' port as [`PROBE_PORT_NAME`] and every
+    /// probe refers to it by name (all of a kubeadm pod's probes use one port).
+    pub fn with_named_probe_port(mut self) -> Self {
+        let probes = [&mut self.liveness_probe, &mut self.readiness_probe, &mut self.startup_probe];
+        let mut number = None;
+        for probe in probes.into_iter().flatten() {
+            if let ProbePort::Number(n) = probe.port {
+                debug_assert!(number.is_none_or(|m| m == n), "{}: probes on two ports", self.name);
+                number = Some(n);
+            }
+            probe.port = ProbePort::Name(PROBE_PORT_NAME);
+        }
+        if let Some(container_port) = number {
+            self.ports.push(ContainerPort { name: PROBE_PORT_NAME, container_port, protocol: "TCP" });
+        }
+        self
+    }
+
     /// Adds volumes and keeps them sorted by name, as kubeadm writes them.
     pub fn mount(mut self, volumes: impl IntoIterator<Item = HostPathVolume>) -> Self {
         self.volumes.extend(volumes);
         self.volumes.sort_by_key(|v| v.name);
         self
     }
+}
+
+/// The container port name kubeadm's probes use from 1.34 (`constants.ProbePort`).
+pub const PROBE_PORT_NAME: &str = "probe-port";
+
+/// A declared container port.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerPort {
+    pub name: &'static str,
+    pub container_port: u16,
+    pub protocol: &'static str,
+}
+
+/// Where a probe connects: a port number, or the name of a declared container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ProbePort {
+    Number(u16),
+    Name(&'static str),
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,7 +157,7 @@ pub struct Probe {
     pub host: String,
     /// Empty for `tcpSocket`.
     pub path: String,
-    pub port: u16,
+    pub port: ProbePort,
     /// `HTTP` or `HTTPS`; empty for `tcpSocket`.
     pub scheme: &'static str,
     pub initial_delay_seconds: u32,
@@ -165,7 +205,7 @@ impl Probe {
             handler: "tcpSocket",
             host: host.to_string(),
             path: String::new(),
-            port,
+            port: ProbePort::Number(port),
             scheme: "",
             initial_delay_seconds: 10,
             timeout_seconds: 15,
@@ -179,7 +219,7 @@ impl Probe {
             handler: "httpGet",
             host: host.to_string(),
             path: path.to_string(),
-            port,
+            port: ProbePort::Number(port),
             scheme: scheme.name(),
             initial_delay_seconds: initial,
             timeout_seconds: 15,
@@ -224,5 +264,20 @@ mod tests {
         let p = Probe::startup("127.0.0.1", "/livez", 6443, Scheme::Https);
         assert_eq!(p.failure_threshold * p.period_seconds, COMPONENT_HEALTH_CHECK_SECONDS);
         assert_eq!((p.initial_delay_seconds, p.timeout_seconds), (10, 15));
+    }
+
+    #[test]
+    fn a_named_probe_port_replaces_the_number_everywhere() {
+        let mut pod = StaticPod::new("kube-scheduler", "img".into(), vec!["kube-scheduler".into()]);
+        pod.liveness_probe = Some(Probe::liveness("127.0.0.1", "/livez", 10259, Scheme::Https));
+        pod.startup_probe = Some(Probe::startup("127.0.0.1", "/livez", 10259, Scheme::Https));
+        let pod = pod.with_named_probe_port();
+        assert_eq!(pod.liveness_probe.unwrap().port, ProbePort::Name(PROBE_PORT_NAME));
+        assert_eq!(pod.startup_probe.unwrap().port, ProbePort::Name(PROBE_PORT_NAME));
+        assert_eq!(pod.ports.len(), 1);
+        assert_eq!(
+            (pod.ports[0].name, pod.ports[0].container_port, pod.ports[0].protocol),
+            ("probe-port", 10259, "TCP")
+        );
     }
 }

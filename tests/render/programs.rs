@@ -7,14 +7,15 @@ use std::collections::BTreeMap;
 use kubeha::files::File;
 
 use super::sandbox::{Sandbox, sh_quote};
-use super::{Inventory, command, example_plan, manifest, pod, render};
+use super::{Inventory, MINORS, command, example_plan, manifest, pod, render};
 
 /// The kubelet reads manifests with Go's YAML library, not serde's: kubectl (same library) must
 /// read every manifest to the same value. It runs `--local`, in a network namespace of its own
 /// so it cannot reach any server.
 #[test]
 fn go_yaml_reads_the_manifests_as_serde_does() {
-    for plan in [example_plan(), Inventory::ipv6().plan()] {
+    // 1.36 adds named probe ports (`ports:` and `port: probe-port`).
+    for plan in [example_plan(), Inventory::ipv6().plan(), Inventory::ipv6().versions("v1.36.3", "").plan()] {
         for (host, files) in render(&plan).iter().filter(|(_, f)| f.len() > 1) {
             let dir = tempfile::tempdir().unwrap();
             let mut expected = BTreeMap::new();
@@ -157,9 +158,16 @@ fn run_etcd(files: &BTreeMap<String, Vec<File>>, host: &str, address: &str, wait
     let etcd = manifest(files, host, "etcd");
     let argv: Vec<String> = command(&etcd).iter().map(|a| sh_quote(a)).collect();
     let container = &etcd["spec"]["containers"][0];
+    // A named port (kubeadm 1.34+) is looked up in the container's ports, as the kubelet does.
+    let port = |g: &serde_json::Value| match g["port"].as_str() {
+        Some(name) => {
+            container["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["containerPort"].clone()
+        }
+        None => g["port"].clone(),
+    };
     let url = |probe: &str| {
         let g = &container[probe]["httpGet"];
-        format!("http://{}:{}{}", g["host"].as_str().unwrap(), g["port"], g["path"].as_str().unwrap())
+        format!("http://{}:{}{}", g["host"].as_str().unwrap(), port(g), g["path"].as_str().unwrap())
     };
     let probes = if wait_for_probes {
         format!(
@@ -187,21 +195,30 @@ fn etcd_34_runs_with_the_rendered_flags_and_answers_its_probes() {
     let version = String::from_utf8_lossy(&version.stdout).to_string();
     assert!(version.contains("etcd Version: 3.4."), "this test needs the lab's etcd 3.4, found {version}");
 
-    // One member: it forms a cluster alone, so its probes must answer 200.
-    let single = Inventory { hosts: vec![("cp1", "198.18.0.11", "control-plane")], ..Inventory::ipv4() }
-        .versions("v1.31.4", "3.4.23");
-    let out = run_etcd(&render(&single.plan()), "cp1", "198.18.0.11", true);
-    assert!(out.contains("liveness=200") && out.contains("startup=200"), "etcd probes failed:\n{out}");
-    assert!(out.lines().any(|l| l == "running"), "etcd exited:\n{out}");
+    // One member: it forms a cluster alone, so its probes must answer 200 (numeric ports before
+    // 1.34, the named probe port after).
+    for kubernetes in ["v1.31.4", "v1.36.3"] {
+        let single = Inventory { hosts: vec![("cp1", "198.18.0.11", "control-plane")], ..Inventory::ipv4() }
+            .versions(kubernetes, "3.4.23");
+        let out = run_etcd(&render(&single.plan()), "cp1", "198.18.0.11", true);
+        assert!(
+            out.contains("liveness=200") && out.contains("startup=200"),
+            "{kubernetes}: etcd probes failed:\n{out}"
+        );
+        assert!(out.lines().any(|l| l == "running"), "{kubernetes}: etcd exited:\n{out}");
+    }
 
-    // Three members: cp1 alone has no quorum but must accept its flags and keep running.
-    let three = render(&Inventory::ipv4().versions("v1.31.4", "3.4.23").plan());
-    let out = run_etcd(&three, "cp1", "198.18.0.11", false);
-    assert!(out.lines().any(|l| l == "running"), "etcd exited:\n{out}");
-    assert!(!out.contains("flag provided but not defined"), "{out}");
+    // Three members: cp1 alone has no quorum but must accept its flags and keep running, with
+    // every supported minor's rules (the flags follow the etcd release).
+    for minor in &MINORS {
+        let three = render(&Inventory::ipv4().versions(minor.version, "3.4.23").plan());
+        let out = run_etcd(&three, "cp1", "198.18.0.11", false);
+        assert!(out.lines().any(|l| l == "running"), "{}: etcd exited:\n{out}", minor.version);
+        assert!(!out.contains("flag provided but not defined"), "{}: {out}", minor.version);
+    }
 
-    // The detection works: the 3.6 flags make etcd 3.4 exit at once.
-    let v36 = render(&Inventory::ipv4().versions("v1.31.4", "3.6.1-0").plan());
+    // The detection works: the 3.6 flags (kubeadm 1.34+ with etcd 3.6) make etcd 3.4 exit at once.
+    let v36 = render(&Inventory::ipv4().versions("v1.34.1", "3.6.1-0").plan());
     let out = run_etcd(&v36, "cp1", "198.18.0.11", false);
     assert!(out.lines().any(|l| l == "exited") && out.contains("flag provided but not defined"), "{out}");
 }
