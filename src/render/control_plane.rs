@@ -6,10 +6,10 @@
 //! from 1.32 kubeadm uses the scheduler's `/livez` and `/readyz` instead of `/healthz`.
 
 use super::context::HostContext;
+use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 use crate::host::layout::{
     CA_CERT, CONTROLLER_MANAGER_CONF, CONTROLLER_MANAGER_PORT, ETCD_PKI_DIR, PKI_DIR, SCHEDULER_CONF, SCHEDULER_PORT,
 };
-use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 
 /// The annotation kubeadm reads to find each apiserver's own endpoint.
 const ADVERTISE_ENDPOINT_ANNOTATION: &str = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint";

@@ -7,8 +7,8 @@
 //! members of a kubeha cluster are created together.
 
 use super::context::{HostContext, initial_cluster};
-use crate::host::layout::{ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PKI_DIR};
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
+use crate::host::layout::{ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PKI_DIR};
 use crate::version::EtcdVersion;
 
 /// The annotation kubeadm reads to find each member's client URL.

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::RenderError;
 use super::context::{HostContext, cluster_dns_ip};
 use super::engine::Engine;
-use crate::host::layout::{CA_CERT, KUBELET_CONFIG, MANIFESTS_DIR};
 use crate::files::File;
+use crate::host::layout::{CA_CERT, KUBELET_CONFIG, MANIFESTS_DIR};
 
 /// containerd's socket, where kubeadm's default CRI socket points.
 const RUNTIME_ENDPOINT: &str = "unix:///var/run/containerd/containerd.sock";

@@ -22,11 +22,11 @@ use sha2::{Digest, Sha256};
 use super::RenderError;
 use super::context::HostContext;
 use super::engine::Engine;
+use super::pod::{HostPathVolume, Probe, StaticPod};
+use crate::files::File;
 use crate::host::layout::{
     CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR, MANIFEST_MODE, manifest,
 };
-use super::pod::{HostPathVolume, Probe, StaticPod};
-use crate::files::File;
 use crate::plan::{LoadBalancer, join_host_port};
 
 /// The annotation holding the SHA-256 of a pod's config files.

@@ -27,10 +27,10 @@ pub use crate::host::layout::CLUSTER_MARKER;
 pub use load_balancer::CONFIG_HASH_ANNOTATION;
 
 use crate::files::File;
+use crate::host::layout::{MANIFEST_MODE, manifest};
 use crate::plan::{Host, Plan};
 use context::HostContext;
 use engine::Engine;
-use crate::host::layout::{MANIFEST_MODE, manifest};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
