@@ -8,6 +8,7 @@
 
 #[path = "standin/harness.rs"]
 mod harness;
+mod support;
 
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ use kubeha::https::{HttpsError, HttpsUrl, Request, VerifyFailure};
 
 #[test]
 fn apiserver_serves_health_version_and_api_and_follows_etcd() {
+    if !support::require_root() {
+        return;
+    }
     let mut lab = Lab::new();
     let etcd = lab.start_etcd();
 
@@ -134,6 +138,9 @@ fn apiserver_serves_health_version_and_api_and_follows_etcd() {
 
 #[test]
 fn apiserver_refuses_what_the_real_one_refuses() {
+    if !support::require_root() {
+        return;
+    }
     let mut lab = Lab::new();
     let good = lab.pki.apiserver_flags(lab.ns.ip);
     let pki_dir = lab.pki.dir.clone();
@@ -258,6 +265,9 @@ fn apiserver_refuses_what_the_real_one_refuses() {
 
 #[test]
 fn controller_manager_and_scheduler_authenticate_against_the_apiserver() {
+    if !support::require_root() {
+        return;
+    }
     let mut lab = Lab::new();
     let etcd = lab.start_etcd();
 
@@ -322,6 +332,9 @@ fn controller_manager_and_scheduler_authenticate_against_the_apiserver() {
 
 #[test]
 fn controller_manager_and_scheduler_refuse_bad_files() {
+    if !support::require_root() {
+        return;
+    }
     let mut lab = Lab::new();
     let quick = Duration::from_secs(10);
     let cm_flags = lab.pki.controller_manager_flags("controller-manager.conf");

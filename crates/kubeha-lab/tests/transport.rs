@@ -6,6 +6,7 @@
 
 #[path = "support/transport_fixture.rs"]
 mod fixture;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -102,6 +103,9 @@ impl Remote for Recording<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exec_passes_stdin_and_returns_status_and_stderr() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -130,6 +134,9 @@ async fn exec_passes_stdin_and_returns_status_and_stderr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_channels_at_once_on_one_connection() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let mut fx = Fixture::up();
     fx.echo_server(0, 7000);
@@ -162,6 +169,9 @@ async fn many_channels_at_once_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sudo_user_runs_as_root_and_password_sudo_is_named() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0, 1]);
@@ -186,6 +196,9 @@ async fn sudo_user_runs_as_root_and_password_sudo_is_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_writes_atomically_with_mode_and_owner_and_file_states_read_back() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -269,6 +282,9 @@ fn damaged_by_cut(files: &[File], cut: usize) -> Vec<DamagedFile> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_refuses_content_that_arrives_short() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -323,6 +339,9 @@ async fn put_refuses_content_that_arrives_short() {
 /// written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_refuses_a_host_whose_head_reads_ahead() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -362,6 +381,9 @@ async fn put_refuses_a_host_whose_head_reads_ahead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_all_writes_many_files_in_one_command_and_nothing_when_cut_short() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -420,6 +442,9 @@ async fn put_all_writes_many_files_in_one_command_and_nothing_when_cut_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_removed() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let mut fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -461,6 +486,9 @@ async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_host_key_is_refused_with_its_fingerprint_and_accept_new_records_it() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.dir.join("new/known_hosts");
@@ -493,6 +521,9 @@ async fn unknown_host_key_is_refused_with_its_fingerprint_and_accept_new_records
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn changed_host_key_is_always_refused_naming_file_and_line() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     // Host 1's name with host 2's key, after a comment line.
@@ -516,6 +547,9 @@ async fn changed_host_key_is_always_refused_naming_file_and_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keyscan_output_works_hashed_and_with_one_key_type() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let hashed = fx.dir.join("hashed");
@@ -533,6 +567,9 @@ async fn keyscan_output_works_hashed_and_with_one_key_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn key_types_and_auth_failures() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0, 1]);
@@ -565,6 +602,9 @@ async fn key_types_and_auth_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passphrase_protected_key_through_ssh_agent() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let mut fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0, 1]);
@@ -588,6 +628,9 @@ async fn passphrase_protected_key_through_ssh_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passphrase_is_asked_once_per_key_file_for_all_hosts() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0, 1]);
@@ -637,6 +680,9 @@ fn child_command(fx: &Fixture, kh: &Path, mode: &str) -> Vec<(String, String)> {
 /// The operator's case: a passphrase typed on a terminal (a pseudo-terminal made by `script`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passphrase_prompt_on_a_terminal() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0]);
@@ -688,6 +734,9 @@ async fn passphrase_prompt_on_a_terminal() {
 /// Without a controlling terminal (`setsid`), an encrypted key fails with advice to use ssh-agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passphrase_without_a_terminal_points_to_ssh_agent() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0]);
@@ -737,6 +786,9 @@ async fn child_connect_with_terminal_prompt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tunnels_reach_host_ports_and_say_why_they_fail() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let mut fx = Fixture::up();
     fx.echo_server(0, 7000);
@@ -774,6 +826,9 @@ async fn tunnels_reach_host_ports_and_say_why_they_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connect_timeout_and_refused_port() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0]);
@@ -794,6 +849,9 @@ async fn connect_timeout_and_refused_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn command_timeout_leaves_the_connection_usable() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -821,6 +879,9 @@ async fn command_timeout_leaves_the_connection_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_sshd_gives_a_disconnected_error() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let mut fx = Fixture::up();
     let host = root(&fx, 0).await;
@@ -843,6 +904,9 @@ async fn killed_sshd_gives_a_disconnected_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keepalives_detect_a_host_that_stopped_answering() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0]);
@@ -864,6 +928,9 @@ async fn keepalives_detect_a_host_that_stopped_answering() {
 /// shows key material after an upload of a private key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sshd_logs_hold_no_key_material() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0, 1]);
@@ -898,6 +965,9 @@ async fn sshd_logs_hold_no_key_material() {
 /// Round-trip timings (printed, not asserted): run with `--nocapture` to see them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn timings() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let fx = Fixture::up();
     let kh = fx.known_hosts("known_hosts", &[0, 1]);

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::checks::{StartupError, go_io_error};
-use crate::https::{ClientIdentity, HttpsUrl, TlsClient};
+use kubeha::https::{ClientIdentity, HttpsUrl, TlsClient};
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -193,7 +193,7 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::standin::flagset;
+    use crate::standin::flagset;
 
     fn parse(args: &[&str]) -> Result<Flags, FlagError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -4,6 +4,8 @@
 //! named `e*` on subnets 198.18.40-49.0/24 in `/tmp/kubeha-e2e/<name>` (kept after a failure for
 //! its logs; a leftover lab there is taken down first).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kubeha::lab::{Lab, LabSpec, LabUser, wait_for};
+use kubeha_lab::{Lab, LabSpec, LabUser, wait_for};
 use sha2::{Digest, Sha256};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -39,7 +41,7 @@ fn state(lab: &Lab) -> PathBuf {
 
 /// Runs kubeha with the lab's state directory; an ssh-agent of the caller is not used.
 fn kubeha(lab: &Lab, inventory: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubeha"))
+    Command::new(support::kubeha_bin())
         .args(args)
         .arg("-i")
         .arg(inventory)
@@ -171,6 +173,9 @@ fn key_material(lab: &Lab) -> Vec<String> {
 
 #[test]
 fn init_brings_up_an_ha_control_plane_that_survives_failover() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     let lab = lab("ea", 40, LabUser::Root);
 
@@ -332,6 +337,9 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
 
 #[test]
 fn faults_are_refused_or_survived_and_a_rerun_converges() {
+    if !support::require_root() {
+        return;
+    }
     let _serial = serial();
     // Through a non-root user with passwordless sudo, as many operators run it.
     let lab = lab("eb", 41, LabUser::Ops);
@@ -414,7 +422,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     nothing_written("authentication failures");
 
     // sshd killed on cp2 in the middle of the push: a clear error, no half-written file.
-    let child = Command::new(env!("CARGO_BIN_EXE_kubeha"))
+    let child = Command::new(support::kubeha_bin())
         .args(["init", "--timeout", "3m", "-i"])
         .arg(lab.inventory_path())
         .arg("--state-dir")

@@ -21,7 +21,8 @@ use super::flags::Flags;
 use super::health::Health;
 use super::respond::{self, Reply};
 use super::version::KubeVersion;
-use crate::https::{self, ClientIdentity, Handler, HttpsUrl, Peer, ServerTls, TlsClient};
+use crate::https_server::{self, Handler, Peer, ServerTls};
+use kubeha::https::{self, ClientIdentity, HttpsUrl, TlsClient};
 
 /// How long startup waits for etcd to answer, like the real server's etcd dial timeout.
 const ETCD_STARTUP_WAIT: Duration = Duration::from_secs(20);
@@ -87,7 +88,7 @@ impl ApiServer {
             let reply = handle(&state, peer, &req);
             Box::pin(async move { reply })
         });
-        https::serve(self.listener, self.tls, handler).await;
+        https_server::serve(self.listener, self.tls, handler).await;
         watcher.abort();
     }
 }

@@ -1,9 +1,16 @@
-//! The TLS server side: serving certificates, optional client certificates, and a small
-//! HTTP/1.1 accept loop.
+//! The HTTPS server the stand-ins for kube-apiserver, kube-controller-manager and kube-scheduler
+//! share: serving certificates, optional client certificates, and a small HTTP/1.1 accept loop.
 //!
-//! Used by the lab's stand-ins for kube-apiserver, kube-controller-manager and kube-scheduler.
-//! Each connection's client is judged once after the handshake ([`Peer`]) and handed to the
-//! request handler, which decides between 200, 401 and 403 as the real component would.
+//! It builds on kubeha's HTTPS client half (`kubeha::https`: PEM loading, the crypto provider,
+//! [`HttpsError`]). Client certificates are requested without being required and verified against
+//! a client CA per connection, like kube-apiserver does ([`verifier`]). Each connection's client is
+//! judged once after the handshake ([`Peer`]) and handed to the request handler, which decides
+//! between 200, 401 and 403 as the real component would.
+
+mod verifier;
+
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,9 +30,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::pem::{certificates, key_matches_certificate, private_key, read_certificates, read_private_key};
-use super::verifier::ClientCertPolicy;
-use super::{HttpsError, provider};
+use kubeha::https::{
+    HttpsError, certificates, key_matches_certificate, private_key, provider, read_certificates, read_private_key,
+};
+use verifier::ClientCertPolicy;
 
 /// Who is on the other end of a server connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::error::describe_certificate_error;
-use super::server::Peer;
-use super::{HttpsError, provider};
+use kubeha::https::{HttpsError, describe_certificate_error, provider};
+
+use super::Peer;
 
 /// Requests client certificates, never requires them, and defers chain verification.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::https::{HttpsUrl, Request, TlsClient};
+use kubeha::https::{HttpsUrl, Request, TlsClient};
 
 /// A client for the `--etcd-servers` URLs.
 #[derive(Debug, Clone)]

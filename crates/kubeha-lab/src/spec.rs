@@ -93,11 +93,11 @@ impl LabSpec {
         if self.workers > MAX_WORKERS {
             return bad("workers", format!("{} is more than {MAX_WORKERS}", self.workers));
         }
-        if let Err(e) = self.kubernetes_version.parse::<crate::version::KubeVersion>() {
+        if let Err(e) = self.kubernetes_version.parse::<kubeha::version::KubeVersion>() {
             return bad("kubernetes_version", e);
         }
         if let Some(v) = &self.etcd_version
-            && let Err(e) = v.parse::<crate::version::EtcdVersion>()
+            && let Err(e) = v.parse::<kubeha::version::EtcdVersion>()
         {
             return bad("etcd_version", e);
         }

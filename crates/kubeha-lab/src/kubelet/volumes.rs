@@ -12,7 +12,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::manifest::{Container, PodSpec};
-use crate::lab::hostfs::is_private;
+use crate::hostfs::is_private;
 
 /// One bind mount of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +125,7 @@ fn check_type(path: &Path, kind: &str, notes: &mut Vec<String>) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::kubelet::manifest::parse;
+    use crate::kubelet::manifest::parse;
 
     fn pod(volumes: &str, mounts: &str) -> super::super::manifest::Manifest {
         let text = format!(

@@ -3,12 +3,14 @@
 //! a time. Labs are named `t*` on subnets 198.18.1-9.0/24, in `/tmp/kubeha-lab-tests/<name>`
 //! (kept after a failure for its logs; a leftover lab there is taken down first).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kubeha::lab::{Lab, LabSpec, LabUser, ProcRef, wait_for};
+use kubeha_lab::{Lab, LabSpec, LabUser, ProcRef, wait_for};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -104,6 +106,9 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn hosts_answer_ssh_with_their_own_keys_names_and_files() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let mut spec = spec("t1", 1, 3, 1);
     spec.user = LabUser::Ops;
@@ -185,12 +190,7 @@ fn hosts_answer_ssh_with_their_own_keys_names_and_files() {
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
 
     // The written inventory is one kubeha accepts.
-    let out = Command::new(env!("CARGO_BIN_EXE_kubeha"))
-        .arg("validate")
-        .arg("-i")
-        .arg(lab.inventory_path())
-        .output()
-        .unwrap();
+    let out = Command::new(support::kubeha_bin()).arg("validate").arg("-i").arg(lab.inventory_path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "validate: {}{stdout}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("etcd 3.4.23") && stdout.contains("ops@198.18.1.101:22 (sudo)"), "{stdout}");
@@ -232,6 +232,9 @@ fn pod_manifest(name: &str, command: &str, extra: &str) -> String {
 
 #[test]
 fn the_kubelet_stand_in_starts_restarts_and_stops_static_pods() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let lab = Lab::up(spec("t2", 2, 1, 0)).unwrap();
     let snap = snapshot(&lab);
@@ -387,6 +390,9 @@ fn etcd_manifest(lab: &Lab, host: &str) -> String {
 
 #[test]
 fn real_etcd_forms_a_cluster_from_static_pods() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let machine_etcd: Vec<_> =
         std::fs::read_dir("/var/lib/etcd").map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
@@ -498,6 +504,9 @@ fn vip_answer(lab: &Lab) -> Option<String> {
 
 #[test]
 fn a_keepalived_vip_moves_when_its_holder_is_cut_off() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let lab = Lab::up(spec("t4", 4, 3, 0)).unwrap();
     let snap = snapshot(&lab);
@@ -537,6 +546,9 @@ fn a_keepalived_vip_moves_when_its_holder_is_cut_off() {
 
 #[test]
 fn dropping_a_lab_after_a_panic_tears_it_down() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let spec = spec("t5", 5, 1, 1);
     let snap = std::thread::spawn(move || {
@@ -565,6 +577,9 @@ fn dropping_a_lab_after_a_panic_tears_it_down() {
 
 #[test]
 fn two_labs_run_side_by_side() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let machine_had: Vec<bool> =
         ["/etc/kubernetes", "/var/lib/kubelet"].iter().map(|d| Path::new(d).exists()).collect();
@@ -591,6 +606,9 @@ fn two_labs_run_side_by_side() {
 
 #[test]
 fn the_cli_brings_a_lab_up_and_down() {
+    if !support::require_root() {
+        return;
+    }
     let _g = serial();
     let dir = spec("t8", 8, 1, 0).dir;
     /// The CLI leaves its lab running; take it down even when an assertion fails.

@@ -8,7 +8,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::lab::{self, Lab, LabSpec, LabUser};
+use crate as lab;
+use crate::{Lab, LabSpec, LabUser};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -159,7 +160,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", crate::cli::describe(&e));
+            eprintln!("error: {}", kubeha::cli::describe(&e));
             ExitCode::FAILURE
         }
     }

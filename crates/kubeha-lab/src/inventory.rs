@@ -66,7 +66,7 @@ pub fn render(state: &State) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::spec::LabSpec;
+    use crate::spec::LabSpec;
 
     fn state(spec: &LabSpec) -> State {
         State {
@@ -82,7 +82,7 @@ mod tests {
             hosts: spec
                 .hosts()
                 .into_iter()
-                .map(|h| crate::lab::state::HostState {
+                .map(|h| crate::state::HostState {
                     name: h.name,
                     address: h.address,
                     control_plane: h.control_plane,
@@ -103,7 +103,7 @@ mod tests {
             let mut spec = LabSpec::new("t1", 4);
             (spec.control_planes, spec.workers, spec.user) = (cps, workers, user);
             let text = render(&state(&spec));
-            let plan = crate::inventory::parse(&text, Path::new("/")).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+            let plan = kubeha::inventory::parse(&text, Path::new("/")).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
             assert_eq!(plan.hosts.len(), cps + workers);
             assert_eq!(plan.etcd_version.tag, "3.4.23");
             assert_eq!(plan.endpoint_url(), "https://198.18.4.10:8443");

@@ -1,5 +1,7 @@
 //! The local lab: hosts made of network namespaces on a bridge, each with its own sshd and a
-//! kubelet stand-in inside its own mount namespace (see `docs/lab.md`).
+//! kubelet stand-in inside its own mount namespace (see `docs/lab.md`). A crate of its own beside
+//! kubeha: it uses kubeha's library (inventory parsing, versions, the HTTPS client, text tables),
+//! and kubeha knows nothing of it.
 //!
 //! [`Lab::up`] builds a lab from a [`LabSpec`] and writes an inventory for it; [`Lab::open`]
 //! attaches to one built earlier (from `<dir>/lab.json`); [`Lab::down`] takes it apart. A `Lab`
@@ -11,12 +13,14 @@
 //! Module map: [`spec`] names and addresses, `state` the state file, `net` bridge and veths,
 //! `hostfs` per-host files and mounts, `sshd` keys and config, `inventory` the written inventory,
 //! `up`/`down` the two lifecycles, [`node`] the per-host supervisor, [`kubelet`] the static-pod
-//! runner, [`podexec`] private mounts for pods, [`standin`] the component stand-ins.
+//! runner, [`podexec`] private mounts for pods, [`standin`] the component stand-ins,
+//! [`https_server`] the HTTPS server they share.
 
 pub mod cli;
 mod describe;
 mod down;
 mod hostfs;
+pub mod https_server;
 mod inventory;
 pub mod kubelet;
 mod net;

@@ -14,7 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use super::flags::Flags;
-use crate::https::{self, HttpsError};
+use kubeha::https::{self, HttpsError};
 
 /// A failed startup check; printed as `Error: {0}` before exiting 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

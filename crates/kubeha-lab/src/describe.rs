@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use super::Lab;
-use crate::text::table;
+use kubeha::text::table;
 
 impl Lab {
     /// Hosts (address, role, supervisor, sshd) and each host's pods, as aligned text.

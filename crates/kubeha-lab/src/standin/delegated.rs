@@ -23,7 +23,8 @@ use super::flags::Flags;
 use super::health::Health;
 use super::kubeconfig::{self, Kubeconfig};
 use super::respond::{self, Reply};
-use crate::https::{self, Handler, Peer, Request, ServerTls};
+use crate::https_server::{self, Handler, Peer, ServerTls};
+use kubeha::https::Request;
 
 /// Pause between credential checks while they fail, and once they pass.
 const RECHECK_FAILING: Duration = Duration::from_secs(2);
@@ -111,7 +112,7 @@ impl Delegated {
                     let reply = handle(&health, peer, req.uri().path(), req.uri().query());
                     Box::pin(async move { reply })
                 });
-                https::serve(listener, tls, handler).await;
+                https_server::serve(listener, tls, handler).await;
             }
             None => std::future::pending::<()>().await,
         }
