@@ -4,14 +4,16 @@
 //! A host shares the machine's filesystem except for the paths in [`mounts`]: its own
 //! `/etc/kubernetes`, `/var/lib/etcd`, `/var/lib/kubelet`, `/run` (sshd's privilege separation
 //! directory, pid files of keepalived and haproxy), `/home`, and copies of `/etc/passwd`,
-//! `/etc/group`, `/etc/shadow` with the `ops` user added, `/etc/hosts` naming every lab host,
-//! `/etc/hostname` and `/etc/sudoers.d` with a drop-in giving `ops` passwordless sudo. The machine's
-//! own `/etc` is never written.
+//! `/etc/group`, `/etc/shadow` with the `ops` user added (and the lab's extra users, see
+//! [`SshSetup::users`](crate::SshSetup)), `/etc/hosts` naming every lab host, `/etc/hostname` and
+//! `/etc/sudoers.d` with a drop-in giving `ops` passwordless sudo (and the extra users their
+//! rules). The machine's own `/etc` is never written.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::LabError;
+use super::ssh_setup::{ExtraUser, Sudo};
 use super::state::{HostState, State, make_dir, write_file};
 
 /// Directories every host replaces with its own; the lab directory must not be below one.
@@ -23,7 +25,8 @@ const PRIVATE_FILES: [&str; 6] =
 
 /// The non-root user every host has.
 pub const OPS_USER: &str = "ops";
-/// Inside each host: authorized keys, the command-recording wrapper and its log.
+/// Inside each host: authorized keys (the lab's key for every user in `authorized_keys`, more
+/// per user in `authorized_keys.d/<user>`), the command-recording wrapper and its log.
 pub const LAB_RUN_DIR: &str = "/run/kubeha-lab";
 
 /// One bind mount of a host: `source` (on the machine) over `target` (the path the host sees).
@@ -55,7 +58,11 @@ pub fn machine_path(host_dir: &Path, path: &Path) -> PathBuf {
         .into_iter()
         .filter(|m| path.starts_with(&m.target))
         .max_by_key(|m| m.target.as_os_str().len())
-        .map(|m| m.source.join(path.strip_prefix(&m.target).expect("prefix checked")))
+        .map(|m| match path.strip_prefix(&m.target).expect("prefix checked") {
+            // The mount itself (a file such as /etc/passwd): no trailing slash.
+            rest if rest.as_os_str().is_empty() => m.source,
+            rest => m.source.join(rest),
+        })
         .unwrap_or_else(|| path.to_path_buf())
 }
 
@@ -78,25 +85,43 @@ pub fn create_mount_points() -> Result<Vec<PathBuf>, LabError> {
     Ok(created)
 }
 
-/// The uid/gid for `ops`: the machine's own `ops` if it has one, else the first id from 1000 up
-/// free as both a uid and a gid.
-pub fn ops_ids() -> Result<(u32, u32, bool), LabError> {
+/// A user the lab gives every host: `ops` or one of [`SshSetup::users`](crate::SshSetup).
+struct HostUser<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    sudo: Sudo,
+    /// The machine has this user: the host keeps the machine's entry.
+    exists: bool,
+}
+
+/// `ops` and the extra users with their ids: the machine's own where it has the user, else the
+/// first ids from 1000 up free as both a uid and a gid (and not given to another of them).
+fn host_users(extra: &[ExtraUser]) -> Result<Vec<HostUser<'_>>, LabError> {
     let passwd = read("/etc/passwd")?;
     let group = read("/etc/group")?;
-    if let Some(line) = passwd.lines().find(|l| l.split(':').next() == Some(OPS_USER)) {
-        let f: Vec<&str> = line.split(':').collect();
-        let id = |i: usize| f.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
-        return Ok((id(2), id(3), true));
-    }
     let used = |text: &str, id: u32| text.lines().any(|l| l.split(':').nth(2) == Some(id.to_string().as_str()));
-    let id = (1000..60000).find(|&id| !used(&passwd, id) && !used(&group, id)).expect("a free id below 60000");
-    Ok((id, id, false))
+    let wanted = std::iter::once((OPS_USER, Sudo::NoPassword)).chain(extra.iter().map(|u| (u.name.as_str(), u.sudo)));
+    let mut out: Vec<HostUser> = Vec::new();
+    for (name, sudo) in wanted {
+        if let Some(line) = passwd.lines().find(|l| l.split(':').next() == Some(name)) {
+            let f: Vec<&str> = line.split(':').collect();
+            let id = |i: usize| f.get(i).and_then(|s| s.parse().ok()).unwrap_or(0);
+            out.push(HostUser { name, uid: id(2), gid: id(3), sudo, exists: true });
+            continue;
+        }
+        let id = (1000..60000)
+            .find(|&id| !used(&passwd, id) && !used(&group, id) && !out.iter().any(|u| u.uid == id || u.gid == id))
+            .expect("a free id below 60000");
+        out.push(HostUser { name, uid: id, gid: id, sudo, exists: false });
+    }
+    Ok(out)
 }
 
 /// Creates the host's directories and private files.
 pub fn prepare(state: &State, host: &HostState, authorized_keys: &str, command_wrapper: &str) -> Result<(), LabError> {
     let dir = state.host_dir(&host.name);
-    let (uid, gid, exists) = ops_ids()?;
+    let users = host_users(&state.ssh.users)?;
     for (sub, mode) in [
         ("", 0o700),
         ("etc-kubernetes", 0o755),
@@ -105,24 +130,28 @@ pub fn prepare(state: &State, host: &HostState, authorized_keys: &str, command_w
         ("run", 0o755),
         ("run/sshd", 0o755),
         ("run/kubeha-lab", 0o755),
+        ("run/kubeha-lab/authorized_keys.d", 0o755),
         ("home", 0o755),
-        ("home/ops", 0o755),
         ("pods", 0o700),
         ("etc", 0o755),
     ] {
         make_dir(&dir.join(sub), mode)?;
     }
-    chown(&dir.join("home/ops"), uid, gid)?;
+    for u in &users {
+        let home = dir.join("home").join(u.name);
+        make_dir(&home, 0o755)?;
+        chown(&home, u.uid, u.gid)?;
+    }
     let etc = dir.join("etc");
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86400);
-    let mut additions = vec![
-        ("passwd", format!("{OPS_USER}:x:{uid}:{gid}:kubeha lab operator:/home/{OPS_USER}:/bin/sh\n")),
-        ("group", format!("{OPS_USER}:x:{gid}:\n")),
+    let mut additions = vec![("passwd", String::new()), ("group", String::new()), ("shadow", String::new())];
+    for u in users.iter().filter(|u| !u.exists) {
+        let (name, uid, gid) = (u.name, u.uid, u.gid);
+        let gecos = if name == OPS_USER { "kubeha lab operator" } else { "kubeha lab user" };
+        additions[0].1.push_str(&format!("{name}:x:{uid}:{gid}:{gecos}:/home/{name}:/bin/sh\n"));
+        additions[1].1.push_str(&format!("{name}:x:{gid}:\n"));
         // `*`: no password, and not locked (sshd refuses locked accounts without PAM).
-        ("shadow", format!("{OPS_USER}:*:{today}:0:99999:7:::\n")),
-    ];
-    if exists {
-        additions.iter_mut().for_each(|(_, line)| line.clear());
+        additions[2].1.push_str(&format!("{name}:*:{today}:0:99999:7:::\n"));
     }
     let mut names: String = state.hosts.iter().map(|h| format!("{} {}\n", h.address, h.name)).collect();
     names.insert_str(0, "# kubeha-lab hosts\n");
@@ -145,14 +174,22 @@ pub fn prepare(state: &State, host: &HostState, authorized_keys: &str, command_w
                 copy_with(&entry.path(), &sudoers.join(entry.file_name()), "")?;
             }
         }
-        write_file(
-            &sudoers.join("kubeha-lab-ops"),
-            format!("{OPS_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n").as_bytes(),
-            0o440,
-        )?;
+        let rules: String = users
+            .iter()
+            .filter_map(|u| match u.sudo {
+                Sudo::NoPassword => Some(format!("{} ALL=(ALL:ALL) NOPASSWD: ALL\n", u.name)),
+                Sudo::Password => Some(format!("{} ALL=(ALL:ALL) ALL\n", u.name)),
+                Sudo::None => None,
+            })
+            .collect();
+        write_file(&sudoers.join("kubeha-lab-users"), rules.as_bytes(), 0o440)?;
     }
     let run = dir.join("run/kubeha-lab");
     write_file(&run.join("authorized_keys"), authorized_keys.as_bytes(), 0o644)?;
+    for (user, keys) in &state.ssh.authorized_keys {
+        let text: String = keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+        write_file(&run.join("authorized_keys.d").join(user), text.as_bytes(), 0o644)?;
+    }
     write_file(&run.join("logged-command"), command_wrapper.as_bytes(), 0o755)?;
     // Every login user appends to it; nobody but root reads it.
     write_file(&run.join("commands.log"), b"", 0o622)?;
@@ -238,6 +275,7 @@ mod tests {
         assert_eq!(machine_path(d, Path::new("/var/lib/etcd")), d.join("var-lib-etcd"));
         assert_eq!(machine_path(d, Path::new("/usr/bin/etcd")), PathBuf::from("/usr/bin/etcd"));
         assert_eq!(machine_path(d, Path::new("/etc/kubernetesx")), PathBuf::from("/etc/kubernetesx"));
+        assert_eq!(machine_path(d, Path::new("/var/lib/kubelet")).as_os_str(), d.join("var-lib-kubelet").as_os_str());
         assert!(is_private(Path::new("/var/lib/kubelet/config.yaml")));
         assert!(!is_private(Path::new("/etc/pki")));
     }

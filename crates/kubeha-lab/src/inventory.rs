@@ -58,7 +58,11 @@ pub fn render(state: &State) -> String {
     );
     for h in &state.hosts {
         let role = if h.control_plane { "control-plane" } else { "worker" };
-        let _ = writeln!(out, "    - {{name: {}, address: {}, role: {role}}}", h.name, h.address);
+        let ssh = match h.ssh_port {
+            22 => String::new(),
+            port => format!(", ssh: {{port: {port}}}"),
+        };
+        let _ = writeln!(out, "    - {{name: {}, address: {}, role: {role}{ssh}}}", h.name, h.address);
     }
     out
 }
@@ -77,6 +81,7 @@ mod tests {
             kubernetes_version: spec.kubernetes_version.clone(),
             etcd_version: "3.4.23".into(),
             user: spec.user,
+            ssh: spec.ssh.clone(),
             bridge: String::new(),
             bridge_created: false,
             hosts: spec
@@ -85,6 +90,7 @@ mod tests {
                 .map(|h| crate::state::HostState {
                     name: h.name,
                     address: h.address,
+                    ssh_port: h.ssh_port,
                     control_plane: h.control_plane,
                     netns: String::new(),
                     veth: String::new(),
@@ -102,6 +108,7 @@ mod tests {
         for (cps, workers, user) in [(3, 1, LabUser::Root), (2, 0, LabUser::Ops), (1, 5, LabUser::Ops)] {
             let mut spec = LabSpec::new("t1", 4);
             (spec.control_planes, spec.workers, spec.user) = (cps, workers, user);
+            spec.ssh.ports.insert("cp1".into(), 2222);
             let text = render(&state(&spec));
             let plan = kubeha::inventory::parse(&text, Path::new("/")).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
             assert_eq!(plan.hosts.len(), cps + workers);
@@ -110,6 +117,8 @@ mod tests {
             assert_eq!(plan.hosts[0].ssh.user, user.name());
             assert_eq!(plan.hosts[0].ssh.sudo, user == LabUser::Ops);
             assert_eq!(plan.hosts[0].ssh.identity_file, spec.dir.join("id_ed25519"));
+            assert_eq!(plan.hosts[0].ssh.port, 2222);
+            assert!(plan.hosts[1..].iter().all(|h| h.ssh.port == 22));
         }
     }
 }

@@ -11,7 +11,8 @@
 //! stopping its sshd, reading its command log and its static pods.
 //!
 //! Module map: [`spec`] names and addresses, `state` the state file, `net` bridge and veths,
-//! `hostfs` per-host files and mounts, `sshd` keys and config, `inventory` the written inventory,
+//! `hostfs` per-host files and mounts, `sshd` keys and config, [`ssh_setup`] logins beyond the
+//! inventory's (for tests of SSH clients), `inventory` the written inventory,
 //! `up`/`down` the two lifecycles, [`node`] the per-host supervisor, [`kubelet`] the static-pod
 //! runner, [`podexec`] private mounts for pods, [`standin`] the component stand-ins,
 //! [`https_server`] the HTTPS server they share.
@@ -27,7 +28,9 @@ mod net;
 pub mod node;
 pub mod podexec;
 mod process;
+mod sessions;
 pub mod spec;
+pub mod ssh_setup;
 mod sshd;
 pub mod standin;
 mod state;
@@ -44,6 +47,7 @@ use nix::sys::signal::Signal;
 pub use hostfs::OPS_USER;
 pub use process::ProcRef;
 pub use spec::{DEFAULT_KUBERNETES_VERSION, LabSpec, LabUser, default_dir};
+pub use ssh_setup::{ExtraUser, HostKeyType, SshSetup, Sudo};
 pub use status::{NodeStatus, PodStatus};
 
 use state::State;
@@ -88,6 +92,8 @@ pub enum LabError {
 pub struct LabHost {
     pub name: String,
     pub address: Ipv4Addr,
+    /// The port its sshd listens on (22 unless [`SshSetup::ports`] says otherwise).
+    pub ssh_port: u16,
     pub control_plane: bool,
 }
 
@@ -105,7 +111,12 @@ impl Lab {
         let hosts = state
             .hosts
             .iter()
-            .map(|h| LabHost { name: h.name.clone(), address: h.address, control_plane: h.control_plane })
+            .map(|h| LabHost {
+                name: h.name.clone(),
+                address: h.address,
+                ssh_port: h.ssh_port,
+                control_plane: h.control_plane,
+            })
             .collect();
         Lab { state, hosts, children: Vec::new(), teardown_on_drop }
     }
@@ -227,7 +238,7 @@ impl Lab {
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", self.known_hosts_file().display()))
             .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-            .args(["-o", "LogLevel=ERROR", "-l", user])
+            .args(["-o", "LogLevel=ERROR", "-l", user, "-p", &h.ssh_port.to_string()])
             .arg(h.address.to_string());
         Ok(cmd)
     }
@@ -302,6 +313,27 @@ impl Lab {
         let path = sshd::command_log(&self.host_dir(host)?);
         let bytes = std::fs::read(&path).map_err(|source| LabError::Io { path, source })?;
         Ok(sshd::parse_command_log(&bytes))
+    }
+
+    /// The host's ed25519 public host key file (`ssh_host_ed25519_key.pub`).
+    pub fn ssh_host_key(&self, host: &str) -> Result<PathBuf, LabError> {
+        Ok(sshd::host_key(&self.host_dir(host)?).with_extension("pub"))
+    }
+
+    /// The host's sshd log (sshd's `-E` file, at the lab's `LogLevel`).
+    pub fn sshd_log(&self, host: &str) -> Result<PathBuf, LabError> {
+        Ok(sshd::log_file(&self.host_dir(host)?))
+    }
+
+    /// The uid of `user` on a host (from the host's own `/etc/passwd`), if the host has the user.
+    pub fn uid(&self, host: &str, user: &str) -> Result<Option<u32>, LabError> {
+        let path = self.host_path(host, "/etc/passwd")?;
+        let text = std::fs::read_to_string(&path).map_err(|source| LabError::Io { path, source })?;
+        Ok(text
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f[0] == user)
+            .and_then(|f| f.get(2)?.parse().ok()))
     }
 
     /// The host's supervisor status (sshd and pods), as last written.

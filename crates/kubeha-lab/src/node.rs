@@ -199,7 +199,7 @@ impl Supervisor {
         let pid = child.id();
         let proc = ProcRef::of(pid).unwrap_or(ProcRef { pid, start_ticks: 0 });
         self.sshd = Some(proc);
-        let addr = SocketAddr::from((self.host.address, 22));
+        let addr = SocketAddr::from((self.host.address, self.host.ssh_port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             self.reap();

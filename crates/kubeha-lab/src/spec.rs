@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::LabError;
+use super::ssh_setup::SshSetup;
 
 /// The Kubernetes version written into the inventory unless the spec says otherwise.
 pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.31.4";
@@ -63,6 +64,8 @@ pub struct LabSpec {
     /// By default the running executable (right for the `kubeha-lab` CLI; tests pass
     /// `env!("CARGO_BIN_EXE_kubeha-lab")`).
     pub exe: Option<PathBuf>,
+    /// SSH logins beyond the inventory's (none by default; tests of SSH clients add some).
+    pub ssh: SshSetup,
 }
 
 impl LabSpec {
@@ -78,6 +81,7 @@ impl LabSpec {
             etcd_version: None,
             user: LabUser::Root,
             exe: None,
+            ssh: SshSetup::default(),
         }
     }
 
@@ -110,7 +114,7 @@ impl LabSpec {
                 return bad("dir", format!("{} is under {hidden}, which every lab host replaces", self.dir.display()));
             }
         }
-        Ok(())
+        self.ssh.check(&self.hosts())
     }
 
     /// The hosts this spec makes, control planes first.
@@ -118,11 +122,13 @@ impl LabSpec {
         let cps = (1..=self.control_planes).map(|i| super::LabHost {
             name: format!("cp{i}"),
             address: host_address(self.subnet, 10 + i as u8),
+            ssh_port: self.ssh.port(&format!("cp{i}")),
             control_plane: true,
         });
         let workers = (1..=self.workers).map(|i| super::LabHost {
             name: format!("w{i}"),
             address: host_address(self.subnet, 100 + i as u8),
+            ssh_port: self.ssh.port(&format!("w{i}")),
             control_plane: false,
         });
         cps.chain(workers).collect()

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::LabError;
 use super::process::ProcRef;
 use super::spec::LabUser;
+use super::ssh_setup::SshSetup;
 
 /// The file name of the state file inside the lab directory.
 pub const STATE_FILE: &str = "lab.json";
@@ -28,6 +29,9 @@ pub struct State {
     pub kubernetes_version: String,
     pub etcd_version: String,
     pub user: LabUser,
+    /// Logins beyond the inventory's (absent from state files of older labs).
+    #[serde(default)]
+    pub ssh: SshSetup,
     pub bridge: String,
     pub bridge_created: bool,
     pub hosts: Vec<HostState>,
@@ -42,12 +46,18 @@ pub struct State {
 pub struct HostState {
     pub name: String,
     pub address: Ipv4Addr,
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
     pub control_plane: bool,
     pub netns: String,
     pub veth: String,
     /// The namespace and veth pair exist.
     pub net_created: bool,
     pub supervisor: Option<ProcRef>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
 }
 
 impl State {

@@ -62,6 +62,7 @@ pub(super) fn up(spec: LabSpec) -> Result<Lab, LabError> {
         kubernetes_version: spec.kubernetes_version.clone(),
         etcd_version,
         user: spec.user,
+        ssh: spec.ssh.clone(),
         bridge: bridge_name(&spec.name),
         bridge_created: false,
         hosts: spec
@@ -72,6 +73,7 @@ pub(super) fn up(spec: LabSpec) -> Result<Lab, LabError> {
                 veth: veth_name(&spec.name, &h.name),
                 name: h.name,
                 address: h.address,
+                ssh_port: h.ssh_port,
                 control_plane: h.control_plane,
                 net_created: false,
                 supervisor: None,
@@ -110,7 +112,10 @@ fn build(lab: &mut Lab) -> Result<(), LabError> {
                     for h in hosts {
                         hostfs::prepare(state, h, client_key, wrapper)?;
                         let hd = state.host_dir(&h.name);
-                        sshd::keygen(&sshd::host_key(&hd), &format!("{}@kubeha-lab-{}", h.name, state.name))?;
+                        for kind in sshd::host_key_types(state, &h.name) {
+                            let comment = format!("{}@kubeha-lab-{}", h.name, state.name);
+                            sshd::keygen_of(&sshd::host_key_of(&hd, kind), kind, &comment)?;
+                        }
                         write_file(&sshd::config_file(&hd), sshd::config(state, h).as_bytes(), 0o600)?;
                     }
                     Ok(())

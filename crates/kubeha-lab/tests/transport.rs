@@ -1,6 +1,7 @@
-//! The SSH transport against real sshd processes in network namespaces.
+//! kubeha's SSH transport against real sshd processes on lab hosts (network namespaces): tested
+//! in the lab crate because it needs a lab.
 //!
-//! Needs root, OpenSSH (`sshd`, `ssh-keygen`, `ssh-keyscan`, `ssh-agent`, `ssh-add`), `sudo`,
+//! Needs root (skipped otherwise), OpenSSH (`sshd`, `ssh-keygen`, `ssh-keyscan`, `ssh-agent`, `ssh-add`), `sudo`,
 //! and util-linux `script`/`setsid`. The hosts are described in
 //! `tests/support/transport_fixture.rs`; tests run one at a time.
 
@@ -126,9 +127,9 @@ async fn exec_passes_stdin_and_returns_status_and_stderr() {
     assert_eq!(out.stdout_text(), "sh|it's 3");
 
     let err = host.run("# checking the thing\necho nope >&2; exit 4", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "khtr1: checking the thing failed with exit status 4: nope");
+    assert_eq!(err.to_string(), "cp1: checking the thing failed with exit status 4: nope");
     let err = host.run("false", b"").await.unwrap_err();
-    assert_eq!(err.to_string(), "khtr1: command `false` failed with exit status 1");
+    assert_eq!(err.to_string(), "cp1: command `false` failed with exit status 1");
     host.close().await;
 }
 
@@ -186,12 +187,12 @@ async fn sudo_user_runs_as_root_and_password_sudo_is_named() {
     assert!(ops.authenticated_with().contains("id_ed25519"), "{}", ops.authenticated_with());
 
     let plain = connect(&fx, 1, "ops", &fx.keys.ed25519, &kh, false, &no_agent()).await.unwrap();
-    assert_eq!(plain.exec("id -u", b"").await.unwrap().stdout_text(), format!("{}\n", fixture::OPS_UID));
+    assert_eq!(plain.exec("id -u", b"").await.unwrap().stdout_text(), format!("{}\n", fx.ops_uid));
 
     let err = connect(&fx, 1, "ops2", &fx.keys.ed25519, &kh, true, &no_agent()).await.unwrap_err();
     assert!(matches!(err, TransportError::SudoPasswordRequired { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.starts_with("khtr2: sudo asks ops2 for a password") && text.contains("NOPASSWD"), "{text}");
+    assert!(text.starts_with("cp2: sudo asks ops2 for a password") && text.contains("NOPASSWD"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -253,7 +254,7 @@ async fn put_writes_atomically_with_mode_and_owner_and_file_states_read_back() {
     let err = host.put(&File::new("relative/x", 0o644, "x")).await.unwrap_err();
     assert!(matches!(err, TransportError::InvalidPath { .. }), "{err}");
     let err = host.file_states(&[base.join("empty"), "relative/y".into()]).await.unwrap_err();
-    assert_eq!(err.to_string(), "khtr1: \"relative/y\" is not an absolute path with a file name");
+    assert_eq!(err.to_string(), "cp1: \"relative/y\" is not an absolute path with a file name");
     // A directory where the file should go: refused, not moved into it.
     let err = host.put(&File::new(base.join("pki"), 0o644, "x")).await.unwrap_err();
     assert!(err.to_string().contains("cannot rename"), "{err}");
@@ -326,7 +327,7 @@ async fn put_refuses_content_that_arrives_short() {
     assert_eq!(
         err.to_string(),
         format!(
-            "khtr1: {} did not arrive intact (received 50000 of 100000 bytes, sha256 mismatch); nothing was installed",
+            "cp1: {} did not arrive intact (received 50000 of 100000 bytes, sha256 mismatch); nothing was installed",
             file.path.display()
         )
     );
@@ -368,7 +369,7 @@ async fn put_refuses_a_host_whose_head_reads_ahead() {
     for result in [host.put(&files[0]).await, host.put_all(&files).await] {
         let err = result.unwrap_err();
         assert!(matches!(err, TransportError::HostUnsupported { .. }), "{err:?}");
-        assert!(err.to_string().starts_with("khtr1: head -c reads past N bytes: kubeha needs GNU coreutils"), "{err}");
+        assert!(err.to_string().starts_with("cp1: head -c reads past N bytes: kubeha needs GNU coreutils"), "{err}");
     }
     assert!(!dir.exists(), "something was created");
 
@@ -424,7 +425,7 @@ async fn put_all_writes_many_files_in_one_command_and_nothing_when_cut_short() {
     assert_eq!(named, [files[3].path.clone(), files[4].path.clone()]);
     assert_eq!(damaged, &expected);
     let text = err.to_string();
-    assert!(text.starts_with("khtr1: 2 files did not arrive intact (sha256 mismatch): "), "{text}");
+    assert!(text.starts_with("cp1: 2 files did not arrive intact (sha256 mismatch): "), "{text}");
     let big = &expected[0];
     let big_text = format!("{} (received {} of 300002 bytes)", big.path.display(), big.received.unwrap());
     assert!(text.contains(&big_text), "{text}");
@@ -446,7 +447,7 @@ async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_re
         return;
     }
     let _serial = serial();
-    let mut fx = Fixture::up();
+    let fx = Fixture::up();
     let host = root(&fx, 0).await;
     let dir = fx.hosts[0].dir.join("files/cut");
     let file = File::new(dir.join("big.bin"), 0o600, vec![7u8; 256 * 1024 * 1024]);
@@ -464,7 +465,7 @@ async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_re
     assert!(killed > 0);
     let err = result.unwrap_err();
     assert!(matches!(err, TransportError::Disconnected { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("khtr1: connection lost during kubeha put "), "{err}");
+    assert!(err.to_string().starts_with("cp1: connection lost during kubeha put "), "{err}");
     // The remote script sees end-of-input, fails its checksum and removes its temporary file.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !temp_files(&dir).is_empty() {
@@ -495,7 +496,7 @@ async fn unknown_host_key_is_refused_with_its_fingerprint_and_accept_new_records
     let err = connect(&fx, 0, "root", &fx.keys.ed25519, &kh, false, &no_agent()).await.unwrap_err();
     assert!(matches!(err, TransportError::UnknownHostKey { .. }), "{err:?}");
     let text = err.to_string();
-    let keygen = Command::new("ssh-keygen").arg("-lf").arg(fx.hosts[0].host_key_pub()).output().unwrap();
+    let keygen = Command::new("ssh-keygen").arg("-lf").arg(fx.host_key_pub(0)).output().unwrap();
     let fingerprint = String::from_utf8(keygen.stdout).unwrap().split_whitespace().nth(1).unwrap().to_string();
     assert!(fingerprint.starts_with("SHA256:"));
     assert!(text.contains(&fingerprint), "{text}");
@@ -509,7 +510,7 @@ async fn unknown_host_key_is_refused_with_its_fingerprint_and_accept_new_records
         SshHost::connect(&host, &accept, &no_agent()).await.unwrap();
     }
     let recorded = std::fs::read_to_string(&kh).unwrap();
-    let host_key = std::fs::read_to_string(fx.hosts[0].host_key_pub()).unwrap();
+    let host_key = std::fs::read_to_string(fx.host_key_pub(0)).unwrap();
     let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
     assert!(recorded.contains(&format!("198.18.250.11 {} {}\n", host_key[0], host_key[1])), "{recorded}");
     assert!(recorded.contains("\n[198.18.250.12]:2222 "), "{recorded}");
@@ -540,7 +541,7 @@ async fn changed_host_key_is_always_refused_naming_file_and_line() {
         assert!(matches!(err, TransportError::HostKeyChanged { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(&format!("{} at line(s) 2", kh.display())), "{text}");
-        assert!(text.starts_with("khtr1: HOST KEY CHANGED"), "{text}");
+        assert!(text.starts_with("cp1: HOST KEY CHANGED"), "{text}");
     }
     assert_eq!(std::fs::read_to_string(&kh).unwrap().lines().count(), 2);
 }
@@ -582,12 +583,12 @@ async fn key_types_and_auth_failures() {
     let err = connect(&fx, 0, "root", &fx.keys.stranger, &kh, false, &no_agent()).await.unwrap_err();
     assert!(matches!(err, TransportError::AuthFailed { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.starts_with("khtr1: SSH authentication as root@198.18.250.11:22 failed"), "{text}");
+    assert!(text.starts_with("cp1: SSH authentication as root@198.18.250.11:22 failed"), "{text}");
     assert!(text.contains(fx.keys.stranger.to_str().unwrap()), "{text}");
 
     let err = connect(&fx, 1, "nobody-here", &fx.keys.ed25519, &kh, false, &no_agent()).await.unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("khtr2: SSH authentication as nobody-here@198.18.250.12:2222 failed"), "{text}");
+    assert!(text.starts_with("cp2: SSH authentication as nobody-here@198.18.250.12:2222 failed"), "{text}");
     assert!(text.contains(fx.keys.ed25519.to_str().unwrap()), "{text}");
 
     let err = connect(&fx, 0, "root", &fx.dir.join("keys/absent"), &kh, false, &no_agent()).await.unwrap_err();
@@ -766,7 +767,7 @@ async fn child_connect_with_terminal_prompt() {
     };
     let env = |k: &str| std::env::var(k).unwrap();
     let host = kubeha::plan::Host {
-        name: "khtr1".into(),
+        name: "cp1".into(),
         address: env("KHTR_CHILD_ADDRESS").parse().unwrap(),
         role: kubeha::plan::Role::ControlPlane,
         ssh: kubeha::plan::Ssh {
@@ -813,7 +814,7 @@ async fn tunnels_reach_host_ports_and_say_why_they_fail() {
 
     let err = host.open_tcp("127.0.0.1", 7001).await.err().expect("a tunnel to a closed port");
     assert!(matches!(err, TransportError::TargetUnreachable { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("khtr1: the host could not connect to 127.0.0.1:7001"), "{err}");
+    assert!(err.to_string().starts_with("cp1: the host could not connect to 127.0.0.1:7001"), "{err}");
 
     // ops has `AllowTcpForwarding no`.
     let ops = connect(&fx, 0, "ops", &fx.keys.ed25519, &kh, true, &no_agent()).await.unwrap();
@@ -858,11 +859,11 @@ async fn command_timeout_leaves_the_connection_usable() {
     let started = Instant::now();
     let err = host.exec_with_timeout("# waiting for etcd\nsleep 30", b"", Duration::from_secs(1)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(err.to_string(), "khtr1: waiting for etcd timed out after 1s");
+    assert_eq!(err.to_string(), "cp1: waiting for etcd timed out after 1s");
     assert_eq!(host.exec("echo still here", b"").await.unwrap().stdout_text(), "still here\n");
     // The host ended the command itself (coreutils `timeout` on its process group).
     let sleepers = || {
-        fixture::descendants(fx.hosts[0].sshd_pid())
+        fx.session_processes(0)
             .into_iter()
             .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x0030")))
             .count()
@@ -883,7 +884,7 @@ async fn killed_sshd_gives_a_disconnected_error() {
         return;
     }
     let _serial = serial();
-    let mut fx = Fixture::up();
+    let fx = Fixture::up();
     let host = root(&fx, 0).await;
     let running = host.exec("# long step\nsleep 20", b"");
     let kill = async {
@@ -896,7 +897,7 @@ async fn killed_sshd_gives_a_disconnected_error() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let err = result.unwrap_err();
     assert!(matches!(err, TransportError::Disconnected { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("khtr1: connection lost during long step"), "{err}");
+    assert!(err.to_string().starts_with("cp1: connection lost during long step"), "{err}");
     let err = host.exec("true", b"").await.unwrap_err();
     assert!(matches!(err, TransportError::Disconnected { .. }), "{err:?}");
     assert!(host.is_closed());
