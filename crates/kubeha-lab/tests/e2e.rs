@@ -1,6 +1,7 @@
-//! End to end: `kubeha init` against the lab (network-namespace hosts with real sshd, etcd,
-//! haproxy and keepalived; stand-ins for the kubelet and the Kubernetes components), checked
-//! with the real `etcdctl`, `curl` and `kubectl`. Needs root; runs one lab at a time. Labs are
+//! End to end: `kubeha init` (the built binary, see `support::kubeha_bin`) against the lab
+//! (network-namespace hosts with real sshd, etcd, haproxy and keepalived; stand-ins for the
+//! kubelet and the Kubernetes components), checked with the real `etcdctl`, `curl` and
+//! `kubectl`. Needs root (skipped otherwise); runs one lab at a time. Labs are
 //! named `e*` on subnets 198.18.40-49.0/24 in `/tmp/kubeha-e2e/<name>` (kept after a failure for
 //! its logs; a leftover lab there is taken down first).
 

@@ -1,6 +1,6 @@
 //! Tests of the lab itself, with real programs: network namespaces, sshd, sudo, etcd 3.4,
-//! keepalived and haproxy. They need root (as the README's test command runs them) and run one at
-//! a time. Labs are named `t*` on subnets 198.18.1-9.0/24, in `/tmp/kubeha-lab-tests/<name>`
+//! keepalived and haproxy. They need root (as the README's test command runs them; a normal user's
+//! run skips them) and run one at a time. Labs are named `t*` on subnets 198.18.1-9.0/24, in `/tmp/kubeha-lab-tests/<name>`
 //! (kept after a failure for its logs; a leftover lab there is taken down first).
 
 mod support;

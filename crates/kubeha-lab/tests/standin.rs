@@ -1,7 +1,7 @@
 //! Lab tests of the control-plane stand-ins, with real programs: certificates made by openssl
 //! the way kubeadm lays them out, a real etcd 3.4 with TLS and client-certificate auth, curl and
 //! kubectl as clients, all inside network namespaces (`khsi*`, 198.18.240.0/24) created and
-//! removed here. Needs root, `ip`, `openssl`, `etcd`, `curl` and `kubectl`.
+//! removed here. Needs root (skipped otherwise), `ip`, `openssl`, `etcd`, `curl` and `kubectl`.
 //!
 //! Every process is started with `ip netns exec` (which execs, so the PID is the program's) and
 //! stopped by that PID when its test ends.
