@@ -3,7 +3,7 @@
 //!
 //! It builds on kubeha's HTTPS client half (`kubeha::https`: PEM loading, the crypto provider,
 //! [`HttpsError`]). Client certificates are requested without being required and verified against
-//! a client CA per connection, like kube-apiserver does ([`verifier`]). Each connection's client is
+//! a client CA per connection, like kube-apiserver does (`verifier`). Each connection's client is
 //! judged once after the handshake ([`Peer`]) and handed to the request handler, which decides
 //! between 200, 401 and 403 as the real component would.
 
