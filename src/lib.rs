@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: [`inventory`] (YAML) → [`plan::Plan`] → [`pki`] (state directory) →
 //! [`render`] (files per host, [`files::File`]) → [`transport`] (SSH). Each stage is usable and
-//! testable on its own. [`lab`] builds local test hosts out of network namespaces.
+//! testable on its own.
 
 pub mod actions;
 pub mod cli;
@@ -10,7 +10,6 @@ pub mod files;
 pub mod host;
 pub mod https;
 pub mod inventory;
-pub mod lab;
 pub mod marker;
 pub mod objects;
 pub mod pki;

@@ -139,8 +139,9 @@ pub(crate) fn verify_kind(err: &rustls::CertificateError) -> VerifyFailure {
     }
 }
 
-/// A short text for a certificate error, naming the presented names on a mismatch.
-pub(crate) fn describe_certificate_error(err: &rustls::CertificateError) -> String {
+/// A short text for a certificate error, naming the presented names on a mismatch (also what a
+/// TLS server may tell a client whose certificate it rejects).
+pub fn describe_certificate_error(err: &rustls::CertificateError) -> String {
     use rustls::CertificateError as C;
     match err {
         C::UnknownIssuer => "certificate signed by unknown authority".to_string(),

@@ -7,19 +7,13 @@
 //! client works over any `AsyncRead + AsyncWrite` stream so the same code serves plain TCP and
 //! `direct-tcpip` channels.
 //!
-//! The server half ([`ServerTls`], [`serve`]) is shared with the lab's stand-ins for the control
-//! plane components: it requests client certificates without requiring them and verifies the
-//! ones presented against a client CA per connection, like kube-apiserver does.
-//!
 //! Errors ([`HttpsError`]) separate certificate verification failures (wrong CA, name mismatch,
 //! expiry) from connection and HTTP failures, and never carry key material.
 
 mod client;
 mod error;
 mod pem;
-mod server;
 mod url;
-mod verifier;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -27,10 +21,9 @@ pub(crate) mod testing;
 mod tests;
 
 pub use client::{Request, Response, StreamingResponse, TlsClient};
-pub use error::{HttpsError, VerifyFailure};
+pub use error::{HttpsError, VerifyFailure, describe_certificate_error};
 pub use pem::{
     ClientIdentity, certificates, key_matches_certificate, private_key, provider, public_key_of, read_certificates,
     read_private_key,
 };
-pub use server::{Handler, Peer, ServerTls, serve, serve_stream};
 pub use url::HttpsUrl;

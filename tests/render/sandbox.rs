@@ -4,8 +4,9 @@
 //! The host's `/usr` (with the real haproxy, keepalived, etcd, curl, openssl) is bind-mounted
 //! read-only; everything else in the tree is the test's own. The namespaces die with the shell,
 //! so nothing leaks onto the machine: no mounts, no interfaces, no traffic outside the sandbox.
-//! Requires root (the lab machine runs tests as root).
+//! Requires root (the lab machine runs tests as root); tests call [`require_root`] first.
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -102,6 +103,20 @@ fn certs_script(dir: &str, ca_cn: &str, leaves: &[(&str, &str)]) -> String {
         ));
     }
     s
+}
+
+/// Whether the calling test can run: it needs root for mount and network namespaces. When not
+/// root, says so on stderr (past the test harness's capture) and returns false; the test then
+/// returns early and passes.
+pub fn require_root() -> bool {
+    if is_root() {
+        return true;
+    }
+    // The test harness names each test's thread after the test.
+    let thread = std::thread::current();
+    let test = thread.name().filter(|n| *n != "main").unwrap_or("this test");
+    let _ = writeln!(std::io::stderr(), "skipping {test}: needs root (mount and network namespaces)");
+    false
 }
 
 fn is_root() -> bool {

@@ -1,5 +1,0 @@
-//! `kubeha-lab`: builds and tears down the local lab (see `docs/lab.md`).
-
-fn main() -> std::process::ExitCode {
-    kubeha::lab::cli::main()
-}
