@@ -259,6 +259,29 @@ pub struct Host {
     pub address: IpAddr,
     pub role: Role,
     pub ssh: Ssh,
+    /// What the kubelet needs to know of the machine; filled in from preflight's facts.
+    #[serde(skip_serializing_if = "NodeSettings::is_empty")]
+    pub node: NodeSettings,
+}
+
+/// What kubeha learns of a node from the machine itself, for the kubelet's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSettings {
+    /// The container runtime's CRI endpoint (`unix:///run/containerd/containerd.sock`);
+    /// containerd's when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cri_socket: Option<String>,
+    /// The resolv.conf the kubelet gives pods: systemd-resolved's upstream file where that
+    /// service runs (its stub resolver on 127.0.0.53 would make CoreDNS forward to itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<String>,
+}
+
+impl NodeSettings {
+    pub fn is_empty(&self) -> bool {
+        self.cri_socket.is_none() && self.resolv_conf.is_none()
+    }
 }
 
 impl Host {

@@ -134,3 +134,34 @@ fn plan_values_reach_the_objects() {
     assert_eq!(kubelet["kind"], "KubeletConfiguration");
     assert_eq!(kubelet["clusterDNS"][0], "10.96.0.10");
 }
+
+/// The objects kubeadm's own templates make for the same version, as YAML documents.
+fn kubeadm_documents(file: &str) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubeadm").join(file);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .collect()
+}
+
+#[test]
+fn the_add_ons_are_kubeadms_for_the_same_version() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/example.yaml");
+    let text =
+        std::fs::read_to_string(path).unwrap().replace("v1.31.4", "v1.34.2").replace("etcd: {version: 3.5.16-0}", "");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = kubeha::inventory::parse(&text, dir.path()).unwrap();
+    kubeha::pki::generate(&plan, dir.path()).unwrap();
+    let pki = kubeha::pki::load(&plan, dir.path()).unwrap();
+    let ours = cluster_objects(&plan, &pki);
+    let mut compared = 0;
+    for file in ["coredns-1.34.yaml", "kube-proxy-daemonset.yaml"] {
+        for theirs in kubeadm_documents(file) {
+            let (kind, name) = (theirs["kind"].as_str().unwrap(), theirs["metadata"]["name"].as_str().unwrap());
+            assert_eq!(find(&ours, kind, name), &theirs, "{kind} {name} differs from kubeadm's");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 7);
+}

@@ -229,13 +229,20 @@ fn hosts_receive_the_agreed_files_sorted_and_deterministic() {
         ("/etc/kubernetes/keepalived/check_apiserver.sh".into(), 0o700),
         ("/etc/kubernetes/keepalived/keepalived.conf".into(), 0o600),
         ("/var/lib/kubelet/config.yaml".into(), 0o644),
+        ("/var/lib/kubelet/kubeadm-flags.env".into(), 0o644),
     ];
     for name in ["etcd", "haproxy", "keepalived", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
         expected.push((format!("/etc/kubernetes/manifests/{name}.yaml"), 0o600));
     }
     expected.sort();
     assert_eq!(modes("cp2"), expected);
-    assert_eq!(modes("w1"), [("/var/lib/kubelet/config.yaml".to_string(), 0o644)]);
+    assert_eq!(
+        modes("w1"),
+        [
+            ("/var/lib/kubelet/config.yaml".to_string(), 0o644),
+            ("/var/lib/kubelet/kubeadm-flags.env".to_string(), 0o644)
+        ]
+    );
 }
 
 #[test]

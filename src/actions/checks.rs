@@ -88,6 +88,7 @@ pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, 
         clock(host, facts, expect.max_clock_skew),
         tools(host, facts),
         node(host, facts),
+        node_name(host, facts),
     ];
     checks.retain(|c| !c.detail.is_empty());
     checks
@@ -193,6 +194,21 @@ fn node(host: &Host, facts: &Facts) -> Check {
             Status::Warn,
             format!("{}: the static pods kubeha writes start only once these are in place", missing.join("; ")),
         )
+    }
+}
+
+/// Which name the node registers under: always the inventory's (its certificate's), passed as
+/// `--hostname-override`; said here when the machine's hostname differs.
+fn node_name(host: &Host, facts: &Facts) -> Check {
+    match facts.hostname.as_str() {
+        "" => Check::new(&host.name, "node name", Status::Ok, format!("registers as {}", host.name)),
+        name if name == host.name => Check::new(&host.name, "node name", Status::Ok, format!("hostname {name}")),
+        name => Check::new(
+            &host.name,
+            "node name",
+            Status::Ok,
+            format!("hostname {name}; the node registers as {} (--hostname-override)", host.name),
+        ),
     }
 }
 
@@ -398,7 +414,7 @@ mod tests {
         let plan = plan();
         let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
-        assert_eq!(checks.len(), 8);
+        assert_eq!(checks.len(), 9);
         assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A short sequence of the shared steps: open a session (lock, connect) → preflight with
 //! [`InitRules`] → certificates → render → [`rollout::converge`] with [`Restart::Changed`] behind
-//! the health gates (the VIP holder rolled last) → wait for the whole cluster. Nothing is written to any host before preflight
+//! the health gates (the VIP holder rolled last) → wait for the whole cluster → apply the
+//! cluster objects (kubeadm's RBAC and ConfigMaps, kube-proxy, CoreDNS). Nothing is written to any host before preflight
 //! passes; the rollout writes only files that differ, each atomically, so a re-run on a healthy
 //! cluster changes nothing and a run cut short converges when repeated.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::checks::{Check, Expectations};
 use super::error::ActionError;
+use super::objects::Applied;
 use super::preflight::{self, InitRules, VipProbe};
 use super::progress::Progress;
 use super::rollout::{self, Policy, Restart};
@@ -42,6 +44,10 @@ pub struct InitReport {
     pub waited: Duration,
     /// How long each phase took, in order.
     pub phases: Vec<(&'static str, Duration)>,
+    /// What applying the cluster objects did (empty in a dry run).
+    pub objects: Vec<Applied>,
+    /// How many cluster objects a run applies (what a dry run would apply).
+    pub object_count: usize,
 }
 
 impl InitReport {
@@ -86,7 +92,7 @@ async fn phases<R: Remote>(
     let generated = pki::generate(plan, session.state_dir())?;
     let pki = pki::load(plan, session.state_dir())?;
     session.lap("certificates");
-    let files = crate::render::render(plan, &pki)?;
+    let files = crate::render::render(&found.with_node_settings(plan), &pki)?;
     session.lap("render");
 
     let health = Health::new(plan, &pki, session.options.wait.interval)?;
@@ -100,12 +106,20 @@ async fn phases<R: Remote>(
         work: started.elapsed() - rollout.waited,
         waited: rollout.waited,
         phases: Vec::new(),
+        objects: Vec::new(),
+        object_count: 0,
     };
+    let objects = crate::objects::cluster_objects(plan, &pki);
+    report.object_count = objects.len();
     if !session.options.dry_run {
         let waiting = Instant::now();
         health.cluster(session).await?;
         report.waited += waiting.elapsed();
         session.lap("wait");
+        if let Some((host, remote)) = session.control_planes().next() {
+            report.objects = super::objects::apply(session, host, remote, &pki, &objects).await?;
+        }
+        session.lap("objects");
     }
     report.phases = session.phases();
     Ok(report)

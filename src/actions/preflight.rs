@@ -44,6 +44,10 @@ impl Rules for InitRules {
     }
 }
 
+/// systemd-resolved's list of the real upstream servers (its stub at 127.0.0.53 would loop
+/// CoreDNS back to itself), as kubeadm picks it.
+const SYSTEMD_RESOLV_CONF: &str = "/run/systemd/resolve/resolv.conf";
+
 /// How long a peer probe may take before the target counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the VIP may take to answer. Whoever holds an address on the control planes' network
@@ -72,6 +76,22 @@ impl Outcome {
 
     pub fn warnings(&self) -> Vec<Check> {
         self.checks.iter().filter(|c| c.status == Status::Warn).cloned().collect()
+    }
+
+    /// `plan` with each host's node settings taken from its facts: the CRI socket found (the
+    /// first of containerd, CRI-O, cri-dockerd), systemd-resolved's resolv.conf where it runs.
+    pub fn with_node_settings(&self, plan: &Plan) -> Plan {
+        let mut plan = plan.clone();
+        for host in &mut plan.hosts {
+            let Some((facts, _)) = self.hosts.get(&host.name) else { continue };
+            if host.node.cri_socket.is_none() {
+                host.node.cri_socket = facts.runtime_sockets.first().map(|s| format!("unix://{s}"));
+            }
+            if host.node.resolv_conf.is_none() && facts.resolved {
+                host.node.resolv_conf = Some(SYSTEMD_RESOLV_CONF.to_string());
+            }
+        }
+        plan
     }
 
     /// The hosts that hold the keepalived VIP now (normally one; none before the first `init`).

@@ -81,6 +81,7 @@ impl Args {
                 }
             }
         }
+        print_objects(&report);
         let phases: Vec<String> =
             report.phases.iter().map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64())).collect();
         eprintln!("phases: {}", phases.join(", "));
@@ -102,5 +103,32 @@ impl Args {
             ))?;
         }
         Ok(())
+    }
+}
+
+/// One line on the cluster objects, and one per object that was not as kubeha left it.
+fn print_objects(report: &crate::actions::init::InitReport) {
+    use crate::actions::objects::Outcome;
+    if report.objects.is_empty() {
+        if report.object_count > 0 {
+            eprintln!("cluster objects: {} to apply once the control plane is up", report.object_count);
+        }
+        return;
+    }
+    let count = |o: Outcome| report.objects.iter().filter(|a| a.outcome == o).count();
+    eprintln!(
+        "cluster objects: {} created, {} updated, {} unchanged",
+        count(Outcome::Created),
+        count(Outcome::Updated),
+        count(Outcome::Unchanged)
+    );
+    for applied in &report.objects {
+        match applied.outcome {
+            Outcome::Updated => eprintln!("  {} differed from kubeha's and was converged", applied.object),
+            Outcome::NotRegistered => {
+                eprintln!("  {} is not registered yet: its labels are applied by the next init", applied.object)
+            }
+            Outcome::Created | Outcome::Unchanged => {}
+        }
     }
 }

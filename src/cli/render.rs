@@ -35,15 +35,45 @@ impl Args {
         let hosts = crate::render::render(&plan, &pki)?;
         write_hosts(&self.out, &hosts)?;
         let count: usize = hosts.values().map(Vec::len).sum();
-        eprintln!("{count} files for {} hosts written to {}", hosts.len(), self.out.display());
+        let objects = crate::objects::cluster_objects(&plan, &pki);
+        write_objects(&self.out, &objects)?;
+        eprintln!(
+            "{count} files for {} hosts and {} cluster objects ({OBJECTS_DIR}/) written to {}",
+            hosts.len(),
+            objects.len(),
+            self.out.display()
+        );
         Ok(())
     }
 }
 
+/// Where the cluster objects go under `--out`: a name no host can have (host names are
+/// DNS labels, without underscores).
+const OBJECTS_DIR: &str = "_cluster";
+/// The file that marks an objects directory as kubeha's own render.
+const OBJECTS_MARKER: &str = "/.kubeha-cluster-objects";
+
+/// Writes each cluster object as YAML under `out/_cluster/<kind>-<namespace>-<name>.yaml`,
+/// replacing an earlier render of them.
+fn write_objects(out: &Path, objects: &[crate::objects::Object]) -> anyhow::Result<()> {
+    let mut files = vec![File::new(OBJECTS_MARKER, 0o600, "")];
+    for object in objects {
+        let yaml = serde_saphyr::to_string(&object.body)?;
+        files.push(File::new(format!("/{}", object.file_name()), 0o600, yaml));
+    }
+    write_trees(out, &BTreeMap::from([(OBJECTS_DIR.to_string(), files)]), OBJECTS_MARKER)
+}
+
 /// Writes each host's files under `out/<host>`, replacing an earlier render of that host.
 fn write_hosts(out: &Path, hosts: &BTreeMap<String, Vec<File>>) -> anyhow::Result<()> {
+    write_trees(out, hosts, CLUSTER_MARKER)
+}
+
+/// Writes each tree's files under `out/<name>`, replacing an earlier render of it: a directory
+/// that holds `marker`.
+fn write_trees(out: &Path, trees: &BTreeMap<String, Vec<File>>, marker: &str) -> anyhow::Result<()> {
     create_private_dir(out)?;
-    for (host, files) in hosts {
+    for (host, files) in trees {
         if host.is_empty() || host.starts_with('.') || host.contains('/') {
             bail!("host name {host:?} cannot be used as a directory name");
         }
@@ -57,11 +87,10 @@ fn write_hosts(out: &Path, hosts: &BTreeMap<String, Vec<File>>) -> anyhow::Resul
             write_file(&staging, f).with_context(|| format!("cannot write {}", staging.display()))?;
         }
         if target.exists() {
-            let marker = target.join(CLUSTER_MARKER.trim_start_matches('/'));
-            if !marker.is_file() {
+            if !target.join(marker.trim_start_matches('/')).is_file() {
                 remove_if_present(&staging)?;
                 bail!(
-                    "{} exists and is not an earlier kubeha render (no {CLUSTER_MARKER}); \
+                    "{} exists and is not an earlier kubeha render (no {marker}); \
                      remove it or choose another --out",
                     target.display()
                 );

@@ -40,6 +40,8 @@ echo @@runtime
 for s in /run/containerd/containerd.sock /var/run/crio/crio.sock /run/cri-dockerd.sock; do [ -S "$s" ] && echo "$s"; done
 echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
 echo @@addresses; ip -o addr show 2>/dev/null
+echo @@hostname; uname -n
+echo @@resolved; systemctl is-active systemd-resolved 2>/dev/null
 echo @@end
 "#;
 
@@ -78,6 +80,10 @@ pub struct Facts {
     pub runtime_sockets: Vec<String>,
     /// `net.ipv4.ip_forward`.
     pub ip_forward: Option<bool>,
+    /// The machine's hostname (what a kubelet registers as without `--hostname-override`).
+    pub hostname: String,
+    /// Whether systemd-resolved is running (then pods need its upstream resolv.conf).
+    pub resolved: bool,
     /// The IP addresses configured on the host's interfaces (with `ip`; empty without it).
     pub addresses: BTreeSet<std::net::IpAddr>,
 }
@@ -121,6 +127,8 @@ pub fn parse(text: &str) -> Facts {
         tool_problems: names(&section(text, "tools")),
         kubelet: names(&section(text, "kubelet")).into_iter().next(),
         runtime_sockets: names(&section(text, "runtime")),
+        hostname: first("hostname"),
+        resolved: first("resolved") == "active",
         addresses: section(text, "addresses")
             .iter()
             .filter_map(|l| l.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
@@ -225,7 +233,7 @@ mod tests {
 @@addresses\n1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
 2: eth0    inet 198.18.0.11/24 scope global eth0\\       valid_lft forever preferred_lft forever\n\
 2: eth0    inet 198.18.0.10/32 scope global eth0\\       valid_lft forever preferred_lft forever\n\
-2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n@@end\n";
+2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n@@hostname\nnode-a\n@@resolved\nactive\n@@end\n";
 
     #[test]
     fn parses_every_section() {
@@ -243,6 +251,7 @@ mod tests {
         assert_eq!(f.kubelet.as_deref(), Some("/usr/bin/kubelet"));
         assert_eq!(f.runtime_sockets, ["/run/containerd/containerd.sock"]);
         assert_eq!(f.ip_forward, Some(false));
+        assert_eq!((f.hostname.as_str(), f.resolved), ("node-a", true));
         let addresses: Vec<String> = f.addresses.iter().map(|a| a.to_string()).collect();
         assert_eq!(addresses, ["127.0.0.1", "198.18.0.10", "198.18.0.11", "fe80::1"]);
     }

@@ -424,7 +424,7 @@ fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problem
     let ssh = h.object("ssh", p);
     let ssh = read_ssh(ssh, Some(defaults), base, p);
     h.finish(p);
-    Some(Host { name: name?, address: address?, role: role?, ssh: ssh? })
+    Some(Host { name: name?, address: address?, role: role?, ssh: ssh?, node: Default::default() })
 }
 
 fn host_address(path: &str, text: &str, p: &mut Problems) -> Option<IpAddr> {

@@ -52,7 +52,7 @@ pub enum RenderError {
 
 /// The KubeletConfiguration every node of `plan` shares (the `kubelet-config` ConfigMap's).
 pub fn kubelet_config(plan: &Plan) -> Result<String, RenderError> {
-    kubelet::text(plan, &Engine::new()?)
+    kubelet::text(plan, &crate::plan::NodeSettings::default(), &Engine::new()?)
 }
 
 /// Cluster secrets that configuration files embed (not certificates).
@@ -82,7 +82,7 @@ fn host_files(
 ) -> Result<Vec<File>, RenderError> {
     let ctx = HostContext::new(plan, host);
     let mut files = given;
-    files.push(kubelet::config(&ctx, engine)?);
+    files.extend(kubelet::files(&ctx, engine)?);
     let mut pods = Vec::new();
     if ctx.is_control_plane() {
         let kubeadm_pods = [

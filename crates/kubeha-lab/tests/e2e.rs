@@ -315,6 +315,7 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     assert!(dry_out.contains("cp1: would write /etc/kubernetes/manifests/kube-apiserver.yaml"), "{dry_out}");
     assert!(!dry_out.contains("etcd.yaml"), "etcd's image did not change: {dry_out}");
     assert_eq!(pods_before.len(), pods(&lab).len());
+    let holder = vip_holders(&lab).pop().unwrap();
     let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
     assert_ok(&out, "init with a new Kubernetes version");
     let mut started = Vec::new();
@@ -323,13 +324,53 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
         assert!(pod.running, "{cp}: {pod:?}");
         let log = std::fs::read_to_string(lab.pod_log(cp, "kube-apiserver").unwrap()).unwrap();
         assert!(log.contains("v1.31.5"), "{cp}'s apiserver did not restart with the new image");
-        started.push(pod.started_at.unwrap());
+        started.push((pod.started_at.unwrap(), cp));
     }
     // The next host is written only after the kubelet sync (3 s) and the health checks of the one
-    // before; the lab's kubelet notices a manifest within a second of its write.
+    // before; the lab's kubelet notices a manifest within a second of its write. The VIP holder
+    // goes last, so the VIP moves at most once.
+    started.sort();
+    assert_eq!(started[2].1, holder, "the VIP holder was not restarted last: {started:?}");
+    for pair in started.windows(2) {
+        let gap = pair[1].0.duration_since(pair[0].0).unwrap_or_default();
+        assert!(gap >= Duration::from_secs(2), "apiservers restarted together ({gap:?} apart): {started:?}");
+    }
+    let curl = curl_healthz(&lab);
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "ok", "{}", text(&curl));
+
+    // A certificate-only change (a new name on every apiserver certificate) restarts exactly the
+    // pods that mount the new certificates, one control plane at a time; etcd keeps running.
+    let renamed = lab.dir().join("renamed.yaml");
+    let with_san = std::fs::read_to_string(&upgraded).unwrap().replace(
+        "certificates: {keyAlgorithm: ecdsa-p256}",
+        "certificates: {keyAlgorithm: ecdsa-p256, extraSANs: [api.e2e.test]}",
+    );
+    std::fs::write(&renamed, with_san).unwrap();
+    let pods_before = pods(&lab);
+    let out = kubeha(&lab, &renamed, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    assert_ok(&out, "init with a new apiserver certificate name");
+    let pods_after = pods(&lab);
+    let restarted = |name: &str| -> Vec<String> {
+        pods_before.iter().zip(&pods_after).filter(|(b, a)| b.1 == name && b != a).map(|(b, _)| b.0.clone()).collect()
+    };
+    assert_eq!(restarted("kube-apiserver"), ["cp1", "cp2", "cp3"], "{pods_before:?}\n{pods_after:?}");
+    assert!(restarted("etcd").is_empty(), "etcd restarted for an apiserver certificate: {pods_after:?}");
+    let mut started: Vec<_> = ["cp1", "cp2", "cp3"]
+        .iter()
+        .map(|cp| lab.pod(cp, "kube-apiserver").unwrap().unwrap().started_at.unwrap())
+        .collect();
+    started.sort();
     for pair in started.windows(2) {
         let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
         assert!(gap >= Duration::from_secs(2), "apiservers restarted together ({gap:?} apart): {started:?}");
+    }
+    // Each apiserver serves the new certificate.
+    for h in lab.hosts().iter().filter(|h| h.control_plane) {
+        let target = format!("{}:6443", h.address);
+        let served = lab
+            .exec(&h.name, &["sh", "-c", &format!("openssl s_client -connect {target} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName")])
+            .unwrap();
+        assert!(String::from_utf8_lossy(&served.stdout).contains("api.e2e.test"), "{}: {}", h.name, text(&served));
     }
     let curl = curl_healthz(&lab);
     assert_eq!(String::from_utf8_lossy(&curl.stdout), "ok", "{}", text(&curl));

@@ -777,6 +777,7 @@ async fn child_connect_with_terminal_prompt() {
             known_hosts_file: env("KHTR_CHILD_KNOWN_HOSTS").into(),
             sudo: false,
         },
+        node: Default::default(),
     };
     let creds = Credentials::new(None, PassphrasePrompt::Terminal);
     match SshHost::connect(&host, &options(), &creds).await {

@@ -210,6 +210,7 @@ impl Fixture {
                 known_hosts_file: known_hosts.to_path_buf(),
                 sudo,
             },
+            node: Default::default(),
         }
     }
 
