@@ -42,9 +42,9 @@ pub fn apply(live: Option<&Value>, applied: &Value, manager: &str, now: &str) ->
     let mut result = live.cloned().unwrap_or_else(|| skeleton(&applied));
     let entries = managed_fields(&result);
     let others: BTreeSet<FieldPath> =
-        entries.iter().filter(|e| !is_own(e, manager)).flat_map(|e| fields_of_entry(e)).collect();
+        entries.iter().filter(|e| !is_own(e, manager)).flat_map(fields_of_entry).collect();
     let previous: BTreeSet<FieldPath> =
-        entries.iter().filter(|e| is_own(e, manager)).flat_map(|e| fields_of_entry(e)).collect();
+        entries.iter().filter(|e| is_own(e, manager)).flat_map(fields_of_entry).collect();
     let current = leaf_fields(&applied);
     for dropped in previous.difference(&current).filter(|p| !others.contains(*p)) {
         remove_path(&mut result, dropped);
