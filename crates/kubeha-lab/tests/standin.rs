@@ -13,7 +13,9 @@ mod support;
 use std::time::Duration;
 
 use harness::{Lab, VERSION, expect_failure, expired_serving_cert, with_flag};
-use kubeha::https::{HttpsError, HttpsUrl, Request, VerifyFailure};
+use kubeha::https::{HttpsError, HttpsUrl, Request, Response, VerifyFailure};
+use kubeha::objects::Object;
+use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
 // kube-apiserver
@@ -134,6 +136,206 @@ fn apiserver_serves_health_version_and_api_and_follows_etcd() {
     let log = lab.procs[api].log();
     assert!(log.contains("Received SIGTERM"), "{log}");
     assert!(!log.contains("PRIVATE KEY"), "the log shows key material:\n{log}");
+}
+
+/// kubeha's own objects (RBAC, configuration, kube-proxy, CoreDNS) for a three-host plan, made
+/// by kubeha's library from an inventory and a PKI it generates in `dir`.
+fn kubeha_objects(dir: &std::path::Path) -> Vec<Object> {
+    std::fs::write(dir.join("id_ed25519"), "").unwrap();
+    let inventory = "apiVersion: kubeha/v1alpha1\nkind: Cluster\nmetadata: {name: ssa}\nspec:\n  \
+        kubernetesVersion: v1.31.4\n  controlPlaneEndpoint: 198.18.0.10:8443\n  \
+        loadBalancer: {type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}\n  \
+        etcd: {version: 3.4.23}\n  certificates: {keyAlgorithm: ecdsa-p256}\n  \
+        ssh: {user: root, identityFile: id_ed25519, knownHostsFile: known_hosts}\n  hosts:\n    \
+        - {name: cp1, address: 198.18.0.11, role: control-plane}\n    \
+        - {name: cp2, address: 198.18.0.12, role: control-plane}\n    \
+        - {name: cp3, address: 198.18.0.13, role: control-plane}\n";
+    let plan = kubeha::inventory::parse(inventory, dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let state = dir.join("state");
+    kubeha::pki::generate(&plan, &state).unwrap();
+    let pki = kubeha::pki::load(&plan, &state).unwrap();
+    kubeha::objects::cluster_objects(&plan, &pki)
+}
+
+/// Whether every field `applied` sets is in `served` with the same value (maps compared by
+/// key, everything else whole).
+fn holds(served: &Value, applied: &Value) -> bool {
+    match (served, applied) {
+        (Value::Object(s), Value::Object(a)) => a.iter().all(|(k, v)| s.get(k).is_some_and(|sv| holds(sv, v))),
+        _ => served == applied,
+    }
+}
+
+fn rv(resp: &Response) -> String {
+    let doc: Value = resp.json().unwrap_or_else(|e| panic!("{e}: {}", resp.text()));
+    doc["metadata"]["resourceVersion"].as_str().unwrap_or_else(|| panic!("no resourceVersion: {doc}")).to_string()
+}
+
+#[test]
+fn apiserver_stores_server_side_applies_in_etcd() {
+    if !support::require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let etcd = lab.start_etcd();
+    let flags = lab.pki.apiserver_flags(lab.ns.ip);
+    let first = lab.start_standin("kube-apiserver", "kube-apiserver", flags.clone());
+    // A second instance on the same etcd plays another control plane's apiserver.
+    let second = lab.start_standin("kube-apiserver-2", "kube-apiserver", with_flag(&flags, "secure-port", "6444"));
+    let masters = lab.client("ca.crt", Some("super-admin"));
+    for (id, port) in [(first, 6443), (second, 6444)] {
+        lab.wait(id, "apiserver to serve", Duration::from_secs(30), |lab| {
+            let url = HttpsUrl::parse(&format!("https://{}:{port}", lab.ns.ip)).unwrap();
+            lab.rt.block_on(masters.send(&url, &Request::get("/healthz"))).ok().filter(|r| r.status == 200)
+        });
+    }
+
+    // What kubeha does for each of its objects: GET (404), apply (201 with a version).
+    let objects = kubeha_objects(lab.dir.path());
+    assert!(objects.len() >= 10, "{}", objects.len());
+    let mut versions = Vec::new();
+    for object in &objects {
+        let resp = lab.send(&masters, 6443, &Request::get(&object.path()));
+        assert_eq!(resp.status, 404, "{}: {}", object.describe(), resp.text());
+        let status: Value = resp.json().unwrap();
+        assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("NotFound")));
+        let resp = lab.send(&masters, 6443, &Request::apply(&object.apply_path(), &object.body));
+        assert_eq!(resp.status, 201, "{}: {}", object.describe(), resp.text());
+        let created: Value = resp.json().unwrap();
+        assert!(holds(&created, &object.body), "{}: {created}", object.describe());
+        let metadata = &created["metadata"];
+        assert!(metadata["uid"].as_str().is_some_and(|u| u.len() == 36), "{metadata}");
+        assert!(metadata["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{metadata}");
+        let managed = &metadata["managedFields"][0];
+        assert_eq!((managed["manager"].as_str(), managed["operation"].as_str()), (Some("kubeha"), Some("Apply")));
+        versions.push(rv(&resp));
+    }
+
+    // The same applies again change nothing: 200 and the same versions.
+    for (object, version) in objects.iter().zip(&versions) {
+        let resp = lab.send(&masters, 6443, &Request::apply(&object.apply_path(), &object.body));
+        assert_eq!((resp.status, rv(&resp)), (200, version.clone()), "{}: {}", object.describe(), resp.text());
+    }
+
+    // The other apiserver serves the same objects at the same versions (they live in etcd).
+    for (object, version) in objects.iter().zip(&versions) {
+        let resp = lab.send(&masters, 6444, &Request::get(&object.path()));
+        assert_eq!((resp.status, rv(&resp)), (200, version.clone()), "{}: {}", object.describe(), resp.text());
+        assert!(holds(&resp.json().unwrap(), &object.body), "{}", object.describe());
+    }
+
+    // A changed apply through the second apiserver: updated, new version, seen by the first.
+    let coredns = objects.iter().find(|o| o.kind() == "ConfigMap" && o.name() == "coredns").expect("CoreDNS config");
+    let mut changed = coredns.body.clone();
+    changed["data"]["Corefile"] = json!(".:53 {\n    errors\n}\n");
+    let resp = lab.send(&masters, 6444, &Request::apply(&coredns.apply_path(), &changed));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let updated = rv(&resp);
+    let old = &versions[objects.iter().position(|o| o == coredns).unwrap()];
+    assert!(updated.parse::<u64>().unwrap() > old.parse::<u64>().unwrap(), "{old} -> {updated}");
+    let seen: Value = lab.send(&masters, 6443, &Request::get(&coredns.path())).json().unwrap();
+    assert_eq!(
+        (seen["data"]["Corefile"].clone(), seen["metadata"]["resourceVersion"].as_str()),
+        (changed["data"]["Corefile"].clone(), Some(updated.as_str()))
+    );
+    // kubeha's apply brings it back.
+    let resp = lab.send(&masters, 6443, &Request::apply(&coredns.apply_path(), &coredns.body));
+    assert_eq!(resp.status, 200);
+    assert_ne!(rv(&resp), updated);
+    assert!(holds(&resp.json().unwrap(), &coredns.body));
+
+    // A Node is created by an apply, as on a real server (kubeha GETs first to avoid that).
+    let node = kubeha::objects::control_plane_node("cp1");
+    assert_eq!(lab.send(&masters, 6443, &Request::get(&node.path())).status, 404);
+    let resp = lab.send(&masters, 6443, &Request::apply(&node.apply_path(), &node.body));
+    assert_eq!(resp.status, 201, "{}", resp.text());
+
+    // etcd holds the object as JSON under the real server's key.
+    let p = |n: &str| lab.pki.path(n);
+    let out = lab.ns.run(
+        "etcdctl",
+        &[
+            "--endpoints=https://127.0.0.1:2379",
+            "--cacert",
+            &p("etcd-ca.crt"),
+            "--cert",
+            &p("apiserver-etcd-client.crt"),
+            "--key",
+            &p("apiserver-etcd-client.key"),
+            "get",
+            "/registry/configmaps/kube-system/coredns",
+            "--print-value-only",
+        ],
+        &[("ETCDCTL_API", "3")],
+    );
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(holds(&stored, &coredns.body), "{stored}");
+
+    // Only system:masters reads and writes objects: kubeadm:cluster-admins (admin.conf) is
+    // refused, since RBAC is not evaluated; discovery is for every authenticated user.
+    let admin = lab.client("ca.crt", Some("admin"));
+    let resp = lab.send(&admin, 6443, &Request::get(&coredns.path()));
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert!(resp.text().contains(r#"User \"kubernetes-admin\" cannot get resource \"configmaps\""#), "{}", resp.text());
+    let resp = lab.send(&admin, 6443, &Request::apply(&coredns.apply_path(), &changed));
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(lab.send(&admin, 6443, &Request::get("/apis/apps/v1")).status, 200);
+    let anonymous = lab.client("ca.crt", None);
+    assert_eq!(lab.send(&anonymous, 6443, &Request::get(&coredns.path())).status, 403);
+
+    // Other methods and patch types, unknown paths.
+    let curl_as_masters = |args: &[&str]| {
+        let (ca, cert, key) = (p("ca.crt"), p("super-admin.crt"), p("super-admin.key"));
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca, "--cert", &cert, "--key", &key];
+        all.extend_from_slice(args);
+        lab.curl(&all)
+    };
+    let url = format!("https://127.0.0.1:6443{}", coredns.path());
+    assert_eq!(curl_as_masters(&["-X", "DELETE", &url]), (0, "405".to_string()));
+    let merge = ["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "-d", "{}", &url];
+    assert_eq!(curl_as_masters(&merge), (0, "415".to_string()));
+    let no_manager = ["-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml", "-d", "{}", &url];
+    assert_eq!(curl_as_masters(&no_manager), (0, "422".to_string()));
+    let unknown = "https://127.0.0.1:6443/api/v1/namespaces/kube-system/secrets/x";
+    assert_eq!(curl_as_masters(&[unknown]), (0, "404".to_string()));
+
+    // kubectl with the super-admin kubeconfig: raw paths, lists and kinds through discovery.
+    let super_admin = p("super-admin.conf");
+    let kubectl = |args: &[&str]| {
+        let (ok, out, err) = lab.kubectl(&[&["--kubeconfig", &super_admin], args].concat());
+        assert!(ok, "kubectl {args:?}: {out}{err}");
+        out
+    };
+    let raw: Value = serde_json::from_str(&kubectl(&["get", "--raw", &coredns.path()])).unwrap();
+    assert!(holds(&raw, &coredns.body), "{raw}");
+    let crb = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kubeadm:cluster-admins";
+    let raw: Value = serde_json::from_str(&kubectl(&["get", "--raw", crb])).unwrap();
+    assert_eq!(raw["roleRef"]["name"], "cluster-admin", "{raw}");
+    let list: Value =
+        serde_json::from_str(&kubectl(&["get", "configmaps", "-n", "kube-system", "-o", "json"])).unwrap();
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert!(names.contains(&"coredns") && names.contains(&"kube-proxy"), "{names:?}");
+    let table = kubectl(&["get", "configmaps", "-n", "kube-system"]);
+    assert!(table.lines().any(|l| l.starts_with("coredns")), "{table}");
+    let out = kubectl(&["get", "clusterrolebindings", "-o", "name"]);
+    assert!(out.contains("clusterrolebinding.rbac.authorization.k8s.io/kubeadm:cluster-admins"), "{out}");
+    let out = kubectl(&[
+        "get",
+        "daemonset",
+        "kube-proxy",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.metadata.managedFields[0].manager}",
+    ]);
+    assert_eq!(out, "kubeha");
+
+    for id in [first, second, etcd] {
+        lab.procs[id].stop();
+    }
 }
 
 #[test]

@@ -7,11 +7,16 @@
 //! Authentication is x509 only, as kubeadm's clients use: a verified client certificate is a
 //! user (CN) with groups (O); a certificate that does not verify, or any bearer token, gets 401;
 //! no certificate is `system:anonymous`, allowed the health and version endpoints only.
+//!
+//! Authenticated users also get discovery (`/api`, `/api/v1`, `/apis`, `/apis/<group>/<version>`)
+//! for the kinds kubeha applies; reading and applying those objects (`rest`, stored in etcd by
+//! `registry`) is for `system:masters` only: RBAC is not evaluated.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
@@ -19,7 +24,10 @@ use super::checks::{self, StartupError, load_certificates, load_pair, load_priva
 use super::etcd::EtcdProbe;
 use super::flags::Flags;
 use super::health::Health;
+use super::registry::Registry;
+use super::resources::{self, Route};
 use super::respond::{self, Reply};
+use super::rest::{self, Caller, ObjectRequest};
 use super::version::KubeVersion;
 use crate::https_server::{self, Handler, Peer, ServerTls};
 use kubeha::https::{self, ClientIdentity, HttpsUrl, TlsClient};
@@ -30,6 +38,8 @@ const ETCD_STARTUP_WAIT: Duration = Duration::from_secs(20);
 const ETCD_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between periodic etcd reads.
 const ETCD_RECHECK: Duration = Duration::from_secs(2);
+/// The largest request body accepted (the real server's limit is 3 MiB).
+const MAX_REQUEST_BODY: usize = 3 << 20;
 
 /// A started apiserver stand-in: checks passed, listener bound.
 pub struct ApiServer {
@@ -44,6 +54,7 @@ struct State {
     version: KubeVersion,
     /// `advertise-address:secure-port`, reported by `/api`.
     advertised: Option<String>,
+    registry: Registry,
 }
 
 /// Runs every startup check and binds the secure port.
@@ -69,7 +80,8 @@ pub async fn start(flags: &Flags, version: KubeVersion) -> Result<ApiServer, Sta
     health.set("etcd", Ok(()));
     let advertised =
         flags.nonempty("advertise-address").map(|a| SocketAddr::new(a.parse().unwrap_or(bind), port).to_string());
-    Ok(ApiServer { listener, tls, state: Arc::new(State { health, version, advertised }), etcd })
+    let registry = Registry::new(etcd.clone());
+    Ok(ApiServer { listener, tls, state: Arc::new(State { health, version, advertised, registry }), etcd })
 }
 
 impl ApiServer {
@@ -85,8 +97,8 @@ impl ApiServer {
         });
         let state = self.state.clone();
         let handler: Handler = Arc::new(move |peer, req| {
-            let reply = handle(&state, peer, &req);
-            Box::pin(async move { reply })
+            let state = state.clone();
+            Box::pin(async move { handle(&state, peer, req).await })
         });
         https_server::serve(self.listener, self.tls, handler).await;
         watcher.abort();
@@ -251,11 +263,11 @@ async fn wait_for_etcd(etcd: &EtcdProbe) -> Result<(), StartupError> {
     Ok(())
 }
 
-fn handle(state: &State, peer: Peer, req: &hyper::Request<Incoming>) -> Reply {
-    let path = req.uri().path();
-    let query = req.uri().query();
-    let user = match peer {
-        Peer::Authenticated { user, .. } => Some(user),
+async fn handle(state: &State, peer: Peer, req: hyper::Request<Incoming>) -> Reply {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let (user, groups) = match peer {
+        Peer::Authenticated { user, groups } => (user, groups),
         Peer::Rejected(reason) => {
             tracing::info!("Unable to authenticate the request to {path}: {reason}");
             return respond::unauthorized();
@@ -264,38 +276,59 @@ fn handle(state: &State, peer: Peer, req: &hyper::Request<Incoming>) -> Reply {
             tracing::info!("Unable to authenticate the request to {path}: bearer tokens are not simulated");
             return respond::unauthorized();
         }
-        Peer::Anonymous => None,
-    };
-    match path {
-        "/healthz" | "/livez" | "/readyz" => state.health.respond(&path[1..], query),
-        "/version" | "/version/" => respond::json(200, &state.version.document()),
-        _ => {
-            let Some(_user) = user else {
-                return respond::status(
+        Peer::Anonymous => {
+            return match path.as_str() {
+                "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" => public(state, &path, query.as_deref()),
+                _ => respond::status(
                     403,
                     "Forbidden",
                     &format!("forbidden: User \"system:anonymous\" cannot get path \"{path}\""),
-                );
+                ),
             };
-            match path {
-                "/api" | "/api/" => {
-                    let addresses: Vec<serde_json::Value> = state
-                        .advertised
-                        .iter()
-                        .map(|a| serde_json::json!({"clientCIDR": "0.0.0.0/0", "serverAddress": a}))
-                        .collect();
-                    respond::json(
-                        200,
-                        &serde_json::json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": addresses}),
-                    )
-                }
-                "/apis" | "/apis/" => {
-                    respond::json(200, &serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}))
-                }
-                _ => respond::status(404, "NotFound", "the server could not find the requested resource"),
-            }
         }
+    };
+    match path.as_str() {
+        "/healthz" | "/livez" | "/readyz" | "/version" | "/version/" => public(state, &path, query.as_deref()),
+        "/api" | "/api/" => api_versions(state),
+        _ => match resources::route(&path) {
+            Some(Route::Discovery(doc)) => respond::json(200, &doc),
+            Some(route) => {
+                let method = req.method().as_str().to_string();
+                let content_type =
+                    req.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(e) => return respond::status(413, "RequestEntityTooLarge", &format!("request body: {e}")),
+                };
+                let request = ObjectRequest {
+                    method: &method,
+                    query: query.as_deref(),
+                    content_type: content_type.as_deref(),
+                    body: &body,
+                };
+                rest::handle(&state.registry, Caller { user: &user, groups: &groups }, &route, &request).await
+            }
+            None => respond::status(404, "NotFound", "the server could not find the requested resource"),
+        },
     }
+}
+
+/// The endpoints anyone may read: health and version.
+fn public(state: &State, path: &str, query: Option<&str>) -> Reply {
+    match path {
+        "/version" | "/version/" => respond::json(200, &state.version.document()),
+        _ => state.health.respond(&path[1..], query),
+    }
+}
+
+/// `/api`: the core group's versions, and where clients should reach this server.
+fn api_versions(state: &State) -> Reply {
+    let addresses: Vec<serde_json::Value> =
+        state.advertised.iter().map(|a| serde_json::json!({"clientCIDR": "0.0.0.0/0", "serverAddress": a})).collect();
+    respond::json(
+        200,
+        &serde_json::json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": addresses}),
+    )
 }
 
 fn unix_now() -> u64 {

@@ -6,10 +6,12 @@
 //! Each stand-in parses the flags like the real binary (unknown flags are fatal), checks every
 //! file and certificate relationship the real one depends on, and exits 1 with `Error: ...`
 //! naming the flag and file when something is wrong, so a bad render crash-loops in the lab as
-//! it would on a real host. Otherwise it serves what health checks, haproxy and kubectl need.
+//! it would on a real host. Otherwise it serves what health checks, haproxy and kubectl need,
+//! and the apiserver stores the API objects kubeha applies (in etcd, by server-side apply).
 //! See `docs/lab-standins.md` for what is and is not simulated.
 
 mod apiserver;
+mod apply;
 mod checks;
 mod delegated;
 mod etcd;
@@ -17,7 +19,10 @@ mod flags;
 mod flagset;
 mod health;
 mod kubeconfig;
+mod registry;
+mod resources;
 mod respond;
+mod rest;
 mod version;
 
 use std::process::ExitCode;

@@ -29,6 +29,12 @@ pub fn json(status: u16, value: &serde_json::Value) -> Reply {
 
 /// A `metav1.Status` failure, e.g. `status(403, "Forbidden", "forbidden: User ...")`.
 pub fn status(code: u16, reason: &str, message: &str) -> Reply {
+    let details = if code == 403 { serde_json::json!({}) } else { serde_json::Value::Null };
+    status_with_details(code, reason, message, &details)
+}
+
+/// A `metav1.Status` failure with `details` (`{"name": ..., "kind": ...}`; null leaves them out).
+pub fn status_with_details(code: u16, reason: &str, message: &str, details: &serde_json::Value) -> Reply {
     let mut value = serde_json::json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -38,8 +44,8 @@ pub fn status(code: u16, reason: &str, message: &str) -> Reply {
         "reason": reason,
         "code": code,
     });
-    if code == 403 {
-        value["details"] = serde_json::json!({});
+    if !details.is_null() {
+        value["details"] = details.clone();
     }
     json(code, &value)
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use kubeha::https::{ClientIdentity, Response, TlsClient};
+use kubeha::https::{ClientIdentity, Request, Response, TlsClient};
 
 pub const STANDIN: &str = env!("CARGO_BIN_EXE_kubeha-lab");
 pub const VERSION: &str = "v1.31.4";
@@ -308,11 +308,13 @@ impl Pki {
         pki.key("other-sa", "rsa1");
         pki.openssl(&["rsa", "-in", "other-sa.key", "-pubout", "-out", "other-sa.pub"]);
         pki.leaf("admin", "rsa1", "ca", "/O=kubeadm:cluster-admins/CN=kubernetes-admin", "clientAuth", &[]);
+        pki.leaf("super-admin", "ec1", "ca", "/O=system:masters/CN=kubernetes-super-admin", "clientAuth", &[]);
         pki.leaf("cm", "rsa8", "ca", "/CN=system:kube-controller-manager", "clientAuth", &[]);
         pki.leaf("sched", "ec1", "ca", "/CN=system:kube-scheduler", "clientAuth", &[]);
         pki.leaf("sched-foreign", "ec8", "other-ca", "/CN=system:kube-scheduler", "clientAuth", &[]);
         let server = format!("https://{address}:6443");
         pki.kubeconfig("admin", &server, "kubernetes-admin", "admin");
+        pki.kubeconfig("super-admin", &server, "kubernetes-super-admin", "super-admin");
         pki.kubeconfig("controller-manager", &server, "system:kube-controller-manager", "cm");
         pki.kubeconfig("scheduler", &server, "system:kube-scheduler", "sched");
         pki.kubeconfig("scheduler-foreign", &server, "system:kube-scheduler", "sched-foreign");
@@ -515,6 +517,14 @@ impl Lab {
 
     pub fn get(&self, client: &TlsClient, path: &str) -> Result<Response, kubeha::https::HttpsError> {
         self.rt.block_on(client.get(&format!("https://{}:6443{path}", self.ns.ip)))
+    }
+
+    /// Sends `request` to the stand-in listening on `port` at the namespace's address.
+    pub fn send(&self, client: &TlsClient, port: u16, request: &Request) -> Response {
+        let url = kubeha::https::HttpsUrl::parse(&format!("https://{}:{port}", self.ns.ip)).unwrap();
+        self.rt
+            .block_on(client.send(&url, request))
+            .unwrap_or_else(|e| panic!("{} {} on port {port}: {e}", request.method(), request.path()))
     }
 
     /// curl inside the namespace: (exit code, body).
