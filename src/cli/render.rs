@@ -29,7 +29,7 @@ pub struct Args {
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = crate::inventory::load(&self.cluster.inventory)?;
-        let state_dir = self.cluster.state_dir(&plan);
+        let state_dir = self.cluster.state_dir(&plan, false)?;
         let pki = crate::pki::load(&plan, &state_dir)
             .with_context(|| format!("cannot load the cluster PKI from {}", state_dir.display()))?;
         let hosts = crate::render::render(&plan, &pki)?;
