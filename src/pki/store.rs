@@ -83,10 +83,12 @@ impl Store {
     /// The permission bits of directory `rel` (`""` is the root), or `None` if it does not exist.
     pub(crate) fn dir_mode(&self, rel: &Path) -> Result<Option<u32>, PkiError> {
         let path = self.path(rel);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) if !meta.file_type().is_symlink() => return Ok(None),
-            _ => {}
+        // A file is not a directory; a link is refused below, like any linked directory.
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && !meta.is_dir()
+            && !meta.file_type().is_symlink()
+        {
+            return Ok(None);
         }
         if !self.dir(&path, false)? {
             return Ok(None);

@@ -131,7 +131,7 @@ impl Spec {
                 (
                     host_port(self.vip()),
                     format!(
-                        "{{type: keepalived-haproxy, vip: '{}', interface: {}, virtualRouterId: {}{image}}}",
+                        "{{type: keepalived-haproxy, vip: '{}', interface: '{}', virtualRouterId: {}{image}}}",
                         self.vip(),
                         self.interface,
                         self.router_id
@@ -153,7 +153,7 @@ impl Spec {
         let repository = self.repository.map(|r| format!("  imageRepository: '{r}'\n")).unwrap_or_default();
         let sans: Vec<String> = self.extra_sans.iter().map(|s| format!("'{s}'")).collect();
         let mut text = format!(
-            "apiVersion: kubeha/v1alpha1\nkind: Cluster\nmetadata: {{name: {cluster}}}\nspec:\n  \
+            "apiVersion: kubeha/v1alpha1\nkind: Cluster\nmetadata: {{name: '{cluster}'}}\nspec:\n  \
              kubernetesVersion: {kubernetes}\n  controlPlaneEndpoint: '{endpoint}'\n  apiServer: {{bindPort: {bind}}}\n\
              {repository}  loadBalancer: {lb}\n  networking: {{{networking}}}\n  \
              certificates: {{keyAlgorithm: ecdsa-p256, extraSANs: [{sans}]}}\n  \
@@ -165,7 +165,8 @@ impl Spec {
         );
         for (i, name) in self.names.iter().enumerate() {
             let role = if i < self.control_planes { "control-plane" } else { "worker" };
-            text.push_str(&format!("    - {{name: {name}, address: '{}', role: {role}}}\n", self.address(i)));
+            // Quoted: YAML reads a bare `n` or `no` as a boolean.
+            text.push_str(&format!("    - {{name: '{name}', address: '{}', role: {role}}}\n", self.address(i)));
         }
         text
     }
