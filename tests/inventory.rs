@@ -512,6 +512,21 @@ const CASES: &[Case] = &[
         expect: &["spec.apiServer.bindPort: 2379 is the etcd client port"],
     },
     Case {
+        name: "one pass: a typo, an endpoint without a port, a VIP of the other family, a small subnet",
+        edits: &[
+            ("vip: 198.18.0.10, interface: eth0}", "vip: 'fd00::10', interfce: eth0}"),
+            ("198.18.0.10:8443", "'[fd00::10]'"),
+            ("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.96.0.0/29"),
+        ],
+        expect: &[
+            "has 5 problems",
+            "spec.loadBalancer.interfce: unknown field; did you mean \"interface\"?",
+            "spec.controlPlaneEndpoint: \"[fd00::10]\" needs a port",
+            "spec.loadBalancer.vip: fd00::10 is IPv6, but spec.hosts[0].address 198.18.0.11 is IPv4",
+            "spec.networking.serviceSubnet: 10.96.0.0/29 is too small",
+        ],
+    },
+    Case {
         name: "bad DNS domain",
         edits: &[("dnsDomain: cluster.local", "dnsDomain: Cluster.Local")],
         expect: &["spec.networking.dnsDomain: \"Cluster.Local\" is not a valid DNS name"],

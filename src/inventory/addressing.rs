@@ -18,7 +18,7 @@ use ipnet::IpNet;
 
 use super::fields::Problems;
 use super::spec::{DEFAULT_SERVICE_SUBNET, Draft};
-use crate::plan::{EndpointHost, LoadBalancer};
+use crate::plan::EndpointHost;
 
 /// kube-controller-manager's default `--node-cidr-mask-size` per family.
 pub const NODE_MASK_V4: u8 = 24;
@@ -48,13 +48,10 @@ fn check_family(d: &Draft, p: &mut Problems) {
             items.push((format!("{}.address", h.path), ip.is_ipv6(), ip.to_string()));
         }
     }
-    let vip = match &d.load_balancer {
-        Some(LoadBalancer::KeepalivedHaproxy { vip, .. }) => {
-            items.push(("spec.loadBalancer.vip".into(), vip.is_ipv6(), vip.to_string()));
-            Some(*vip)
-        }
-        _ => None,
-    };
+    let vip = d.vip;
+    if let Some(vip) = vip {
+        items.push(("spec.loadBalancer.vip".into(), vip.is_ipv6(), vip.to_string()));
+    }
     if let Some(ep) = &d.endpoint
         && let EndpointHost::Ip(ip) = ep.host
         && Some(ip) != vip
@@ -126,10 +123,7 @@ fn check_networks(d: &Draft, p: &mut Problems) {
             }
         }
     }
-    let vip = match &d.load_balancer {
-        Some(LoadBalancer::KeepalivedHaproxy { vip, .. }) => Some(*vip),
-        _ => None,
-    };
+    let vip = d.vip;
     if let Some(vip) = vip {
         inside(&subnets, "spec.loadBalancer.vip", vip, p);
     }

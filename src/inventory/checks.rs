@@ -81,22 +81,25 @@ fn check_hosts(d: &Draft, hosts: &[HostDraft], p: &mut Problems) {
 
 fn check_endpoint(d: &Draft, p: &mut Problems) {
     const EP: &str = "spec.controlPlaneEndpoint";
-    let (Some(lb), Some(ep)) = (&d.load_balancer, &d.endpoint) else { return };
     let bind_port = d.bind_port;
     if let Some(port) = bind_port
         && let Some((_, what)) = COMPONENT_PORTS.iter().find(|(p, _)| *p == port)
     {
         p.push("spec.apiServer.bindPort", format!("{port} is the {what} port"));
     }
+    // The VIP is checked whenever it was readable, even if another load-balancer field was not.
+    if let Some(vip) = d.vip {
+        for h in d.hosts.iter().flatten().filter(|h| h.address == Some(vip)) {
+            let name = h.name.as_deref().unwrap_or("?");
+            p.push(
+                "spec.loadBalancer.vip",
+                format!("{vip} is the address of {} ({name}); the VIP must be a free address", h.path),
+            );
+        }
+    }
+    let (Some(lb), Some(ep)) = (&d.load_balancer, &d.endpoint) else { return };
     match lb {
         LoadBalancer::KeepalivedHaproxy { vip, .. } => {
-            for h in d.hosts.iter().flatten().filter(|h| h.address == Some(*vip)) {
-                let name = h.name.as_deref().unwrap_or("?");
-                p.push(
-                    "spec.loadBalancer.vip",
-                    format!("{vip} is the address of {} ({name}); the VIP must be a free address", h.path),
-                );
-            }
             if let EndpointHost::Ip(ip) = ep.host
                 && ip != *vip
             {

@@ -39,6 +39,8 @@ pub struct Draft {
     pub bind_port: Option<u16>,
     pub image_repository: Option<String>,
     pub load_balancer: Option<LoadBalancer>,
+    /// The VIP when it was readable, also when another load-balancer field was not.
+    pub vip: Option<IpAddr>,
     pub networking: Option<Networking>,
     pub certificates: Option<Certificates>,
     /// Every host entry that is a mapping, with whatever of it was readable; `None` when the
@@ -99,6 +101,7 @@ pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
         bind_port: Some(DEFAULT_APISERVER_PORT),
         image_repository: Some(DEFAULT_IMAGE_REPOSITORY.to_string()),
         load_balancer: None,
+        vip: None,
         networking: None,
         certificates: None,
         hosts: None,
@@ -149,7 +152,7 @@ fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
     d.networking = read_networking(spec.object("networking", p), p);
     d.certificates = read_certificates(spec.object("certificates", p), p);
     d.load_balancer = match spec.object("loadBalancer", p) {
-        Some(lb) => read_load_balancer(lb, p),
+        Some(lb) => read_load_balancer(lb, &mut d.vip, p),
         None => {
             p.push(spec.child("loadBalancer"), "is required (type keepalived-haproxy, external or dns)");
             None
@@ -288,15 +291,20 @@ fn read_certificates(certs: Option<Object>, p: &mut Problems) -> Option<Certific
     ok.then_some(out)
 }
 
-fn read_load_balancer(mut lb: Object, p: &mut Problems) -> Option<LoadBalancer> {
+fn read_load_balancer(mut lb: Object, vip: &mut Option<IpAddr>, p: &mut Problems) -> Option<LoadBalancer> {
     let kind = lb.required_string("type", p);
-    let result = load_balancer_fields(&mut lb, kind.as_deref(), p);
+    let result = load_balancer_fields(&mut lb, kind.as_deref(), vip, p);
     // Unknown keys are reported whatever else was wrong: a misspelt `interfce` says so.
     lb.finish(p);
     result
 }
 
-fn load_balancer_fields(lb: &mut Object, kind: Option<&str>, p: &mut Problems) -> Option<LoadBalancer> {
+fn load_balancer_fields(
+    lb: &mut Object,
+    kind: Option<&str>,
+    vip_out: &mut Option<IpAddr>,
+    p: &mut Problems,
+) -> Option<LoadBalancer> {
     let vip = lb.field("vip");
     match kind {
         Some("keepalived-haproxy") => {
@@ -309,6 +317,7 @@ fn load_balancer_fields(lb: &mut Object, kind: Option<&str>, p: &mut Problems) -
                     None
                 }
             };
+            *vip_out = vip;
             let interface =
                 lb.required_string("interface", p).filter(|i| check(&lb.child("interface"), interface_name(i), p));
             let router_id = lb.integer("virtualRouterId", 1..=255, p);
