@@ -340,3 +340,21 @@ fn force_state_dir_takes_over_another_clusters_directory_and_old_directories_get
     ]);
     assert_eq!(forced.status.code(), Some(2), "{}", stderr_of(&forced));
 }
+
+#[test]
+fn init_and_preflight_refuse_a_foreign_or_unsafe_state_directory_before_any_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    certs_generate(&example_inventory(), &state);
+    let prod = Inventory { name: "prod", ..Inventory::default() }.write(dir.path());
+    let inventory = prod.to_str().unwrap();
+    for command in ["init", "preflight"] {
+        let out = kubeha(&[command, "-i", inventory, "--state-dir", state.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{command}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("holds the PKI of cluster \"lab\""), "{command}: {}", stderr_of(&out));
+    }
+    chmod(&state, 0o777);
+    let out = kubeha(&["init", "-i", inventory, "--state-dir", state.to_str().unwrap(), "--force-state-dir"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("is writable by other users"), "{}", stderr_of(&out));
+}
