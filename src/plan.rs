@@ -210,6 +210,7 @@ pub struct Certificates {
     #[serde(serialize_with = "serialize_duration")]
     pub ca_validity: Duration,
     /// Added to every apiserver serving certificate.
+    #[serde(rename = "extraSANs")]
     pub extra_sans: Vec<San>,
 }
 

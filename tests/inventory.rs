@@ -234,16 +234,331 @@ const CASES: &[Case] = &[
         edits: &[("  hosts:\n", "  hosts: cp1\n  oldHosts:\n")],
         expect: &["spec.hosts: must be a list, found a string", "spec.oldHosts: unknown field"],
     },
+    Case {
+        name: "IPv6 VIP with IPv4 hosts",
+        edits: &[("vip: 198.18.0.10", "vip: 'fd00::10'"), ("198.18.0.10:8443", "'[fd00::10]:8443'")],
+        expect: &[
+            "spec.loadBalancer.vip: fd00::10 is IPv6, but spec.hosts[0].address 198.18.0.11 is IPv4",
+            "single-stack",
+        ],
+    },
+    Case {
+        name: "hosts of two address families",
+        edits: &[("198.18.0.12,", "'fd00::12',")],
+        expect: &["spec.hosts[1].address: fd00::12 is IPv6, but spec.hosts[0].address 198.18.0.11 is IPv4"],
+    },
+    Case {
+        name: "IPv6 pod subnet with an IPv4 service subnet",
+        edits: &[("podSubnet: 10.244.0.0/16", "podSubnet: 'fd00:10:244::/56'")],
+        expect: &["spec.networking.podSubnet: fd00:10:244::/56 is IPv6, but spec.hosts[0].address 198.18.0.11 is IPv4"],
+    },
+    Case {
+        name: "IPv6 service subnet in an IPv4 cluster",
+        edits: &[("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 'fd00:10:96::/112'")],
+        expect: &["spec.networking.serviceSubnet: fd00:10:96::/112 is IPv6"],
+    },
+    Case {
+        name: "IPv6 endpoint of an external balancer in an IPv4 cluster",
+        edits: &[
+            ("{type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}", "{type: external}"),
+            ("198.18.0.10:8443", "'[fd00::10]:6443'"),
+        ],
+        expect: &["spec.controlPlaneEndpoint: fd00::10 is IPv6, but spec.hosts[0].address 198.18.0.11 is IPv4"],
+    },
+    Case {
+        name: "loopback VIP",
+        edits: &[("vip: 198.18.0.10", "vip: 127.0.0.1"), ("198.18.0.10:8443", "127.0.0.1:8443")],
+        expect: &["spec.loadBalancer.vip: 127.0.0.1 cannot be the VIP: it is a loopback address"],
+    },
+    Case {
+        name: "unspecified VIP",
+        edits: &[("vip: 198.18.0.10", "vip: 0.0.0.0"), ("198.18.0.10:8443", "0.0.0.0:8443")],
+        expect: &["spec.loadBalancer.vip: 0.0.0.0 cannot be the VIP: it is the unspecified address"],
+    },
+    Case {
+        name: "VRRP's own multicast address as the VIP",
+        edits: &[("vip: 198.18.0.10", "vip: 224.0.0.18"), ("198.18.0.10:8443", "224.0.0.18:8443")],
+        expect: &["spec.loadBalancer.vip: 224.0.0.18 cannot be the VIP: it is VRRP's multicast address"],
+    },
+    Case {
+        name: "multicast VIP",
+        edits: &[("vip: 198.18.0.10", "vip: 239.1.2.3"), ("198.18.0.10:8443", "239.1.2.3:8443")],
+        expect: &["spec.loadBalancer.vip: 239.1.2.3 cannot be the VIP: it is a multicast address"],
+    },
+    Case {
+        name: "broadcast VIP",
+        edits: &[("vip: 198.18.0.10", "vip: 255.255.255.255"), ("198.18.0.10:8443", "255.255.255.255:8443")],
+        expect: &["spec.loadBalancer.vip: 255.255.255.255 cannot be the VIP: it is the broadcast address"],
+    },
+    Case {
+        name: "reserved VIP",
+        edits: &[("vip: 198.18.0.10", "vip: 240.0.0.1"), ("198.18.0.10:8443", "240.0.0.1:8443")],
+        expect: &["spec.loadBalancer.vip: 240.0.0.1 cannot be the VIP: it is in 240.0.0.0/4"],
+    },
+    Case {
+        name: "IPv4-mapped VIP that is a host address",
+        edits: &[("vip: 198.18.0.10", "vip: '::ffff:198.18.0.12'"), ("198.18.0.10:8443", "198.18.0.12:8443")],
+        expect: &[
+            "spec.loadBalancer.vip: ::ffff:198.18.0.12 is an IPv4-mapped IPv6 address; write it as 198.18.0.12",
+            "spec.loadBalancer.vip: 198.18.0.12 is the address of spec.hosts[1] (cp2)",
+        ],
+    },
+    Case {
+        name: "IPv4-mapped duplicate host address",
+        edits: &[("198.18.0.21,", "'::ffff:198.18.0.13',")],
+        expect: &[
+            "spec.hosts[3].address: ::ffff:198.18.0.13 is an IPv4-mapped IPv6 address; write it as 198.18.0.13",
+            "spec.hosts[3].address: 198.18.0.13 is already the address of spec.hosts[2]",
+        ],
+    },
+    Case {
+        name: "IPv4-mapped loopback host address",
+        edits: &[("198.18.0.21,", "'::ffff:127.0.0.1',")],
+        expect: &["spec.hosts[3].address: 127.0.0.1 cannot be a host address: it is a loopback address"],
+    },
+    Case {
+        name: "loopback endpoint of an external balancer",
+        edits: &[
+            ("{type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}", "{type: external}"),
+            ("198.18.0.10:8443", "127.0.0.1:6443"),
+        ],
+        expect: &["spec.controlPlaneEndpoint: 127.0.0.1 cannot be the endpoint address: it is a loopback address"],
+    },
+    Case {
+        name: "multicast endpoint of an external balancer",
+        edits: &[
+            ("{type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}", "{type: external}"),
+            ("198.18.0.10:8443", "224.0.0.18:6443"),
+        ],
+        expect: &["spec.controlPlaneEndpoint: 224.0.0.18 cannot be the endpoint address"],
+    },
+    Case {
+        name: "broadcast host address",
+        edits: &[("198.18.0.21,", "255.255.255.255,")],
+        expect: &["spec.hosts[3].address: 255.255.255.255 cannot be a host address: it is the broadcast address"],
+    },
+    Case {
+        name: "VRRP multicast host address",
+        edits: &[("198.18.0.21,", "224.0.0.18,")],
+        expect: &["spec.hosts[3].address: 224.0.0.18 cannot be a host address: it is VRRP's multicast address"],
+    },
+    Case {
+        name: "host address in 0.0.0.0/8",
+        edits: &[("198.18.0.21,", "0.1.2.3,")],
+        expect: &["spec.hosts[3].address: 0.1.2.3 cannot be a host address: it is in 0.0.0.0/8"],
+    },
+    Case {
+        name: "host name longer than a label value",
+        edits: &[("{name: w1,", "{name: n123456789012345678901234567890123456789012345678901234567890123,")],
+        expect: &["spec.hosts[3].name: \"n1234", "is 64 characters long; a node name can have at most 63"],
+    },
+    Case {
+        name: "253-character host name",
+        edits: &[(
+            "{name: w1,",
+            "{name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc.ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd,",
+        )],
+        expect: &["spec.hosts[3].name: \"aaaa", "is 253 characters long"],
+    },
+    Case {
+        name: "service subnet too small for the DNS address",
+        edits: &[("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.96.0.0/29")],
+        expect: &["spec.networking.serviceSubnet: 10.96.0.0/29 is too small", "tenth address", "/28 or larger"],
+    },
+    Case {
+        name: "service subnet of four addresses",
+        edits: &[("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.96.0.0/30")],
+        expect: &["spec.networking.serviceSubnet: 10.96.0.0/30 is too small"],
+    },
+    Case {
+        name: "pod subnet smaller than the node mask",
+        edits: &[("podSubnet: 10.244.0.0/16", "podSubnet: 10.244.0.0/25")],
+        expect: &["spec.networking.podSubnet: 10.244.0.0/25 is smaller than one node's pod range", "/24 or larger"],
+    },
+    Case {
+        name: "pod subnet too large for the node ranges",
+        edits: &[("podSubnet: 10.244.0.0/16", "podSubnet: 8.0.0.0/7")],
+        expect: &["spec.networking.podSubnet: 8.0.0.0/7 is too large", "use /8 or smaller"],
+    },
+    Case {
+        name: "image repository that is not a reference",
+        edits: &[("kubernetesVersion: v1.31.4\n", "kubernetesVersion: v1.31.4\n  imageRepository: ':::'\n")],
+        expect: &["spec.imageRepository: \":::\" is not a registry path"],
+    },
+    Case {
+        name: "image repository with upper-case path",
+        edits: &[(
+            "kubernetesVersion: v1.31.4\n",
+            "kubernetesVersion: v1.31.4\n  imageRepository: registry.local/K8s\n",
+        )],
+        expect: &["spec.imageRepository: \"registry.local/K8s\" is not a registry path"],
+    },
+    Case {
+        name: "haproxy image that is not a reference",
+        edits: &[("interface: eth0}", "interface: eth0, haproxyImage: ':::'}")],
+        expect: &["spec.loadBalancer.haproxyImage: \":::\" is not an image reference"],
+    },
+    Case {
+        name: "keepalived image with an empty tag",
+        edits: &[("interface: eth0}", "interface: eth0, keepalivedImage: 'osixia/keepalived:'}")],
+        expect: &["spec.loadBalancer.keepalivedImage: \"osixia/keepalived:\" is not an image reference"],
+    },
+    Case {
+        name: "haproxy image with a short digest",
+        edits: &[("interface: eth0}", "interface: eth0, haproxyImage: 'haproxy@sha256:abc'}")],
+        expect: &["spec.loadBalancer.haproxyImage: \"haproxy@sha256:abc\" is not an image reference"],
+    },
+    Case {
+        name: "misspelt load balancer field with a suggestion",
+        edits: &[("interface: eth0}", "interfce: eth0}")],
+        expect: &[
+            "spec.loadBalancer.interfce: unknown field; did you mean \"interface\"?",
+            "spec.loadBalancer.interface: is required",
+        ],
+    },
+    Case {
+        name: "misspelt load balancer field beside a bad VIP",
+        edits: &[("vip: 198.18.0.10, interface: eth0}", "vip: 198.18.0.300, interfce: eth0}")],
+        expect: &[
+            "spec.loadBalancer.vip: \"198.18.0.300\" is not an IP address",
+            "spec.loadBalancer.interfce: unknown field; did you mean \"interface\"?",
+        ],
+    },
+    Case {
+        name: "misspelt field under a load balancer without a type",
+        edits: &[("type: keepalived-haproxy, ", "tpye: keepalived-haproxy, ")],
+        expect: &[
+            "spec.loadBalancer.type: is required",
+            "spec.loadBalancer.tpye: unknown field; did you mean \"type\"?",
+        ],
+    },
+    Case {
+        name: "a second YAML document",
+        edits: &[("role: worker, ssh: {user: ops}}\n", "role: worker, ssh: {user: ops}}\n---\nkind: Other\n")],
+        expect: &["is not valid YAML: line ", "a second YAML document starts here"],
+    },
+    Case {
+        name: "IPv6 endpoint without a port",
+        edits: &[("vip: 198.18.0.10", "vip: 'fd00::1'"), ("198.18.0.10:8443", "'[fd00::1]'")],
+        expect: &["spec.controlPlaneEndpoint: \"[fd00::1]\" needs a port, e.g. [fd00::1]:8443"],
+    },
+    Case {
+        name: "IPv6 endpoint without brackets",
+        edits: &[("198.18.0.10:8443", "'fd00::1'")],
+        expect: &["spec.controlPlaneEndpoint: write an IPv6 endpoint as [address]:port, e.g. [fd00::1]:8443"],
+    },
+    Case {
+        name: "IPv6 endpoint with an unclosed bracket",
+        edits: &[("198.18.0.10:8443", "'[fd00::1:8443'")],
+        expect: &["spec.controlPlaneEndpoint: \"[fd00::1:8443\" opens '[' without closing it"],
+    },
+    Case {
+        name: "endpoint port with a sign",
+        edits: &[("198.18.0.10:8443", "'198.18.0.10:+8443'")],
+        expect: &["spec.controlPlaneEndpoint: port \"+8443\" in \"198.18.0.10:+8443\" is not a number"],
+    },
+    Case {
+        name: "a host with a bad role still counts for duplicate addresses",
+        edits: &[(
+            "{name: cp2, address: 198.18.0.12, role: control-plane}",
+            "{name: cp2, address: 198.18.0.11, role: master}",
+        )],
+        expect: &[
+            "spec.hosts[1].role: \"master\" is not one of control-plane, worker",
+            "spec.hosts[1].address: 198.18.0.11 is already the address of spec.hosts[0]",
+        ],
+    },
+    Case {
+        name: "a host with a bad name still counts for the VIP",
+        edits: &[
+            ("{name: cp2,", "{name: CP2,"),
+            ("vip: 198.18.0.10", "vip: 198.18.0.12"),
+            ("198.18.0.10:8443", "198.18.0.12:8443"),
+        ],
+        expect: &[
+            "spec.hosts[1].name: \"CP2\" is not a valid node name",
+            "spec.loadBalancer.vip: 198.18.0.12 is the address of spec.hosts[1]",
+        ],
+    },
+    Case {
+        name: "a host with a bad SSH port still counts for the subnets",
+        edits: &[(
+            "198.18.0.21, role: worker, ssh: {user: ops}",
+            "10.244.0.21, role: worker, ssh: {user: ops, port: 0}",
+        )],
+        expect: &[
+            "spec.hosts[3].ssh.port: 0 is out of range 1-65535",
+            "spec.hosts[3].address: 10.244.0.21 is inside spec.networking.podSubnet 10.244.0.0/16",
+        ],
+    },
+    Case {
+        name: "VRRP router id out of range",
+        edits: &[("interface: eth0}", "interface: eth0, virtualRouterId: 0}")],
+        expect: &["spec.loadBalancer.virtualRouterId: 0 is out of range 1-255"],
+    },
+    Case {
+        name: "interface name too long",
+        edits: &[("interface: eth0}", "interface: eth0123456789abcdef}")],
+        expect: &["spec.loadBalancer.interface: \"eth0123456789abcdef\" is not a network interface name"],
+    },
+    Case {
+        name: "cluster name with an underscore",
+        edits: &[("metadata: {name: lab}", "metadata: {name: lab_1}")],
+        expect: &["metadata.name: \"lab_1\" must be 1-63 lowercase letters"],
+    },
+    Case {
+        name: "CA validity under an hour",
+        edits: &[("keyAlgorithm: ecdsa-p256", "keyAlgorithm: ecdsa-p256, caValidity: 30m")],
+        expect: &["spec.certificates.caValidity: \"30m\" is too short"],
+    },
+    Case {
+        name: "apiserver bind port on the etcd client port",
+        edits: &[("kubernetesVersion: v1.31.4\n", "kubernetesVersion: v1.31.4\n  apiServer: {bindPort: 2379}\n")],
+        expect: &["spec.apiServer.bindPort: 2379 is the etcd client port"],
+    },
+    Case {
+        name: "one pass: a typo, an endpoint without a port, a VIP of the other family, a small subnet",
+        edits: &[
+            ("vip: 198.18.0.10, interface: eth0}", "vip: 'fd00::10', interfce: eth0}"),
+            ("198.18.0.10:8443", "'[fd00::10]'"),
+            ("serviceSubnet: 10.96.0.0/12", "serviceSubnet: 10.96.0.0/29"),
+        ],
+        expect: &[
+            "has 5 problems",
+            "spec.loadBalancer.interfce: unknown field; did you mean \"interface\"?",
+            "spec.controlPlaneEndpoint: \"[fd00::10]\" needs a port",
+            "spec.loadBalancer.vip: fd00::10 is IPv6, but spec.hosts[0].address 198.18.0.11 is IPv4",
+            "spec.networking.serviceSubnet: 10.96.0.0/29 is too small",
+        ],
+    },
+    Case {
+        name: "bad DNS domain",
+        edits: &[("dnsDomain: cluster.local", "dnsDomain: Cluster.Local")],
+        expect: &["spec.networking.dnsDomain: \"Cluster.Local\" is not a valid DNS name"],
+    },
 ];
 
 fn kubeha() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kubeha"))
 }
 
+/// Runs `kubeha validate` on `text` as `dir/inventory.yaml`, in `dir` and with `dir` as the
+/// home and state directories, and checks that it wrote nothing there.
 fn validate(dir: &Path, text: &str) -> std::process::Output {
     let path = dir.join("inventory.yaml");
     std::fs::write(&path, text).unwrap();
-    kubeha().args(["validate", "-i"]).arg(&path).output().unwrap()
+    let out = kubeha()
+        .args(["validate", "-i"])
+        .arg(&path)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .env_remove("KUBEHA_STATE_DIR")
+        .output()
+        .unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["inventory.yaml"], "validate wrote nothing, and created no state directory");
+    out
 }
 
 fn apply(edits: &[(&str, &str)]) -> String {
@@ -285,7 +600,7 @@ fn every_bad_inventory_names_its_field_and_exits_2() {
             failures.push(format!("{}: the message does not name the file:\n{stderr}", case.name));
         }
     }
-    assert!(CASES.len() >= 20);
+    assert!(CASES.len() >= 80);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -352,6 +667,81 @@ fn json_output_is_the_resolved_plan() {
     assert_eq!(plan["certificates"]["validity"], "365d");
     let home = std::env::var("HOME").unwrap();
     assert_eq!(plan["hosts"][0]["ssh"]["identityFile"], format!("{home}/.ssh/id_ed25519"));
+    // The inventory's own field names.
+    assert!(plan["certificates"].get("extraSANs").is_some() && plan["certificates"].get("extraSans").is_none());
+}
+
+/// The inventory with `control_planes` control planes, numbered from cp1.
+fn with_control_planes(control_planes: usize) -> String {
+    let hosts: String = (1..=control_planes)
+        .map(|i| {
+            format!("    - {{name: cp{i}, address: 198.18.{}.{}, role: control-plane}}\n", 1 + i / 200, 1 + i % 200)
+        })
+        .collect();
+    let (head, _) = GOOD.split_once("  hosts:\n").unwrap();
+    format!("{head}  hosts:\n{hosts}")
+}
+
+#[test]
+fn more_control_planes_than_keepalived_can_rank_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = validate(dir.path(), &with_control_planes(151));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("spec.hosts: has 151 control planes, more than keepalived can rank"), "{stderr}");
+    let out = validate(dir.path(), &with_control_planes(149));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn oversized_and_exploding_inputs_fail_fast_with_plain_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = kubeha().args(["validate", "-i", "/dev/zero"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("inventory /dev/zero is larger than 1024 KiB"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let mut bomb = GOOD.to_string();
+    bomb.push_str("x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n");
+    for i in 1..9 {
+        bomb.push_str(&format!("x{i}: &x{i} [{}]\n", vec![format!("*x{}", i - 1); 10].join(", ")));
+    }
+    let out = validate(dir.path(), &bomb);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("expands too far") && !stderr.contains("budget") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_inventory_can_come_from_standard_input() {
+    use std::io::Write;
+    let mut child = kubeha()
+        .args(["validate", "-i", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(GOOD.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("etcd members (3)"));
+
+    let mut child = kubeha()
+        .args(["validate", "-i", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(GOOD.replace("v1.31.4", "v1.31").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inventory (standard input) has 1 problem"));
 }
 
 #[test]

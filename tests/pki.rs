@@ -3,6 +3,8 @@
 
 #[path = "support/pki_harness.rs"]
 mod harness;
+#[path = "pki/state_dir.rs"]
+mod state_dir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -389,7 +391,7 @@ fn second_run_changes_nothing_and_everything_is_private() {
             0o644
         } else {
             let private = name.ends_with(".key") || name.ends_with(".conf") || name == "secrets/vrrp-password";
-            assert!(private || name == ".lock", "{name}");
+            assert!(private || name == ".lock" || name == "cluster.yaml", "{name}");
             0o600
         };
         assert_eq!(*mode, expected, "mode of {name}");
@@ -878,7 +880,7 @@ fn private_files_open_to_others_are_restricted_by_generate_and_refused_by_load()
         ("pki/sa.key", 0o604),
         ("nodes/cp1/pki/apiserver.key", 0o640),
         ("admin.conf", 0o644),
-        ("nodes/w1/kubelet.conf", 0o660),
+        ("nodes/w1/kubelet.conf", 0o640),
         ("secrets/vrrp-password", 0o644),
     ];
 

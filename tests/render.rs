@@ -1,10 +1,13 @@
 //! Rendering: the files each host receives, checked by the programs that will read them.
 //!
 //! Manifests go through the Kubernetes API types here; `render/programs.rs` has haproxy,
-//! keepalived, curl, etcd 3.4 and kubectl check or run the rendered files in a sandbox.
+//! keepalived, curl, etcd 3.4 and kubectl check or run the rendered files in a sandbox;
+//! `render/property.rs` does so for generated inventories.
 
 #[path = "render/programs.rs"]
 mod programs;
+#[path = "render/property.rs"]
+mod property;
 #[path = "render/sandbox.rs"]
 mod sandbox;
 

@@ -1,9 +1,12 @@
 //! One kubeha run at a time per state directory: two runs writing the same PKI, or the same
 //! hosts from one machine, would race.
+//!
+//! The state directory and its `.lock` are checked like every other path in it
+//! ([`crate::pki::state_dir`]): a linked `.lock` would make kubeha create the link's target.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::pki::{StateDirError, state_dir};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -19,14 +22,16 @@ pub enum LockError {
     Busy { dir: PathBuf, lock: PathBuf },
     #[error("cannot lock the state directory {}", dir.display())]
     Io { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
 }
 
 /// Takes the state directory's lock (creating the directory, 0700, if needed) without waiting.
 pub fn lock(state_dir: &Path) -> Result<StateLock, LockError> {
     let io = |source| LockError::Io { dir: state_dir.to_path_buf(), source };
-    DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(io)?;
+    state_dir::prepare(state_dir)?;
     let path = state_dir.join(".lock");
-    let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(io)?;
+    let file = state_dir::open_or_create(&path, 0o600)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(file) => Ok(StateLock { _file: file }),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Busy { dir: state_dir.to_path_buf(), lock: path }),
@@ -45,5 +50,17 @@ mod tests {
         assert!(err.to_string().starts_with("another kubeha run is using the state directory"), "{err}");
         drop(first);
         super::lock(&state).unwrap();
+    }
+
+    #[test]
+    fn a_linked_lock_file_is_refused_and_its_target_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, state.join(".lock")).unwrap();
+        let err = super::lock(&state).unwrap_err();
+        assert!(matches!(err, super::LockError::StateDir(super::StateDirError::Symlink { .. })), "{err}");
+        assert!(!target.exists());
     }
 }

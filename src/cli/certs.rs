@@ -20,7 +20,7 @@ impl Command {
         match self {
             Command::Generate(args) => {
                 let plan = args.inventory.load()?;
-                let dir = args.state_dir(&plan);
+                let dir = args.state_dir(&plan, false)?;
                 let _lock = crate::actions::lock::lock(&dir)?;
                 let report = crate::pki::generate(&plan, &dir)
                     .with_context(|| format!("cannot generate the PKI in {}", dir.display()))?;

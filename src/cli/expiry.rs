@@ -38,7 +38,7 @@ pub struct Unchecked(pub usize);
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = self.cluster.inventory.load()?;
-        let state_dir = self.cluster.state_dir(&plan);
+        let state_dir = self.cluster.state_dir(&plan, true)?;
         // Reading only: a dry-run session, which takes no lock.
         let options = SessionOptions { parallel: self.remote.parallel(), dry_run: true, ..SessionOptions::default() };
         let progress = super::progress(&plan);

@@ -32,7 +32,7 @@ pub struct Args {
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = self.cluster.inventory.load()?;
-        let state_dir = self.cluster.state_dir(&plan);
+        let state_dir = self.cluster.state_dir(&plan, self.dry_run)?;
         let options = InitOptions {
             session: SessionOptions {
                 parallel: self.remote.parallel(),

@@ -118,11 +118,28 @@ struct ClusterArgs {
     /// [default: $XDG_STATE_HOME/kubeha/<cluster name>, else ~/.local/state/kubeha/<cluster name>].
     #[arg(long, value_name = "DIR", env = "KUBEHA_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Use the state directory even though it records another cluster (or another cluster CA):
+    /// its record is rewritten for this inventory's cluster. Owner, mode and link checks still
+    /// apply.
+    #[arg(long)]
+    force_state_dir: bool,
 }
 
 impl ClusterArgs {
-    fn state_dir(&self, plan: &crate::plan::Plan) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| crate::pki::default_state_dir(&plan.name))
+    /// The state directory, checked: safe to use, and this cluster's (or adopted for it with
+    /// `--force-state-dir`, unless `dry_run`, which writes nothing and so only skips the check).
+    fn state_dir(&self, plan: &crate::plan::Plan, dry_run: bool) -> Result<PathBuf, crate::pki::PkiError> {
+        let dir = self.state_dir.clone().unwrap_or_else(|| crate::pki::default_state_dir(&plan.name));
+        match (self.force_state_dir, dry_run) {
+            (true, true) => {}
+            (true, false) => {
+                if crate::pki::adopt_state_dir(plan, &dir)? {
+                    tracing::warn!("{} now records cluster {} (--force-state-dir)", dir.display(), plan.name);
+                }
+            }
+            (false, _) => crate::pki::check_state_dir(plan, &dir)?,
+        }
+        Ok(dir)
     }
 }
 
@@ -181,12 +198,29 @@ pub fn describe(e: &anyhow::Error) -> String {
     crate::text::error_chain(e.as_ref())
 }
 
+/// Whether `c` says the input (inventory, command line or state directory) is unusable.
+fn invalid_input(c: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::actions::lock::LockError;
+    use crate::pki::{PkiError, StateDirError};
+    c.downcast_ref::<InventoryError>().is_some()
+        || c.downcast_ref::<StateDirError>().is_some()
+        || matches!(c.downcast_ref::<PkiError>(), Some(PkiError::StateDir(_)))
+        || matches!(c.downcast_ref::<LockError>(), Some(LockError::StateDir(_)))
+        || matches!(c.downcast_ref::<ActionError>(), Some(e) if state_dir_action_error(e))
+}
+
+fn state_dir_action_error(e: &ActionError) -> bool {
+    use crate::actions::lock::LockError;
+    use crate::pki::PkiError;
+    matches!(e, ActionError::Pki(PkiError::StateDir(_)) | ActionError::Lock(LockError::StateDir(_)))
+}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     let preflight = |c: &(dyn std::error::Error + 'static)| {
         c.downcast_ref::<preflight::PreflightFailed>().is_some()
             || matches!(c.downcast_ref::<ActionError>(), Some(ActionError::Preflight { .. }))
     };
-    if e.chain().any(|c| c.downcast_ref::<InventoryError>().is_some()) {
+    if e.chain().any(invalid_input) {
         exit::INVALID_INPUT
     } else if e.chain().any(preflight) {
         exit::PREFLIGHT_FAILED

@@ -25,7 +25,7 @@ pub struct PreflightFailed(pub usize);
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = self.cluster.inventory.load()?;
-        let state_dir = self.cluster.state_dir(&plan);
+        let state_dir = self.cluster.state_dir(&plan, true)?;
         let expect = Expectations {
             max_clock_skew: self.remote.max_clock_skew,
             cluster_id: crate::pki::existing_cluster_id(&state_dir)?,

@@ -3,8 +3,9 @@
 //! The output holds private keys, so directories are created 0700 and every file gets the mode
 //! it will have on the host. Each host's tree is written beside the old one and swapped in, so
 //! a re-run leaves exactly what the current plan renders (files the plan no longer produces
-//! disappear) and an interrupted run never leaves a half-written tree in place. A directory
-//! that is not an earlier render (it lacks the host marker) is never replaced.
+//! disappear) and an interrupted run never leaves a half-written tree in place. The directory
+//! of a host no longer in the inventory is removed when it is an earlier render. A directory
+//! that is not an earlier render (it lacks the host marker) is never replaced or removed.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,7 +30,7 @@ pub struct Args {
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = self.cluster.inventory.load()?;
-        let state_dir = self.cluster.state_dir(&plan);
+        let state_dir = self.cluster.state_dir(&plan, false)?;
         let pki = crate::pki::load(&plan, &state_dir)
             .with_context(|| format!("cannot load the cluster PKI from {}", state_dir.display()))?;
         let hosts = crate::render::render(&plan, &pki)?;
@@ -66,7 +67,8 @@ fn write_objects(out: &Path, objects: &[crate::objects::Object]) -> anyhow::Resu
 
 /// Writes each host's files under `out/<host>`, replacing an earlier render of that host.
 fn write_hosts(out: &Path, hosts: &BTreeMap<String, Vec<File>>) -> anyhow::Result<()> {
-    write_trees(out, hosts, CLUSTER_MARKER)
+    write_trees(out, hosts, CLUSTER_MARKER)?;
+    remove_departed(out, hosts)
 }
 
 /// Writes each tree's files under `out/<name>`, replacing an earlier render of it: a directory
@@ -99,6 +101,24 @@ fn write_trees(out: &Path, trees: &BTreeMap<String, Vec<File>>, marker: &str) ->
         }
         fs::rename(&staging, &target).with_context(|| format!("cannot rename {}", staging.display()))?;
         remove_if_present(&old)?;
+    }
+    Ok(())
+}
+
+/// Removes the earlier renders of hosts that are no longer in the plan; anything else in `out`
+/// stays.
+fn remove_departed(out: &Path, hosts: &BTreeMap<String, Vec<File>>) -> anyhow::Result<()> {
+    let entries = fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir || name.starts_with('.') || hosts.contains_key(&name) {
+            continue;
+        }
+        if entry.path().join(CLUSTER_MARKER.trim_start_matches('/')).is_file() {
+            remove_if_present(&entry.path())?;
+        }
     }
     Ok(())
 }
@@ -179,5 +199,17 @@ mod tests {
         let err = write_hosts(&foreign, &tree("x", "/x")).unwrap_err();
         assert!(format!("{err:#}").contains("not an earlier kubeha render"), "{err:#}");
         assert!(foreign.join("cp1/data").exists());
+    }
+
+    #[test]
+    fn renders_of_departed_hosts_are_removed_and_other_directories_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let mut two = tree("one", "/x");
+        two.insert("cp2".to_string(), two["cp1"].clone());
+        write_hosts(&out, &two).unwrap();
+        fs::create_dir_all(out.join("notes")).unwrap();
+        write_hosts(&out, &tree("one", "/x")).unwrap();
+        assert!(out.join("cp1").is_dir() && !out.join("cp2").exists() && out.join("notes").is_dir());
     }
 }

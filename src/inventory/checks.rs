@@ -1,13 +1,16 @@
-//! Rules that relate several fields: uniqueness, address plans, quorum and the endpoint layout.
+//! Rules that relate several fields: uniqueness, quorum, VRRP ranks and the endpoint layout.
+//! Address families and subnet sizes are in `addressing.rs`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
-
 use super::fields::Problems;
-use super::spec::Draft;
+use super::spec::{Draft, HostDraft};
 use crate::plan::{EndpointHost, LoadBalancer, Role};
+
+/// keepalived priorities start here on the first control plane and go down by one (as
+/// rendered): more control planes than this cannot be ranked.
+pub const MAX_KEEPALIVED_CONTROL_PLANES: usize = 150;
 
 /// Ports the control-plane components bind on every control plane (etcd client, peer and
 /// metrics, kubelet, controller-manager, scheduler). The apiserver and haproxy must avoid them.
@@ -24,27 +27,43 @@ pub fn cross_check(d: &Draft, p: &mut Problems) {
     if let Some(hosts) = &d.hosts {
         check_hosts(d, hosts, p);
     }
-    check_networks(d, p);
+    super::addressing::check(d, p);
     check_endpoint(d, p);
 }
 
-fn check_hosts(d: &Draft, hosts: &[(String, crate::plan::Host)], p: &mut Problems) {
+fn check_hosts(d: &Draft, hosts: &[HostDraft], p: &mut Problems) {
     let mut names: BTreeMap<&str, &str> = BTreeMap::new();
     let mut addresses: BTreeMap<IpAddr, &str> = BTreeMap::new();
-    for (path, h) in hosts {
-        if let Some(first) = names.insert(&h.name, path) {
-            p.push(format!("{path}.name"), format!("{:?} is already the name of {first}", h.name));
-            names.insert(&h.name, first);
+    for h in hosts {
+        let path = h.path.as_str();
+        if let Some(name) = &h.name
+            && let Some(first) = names.insert(name, path)
+        {
+            p.push(format!("{path}.name"), format!("{name:?} is already the name of {first}"));
+            names.insert(name, first);
         }
-        if let Some(first) = addresses.insert(h.address, path) {
-            p.push(format!("{path}.address"), format!("{} is already the address of {first}", h.address));
-            addresses.insert(h.address, first);
+        if let Some(address) = h.address
+            && let Some(first) = addresses.insert(address, path)
+        {
+            p.push(format!("{path}.address"), format!("{address} is already the address of {first}"));
+            addresses.insert(address, first);
         }
     }
-    if !d.all_hosts_read {
+    if !d.all_hosts_read || hosts.iter().any(|h| h.role.is_none()) {
         return; // counting roles over a partial list would mislead
     }
-    let control_planes = hosts.iter().filter(|(_, h)| h.role == Role::ControlPlane).count();
+    let control_planes = hosts.iter().filter(|h| h.role == Some(Role::ControlPlane)).count();
+    if control_planes > MAX_KEEPALIVED_CONTROL_PLANES
+        && matches!(d.load_balancer, Some(LoadBalancer::KeepalivedHaproxy { .. }))
+    {
+        p.push(
+            "spec.hosts",
+            format!(
+                "has {control_planes} control planes, more than keepalived can rank with distinct VRRP priorities \
+                 ({MAX_KEEPALIVED_CONTROL_PLANES}); use an external load balancer (loadBalancer.type: external)"
+            ),
+        );
+    }
     if control_planes == 0 {
         p.push("spec.hosts", "has no host with role control-plane; at least one is required");
     } else if control_planes % 2 == 0 && !d.allow_even_members {
@@ -60,66 +79,27 @@ fn check_hosts(d: &Draft, hosts: &[(String, crate::plan::Host)], p: &mut Problem
     }
 }
 
-fn check_networks(d: &Draft, p: &mut Problems) {
-    let Some(net) = &d.networking else { return };
-    let service = net.service_subnet;
-    let max_bits = 20;
-    if u32::from(service.max_prefix_len() - service.prefix_len()) > max_bits {
-        p.push(
-            "spec.networking.serviceSubnet",
-            format!(
-                "{service} is too large: kube-apiserver accepts at most 2^20 service addresses (/{} for IPv{})",
-                service.max_prefix_len() - 20,
-                if service.addr().is_ipv4() { 4 } else { 6 }
-            ),
-        );
-    }
-    let mut subnets = vec![("spec.networking.serviceSubnet", service)];
-    if let Some(pod) = net.pod_subnet {
-        if overlaps(&pod, &service) {
-            p.push("spec.networking.podSubnet", format!("{pod} overlaps serviceSubnet {service}"));
-        }
-        subnets.push(("spec.networking.podSubnet", pod));
-    }
-    for (path, h) in d.hosts.iter().flatten() {
-        for (field, net) in &subnets {
-            if net.contains(&h.address) {
-                p.push(format!("{path}.address"), format!("{} is inside {field} {net}", h.address));
-            }
-        }
-    }
-    if let Some(LoadBalancer::KeepalivedHaproxy { vip, .. }) = &d.load_balancer {
-        for (field, net) in &subnets {
-            if net.contains(vip) {
-                p.push("spec.loadBalancer.vip", format!("{vip} is inside {field} {net}"));
-            }
-        }
-    }
-}
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
-}
-
 fn check_endpoint(d: &Draft, p: &mut Problems) {
     const EP: &str = "spec.controlPlaneEndpoint";
-    let (Some(lb), Some(ep)) = (&d.load_balancer, &d.endpoint) else { return };
     let bind_port = d.bind_port;
     if let Some(port) = bind_port
         && let Some((_, what)) = COMPONENT_PORTS.iter().find(|(p, _)| *p == port)
     {
         p.push("spec.apiServer.bindPort", format!("{port} is the {what} port"));
     }
+    // The VIP is checked whenever it was readable, even if another load-balancer field was not.
+    if let Some(vip) = d.vip {
+        for h in d.hosts.iter().flatten().filter(|h| h.address == Some(vip)) {
+            let name = h.name.as_deref().unwrap_or("?");
+            p.push(
+                "spec.loadBalancer.vip",
+                format!("{vip} is the address of {} ({name}); the VIP must be a free address", h.path),
+            );
+        }
+    }
+    let (Some(lb), Some(ep)) = (&d.load_balancer, &d.endpoint) else { return };
     match lb {
         LoadBalancer::KeepalivedHaproxy { vip, .. } => {
-            for (path, h) in d.hosts.iter().flatten() {
-                if h.address == *vip {
-                    p.push(
-                        "spec.loadBalancer.vip",
-                        format!("{vip} is the address of {path} ({}); the VIP must be a free address", h.name),
-                    );
-                }
-            }
             if let EndpointHost::Ip(ip) = ep.host
                 && ip != *vip
             {
@@ -156,15 +136,15 @@ fn check_endpoint(d: &Draft, p: &mut Problems) {
             }
         }
         LoadBalancer::External => {
-            let is_host = d.hosts.iter().flatten().find(|(_, h)| EndpointHost::Ip(h.address) == ep.host);
-            if let Some((path, h)) = is_host
-                && h.role == Role::ControlPlane
-                && d.hosts.iter().flatten().filter(|(_, h)| h.role == Role::ControlPlane).count() > 1
+            let is_host = d.hosts.iter().flatten().find(|h| h.address.map(EndpointHost::Ip).as_ref() == Some(&ep.host));
+            if let Some(h) = is_host
+                && h.role == Some(Role::ControlPlane)
+                && d.hosts.iter().flatten().filter(|h| h.role == Some(Role::ControlPlane)).count() > 1
             {
                 p.push(EP, format!(
-                    "{} is the address of control plane {path} ({}); an external load balancer needs an address of its own, \
+                    "{} is the address of control plane {} ({}); an external load balancer needs an address of its own, \
                      or the cluster fails with that host",
-                    ep.host, h.name));
+                    ep.host, h.path, h.name.as_deref().unwrap_or("?")));
             }
         }
     }

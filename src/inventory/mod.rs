@@ -3,11 +3,18 @@
 //! Loading has two stages. YAML syntax errors (with line and column) stop at once; after that
 //! every field is checked and *all* problems are returned together, each naming its field path,
 //! so an operator fixes the file in one pass. No host is contacted before this succeeds.
+//!
+//! The file is read up to [`MAX_INVENTORY_BYTES`] (so `-i /dev/zero` fails at once), `-` reads
+//! standard input, and the YAML parser's own limits (alias expansion, nesting) turn into plain
+//! messages: nothing of the parser's internals reaches the operator.
 
+mod addressing;
 mod checks;
 mod fields;
+mod image;
 mod spec;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use fields::Problem;
@@ -17,12 +24,20 @@ use crate::plan::Plan;
 /// The `apiVersion` this release reads.
 pub const API_VERSION: &str = "kubeha/v1alpha1";
 pub const KIND: &str = "Cluster";
+/// The largest inventory kubeha reads: a cluster of thousands of hosts fits many times over.
+pub const MAX_INVENTORY_BYTES: u64 = 1024 * 1024;
+/// `-i -`: the inventory on standard input.
+pub const STDIN: &str = "-";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InventoryError {
     #[error("cannot read inventory {}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("inventory {} is larger than {} KiB; an inventory is a short YAML file", path.display(), MAX_INVENTORY_BYTES / 1024)]
+    TooLarge { path: PathBuf },
+    #[error("inventory {} is not UTF-8 text", path.display())]
+    NotText { path: PathBuf },
     #[error("inventory {} is not valid YAML: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
     #[error("inventory {} has {} problem{}:\n{}", path.display(), problems.len(),
@@ -39,20 +54,39 @@ pub struct ParseOptions {
     pub allow_unsupported_version: bool,
 }
 
-/// Reads and validates an inventory file.
+/// Reads and validates an inventory file (`-`: standard input, with relative paths in it
+/// resolved against the working directory).
 pub fn load(path: &Path) -> Result<Plan, InventoryError> {
     load_with(path, ParseOptions::default())
 }
 
 /// [`load`] with options.
 pub fn load_with(path: &Path, options: ParseOptions) -> Result<Plan, InventoryError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| InventoryError::Read { path: path.to_path_buf(), source })?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (text, shown, base) = if path == Path::new(STDIN) {
+        (read_capped(std::io::stdin().lock(), path)?, PathBuf::from("(standard input)"), PathBuf::new())
+    } else {
+        let file =
+            std::fs::File::open(path).map_err(|source| InventoryError::Read { path: path.to_path_buf(), source })?;
+        (read_capped(file, path)?, path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
+    };
     parse_with(&text, &base, options).map_err(|e| match e {
-        ParseError::Syntax(message) => InventoryError::Syntax { path: path.to_path_buf(), message },
-        ParseError::Invalid(problems) => InventoryError::Invalid { path: path.to_path_buf(), problems },
+        ParseError::Syntax(message) => InventoryError::Syntax { path: shown, message },
+        ParseError::Invalid(problems) => InventoryError::Invalid { path: shown, problems },
     })
+}
+
+/// Reads at most [`MAX_INVENTORY_BYTES`] of UTF-8 text.
+fn read_capped(reader: impl Read, path: &Path) -> Result<String, InventoryError> {
+    let shown = || if path == Path::new(STDIN) { PathBuf::from("(standard input)") } else { path.to_path_buf() };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_INVENTORY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| InventoryError::Read { path: shown(), source })?;
+    if bytes.len() as u64 > MAX_INVENTORY_BYTES {
+        return Err(InventoryError::TooLarge { path: shown() });
+    }
+    String::from_utf8(bytes).map_err(|_| InventoryError::NotText { path: shown() })
 }
 
 /// Why an inventory text was rejected, before a file name is attached.
@@ -90,8 +124,54 @@ pub fn parse_with(text: &str, base: &Path, options: ParseOptions) -> Result<Plan
     }
 }
 
-/// The YAML parser's message without its own `error:` prefix and its hint about parser options,
-/// which operators cannot set.
+/// The YAML parser's message in plain words: its first line (the parser adds a rendered
+/// excerpt of the file), without its `error:` prefix and hints about parser options, which
+/// operators cannot set.
 fn syntax_message(raw: &str) -> String {
-    raw.trim_start_matches("error: ").replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+    let first = raw.lines().next().unwrap_or("").trim_start_matches("error: ");
+    // `line 3 column 1: ...`: keep the position, replace what follows when it is internal.
+    let (position, what) = match first.split_once(": ") {
+        Some((pos, rest)) if pos.starts_with("line ") => (format!("{pos}: "), rest),
+        _ => (String::new(), first),
+    };
+    let plain = if what.starts_with("multiple YAML documents detected") {
+        "a second YAML document starts here ('---'); an inventory is exactly one document".to_string()
+    } else if what.contains("budget breached") {
+        "the document expands too far (deep nesting, or aliases that repeat other aliases); \
+         write the values out instead"
+            .to_string()
+    } else {
+        what.replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+    };
+    format!("{position}{plain}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_messages_are_plain() {
+        let multi = parse("a: 1\n---\nb: 2\n", Path::new(".")).unwrap_err();
+        let ParseError::Syntax(text) = multi else { panic!("{multi:?}") };
+        assert_eq!(
+            text,
+            "line 3 column 1: a second YAML document starts here ('---'); an inventory is exactly one document"
+        );
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in
+            ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            bomb.push_str(&format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(", ")));
+        }
+        let ParseError::Syntax(text) = parse(&bomb, Path::new(".")).unwrap_err() else { panic!() };
+        assert!(text.contains("expands too far") && !text.contains("budget") && !text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        let err = read_capped(std::io::repeat(0), Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, InventoryError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
+    }
 }

@@ -39,11 +39,41 @@ pub struct Draft {
     pub bind_port: Option<u16>,
     pub image_repository: Option<String>,
     pub load_balancer: Option<LoadBalancer>,
+    /// The VIP when it was readable, also when another load-balancer field was not.
+    pub vip: Option<IpAddr>,
     pub networking: Option<Networking>,
     pub certificates: Option<Certificates>,
-    /// Readable hosts with their paths; `None` when the list itself is missing or unreadable.
-    pub hosts: Option<Vec<(String, Host)>>,
+    /// Every host entry that is a mapping, with whatever of it was readable; `None` when the
+    /// list itself is missing or unreadable.
+    pub hosts: Option<Vec<HostDraft>>,
+    /// Whether every entry of the list is a mapping (so role counts are meaningful).
     pub all_hosts_read: bool,
+}
+
+/// One entry of `spec.hosts` as far as it could be read. Cross-field checks use every field
+/// that is there, so a host with one bad field still takes part in the others' checks.
+pub struct HostDraft {
+    pub path: String,
+    pub name: Option<String>,
+    /// Canonical (an IPv4-mapped IPv6 address as IPv4), also when it was refused for that.
+    pub address: Option<IpAddr>,
+    pub role: Option<Role>,
+    pub ssh: Option<Ssh>,
+    /// Whether every field was read without a problem.
+    pub complete: bool,
+}
+
+impl HostDraft {
+    fn host(&self) -> Option<Host> {
+        Some(Host {
+            name: self.name.clone()?,
+            address: self.address?,
+            role: self.role?,
+            ssh: self.ssh.clone()?,
+            node: Default::default(),
+        })
+        .filter(|_| self.complete)
+    }
 }
 
 impl Draft {
@@ -62,7 +92,7 @@ impl Draft {
             load_balancer: self.load_balancer?,
             networking: self.networking?,
             certificates: self.certificates?,
-            hosts: self.hosts?.into_iter().map(|(_, h)| h).collect(),
+            hosts: self.hosts?.iter().map(HostDraft::host).collect::<Option<_>>()?,
         })
     }
 }
@@ -77,6 +107,7 @@ pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
         bind_port: Some(DEFAULT_APISERVER_PORT),
         image_repository: Some(DEFAULT_IMAGE_REPOSITORY.to_string()),
         load_balancer: None,
+        vip: None,
         networking: None,
         certificates: None,
         hosts: None,
@@ -129,7 +160,7 @@ fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
     d.networking = read_networking(spec.object("networking", p), p);
     d.certificates = read_certificates(spec.object("certificates", p), p);
     d.load_balancer = match spec.object("loadBalancer", p) {
-        Some(lb) => read_load_balancer(lb, p),
+        Some(lb) => read_load_balancer(lb, &mut d.vip, p),
         None => {
             p.push(spec.child("loadBalancer"), "is required (type keepalived-haproxy, external or dns)");
             None
@@ -268,24 +299,39 @@ fn read_certificates(certs: Option<Object>, p: &mut Problems) -> Option<Certific
     ok.then_some(out)
 }
 
-fn read_load_balancer(mut lb: Object, p: &mut Problems) -> Option<LoadBalancer> {
+fn read_load_balancer(mut lb: Object, vip: &mut Option<IpAddr>, p: &mut Problems) -> Option<LoadBalancer> {
     let kind = lb.required_string("type", p);
+    let result = load_balancer_fields(&mut lb, kind.as_deref(), vip, p);
+    // Unknown keys are reported whatever else was wrong: a misspelt `interfce` says so.
+    lb.finish(p);
+    result
+}
+
+fn load_balancer_fields(
+    lb: &mut Object,
+    kind: Option<&str>,
+    vip_out: &mut Option<IpAddr>,
+    p: &mut Problems,
+) -> Option<LoadBalancer> {
     let vip = lb.field("vip");
-    let result = match kind.as_deref() {
+    match kind {
         Some("keepalived-haproxy") => {
             let vip = match vip {
-                Some((path, v)) => super::fields::as_string(&path, v, p).and_then(|s| ip(&path, &s, p)),
+                Some((path, v)) => {
+                    super::fields::as_string(&path, v, p).and_then(|s| usable_address(&path, &s, "the VIP", p))
+                }
                 None => {
                     p.push(lb.child("vip"), "is required for type keepalived-haproxy");
                     None
                 }
             };
+            *vip_out = vip;
             let interface =
                 lb.required_string("interface", p).filter(|i| check(&lb.child("interface"), interface_name(i), p));
             let router_id = lb.integer("virtualRouterId", 1..=255, p);
             let router_ok = router_id.is_some() || lb.field("virtualRouterId").is_none();
-            let haproxy_image = image(&mut lb, "haproxyImage", DEFAULT_HAPROXY_IMAGE, p);
-            let keepalived_image = image(&mut lb, "keepalivedImage", DEFAULT_KEEPALIVED_IMAGE, p);
+            let haproxy_image = image(lb, "haproxyImage", DEFAULT_HAPROXY_IMAGE, p);
+            let keepalived_image = image(lb, "keepalivedImage", DEFAULT_KEEPALIVED_IMAGE, p);
             router_ok.then_some(())?;
             Some(LoadBalancer::KeepalivedHaproxy {
                 vip: vip?,
@@ -310,10 +356,13 @@ fn read_load_balancer(mut lb: Object, p: &mut Problems) -> Option<LoadBalancer> 
             }
             None
         }
-        None => None,
-    };
-    lb.finish(p);
-    result
+        None => {
+            for key in ["interface", "virtualRouterId", "haproxyImage", "keepalivedImage"] {
+                lb.field(key);
+            }
+            None
+        }
+    }
 }
 
 fn image(lb: &mut Object, key: &'static str, default: &str, p: &mut Problems) -> Option<String> {
@@ -400,7 +449,7 @@ fn read_hosts(spec: &mut Object, defaults: Option<&Ssh>, base: &Path, d: &mut Dr
     let mut hosts = Vec::new();
     for (path, v) in items {
         match read_host(&path, v, defaults, base, p) {
-            Some(h) => hosts.push((path, h)),
+            Some(h) => hosts.push(h),
             None => all = false,
         }
     }
@@ -408,10 +457,12 @@ fn read_hosts(spec: &mut Object, defaults: Option<&Ssh>, base: &Path, d: &mut Dr
     d.all_hosts_read = all;
 }
 
-fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problems) -> Option<Host> {
+fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problems) -> Option<HostDraft> {
     let mut h = Object::new(path, v, p)?;
+    let before = p.0.len();
     let name = h.required_string("name", p).filter(|n| check(&h.child("name"), node_name(n), p));
-    let address = h.required_string("address", p).and_then(|a| host_address(&h.child("address"), &a, p));
+    let address =
+        h.required_string("address", p).and_then(|a| usable_address(&h.child("address"), &a, "a host address", p));
     let role = match h.required_string("role", p).as_deref() {
         Some("control-plane") => Some(Role::ControlPlane),
         Some("worker") => Some(Role::Worker),
@@ -424,16 +475,45 @@ fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problem
     let ssh = h.object("ssh", p);
     let ssh = read_ssh(ssh, Some(defaults), base, p);
     h.finish(p);
-    Some(Host { name: name?, address: address?, role: role?, ssh: ssh?, node: Default::default() })
+    let complete = p.0.len() == before;
+    Some(HostDraft { path: path.to_string(), name, address, role, ssh, complete })
 }
 
-fn host_address(path: &str, text: &str, p: &mut Problems) -> Option<IpAddr> {
+/// Parses an address for a host, the VIP or the endpoint (`what`), refusing those that cannot
+/// be one. An IPv4-mapped IPv6 address is refused too, but returned as IPv4 so that the
+/// duplicate and VIP checks still see it for what it is.
+pub fn usable_address(path: &str, text: &str, what: &str, p: &mut Problems) -> Option<IpAddr> {
     let ip = ip(path, text, p)?;
-    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
-        p.push(path, format!("{ip} cannot be a host address (loopback, unspecified or multicast)"));
-        return None;
+    checked_address(path, ip, what, p)
+}
+
+/// [`usable_address`] for an address already parsed.
+pub fn checked_address(path: &str, ip: IpAddr, what: &str, p: &mut Problems) -> Option<IpAddr> {
+    let canonical = ip.to_canonical();
+    if canonical != ip {
+        p.push(path, format!("{ip} is an IPv4-mapped IPv6 address; write it as {canonical}"));
     }
-    Some(ip)
+    match unusable(canonical) {
+        Some(why) => {
+            p.push(path, format!("{canonical} cannot be {what}: it is {why}"));
+            None
+        }
+        None => Some(canonical),
+    }
+}
+
+/// Why `ip` cannot be reached as a host, the VIP or the endpoint, if it cannot.
+fn unusable(ip: IpAddr) -> Option<&'static str> {
+    Some(match ip {
+        _ if ip.is_loopback() => "a loopback address",
+        _ if ip.is_unspecified() => "the unspecified address",
+        IpAddr::V4(v4) if v4.octets() == [224, 0, 0, 18] => "VRRP's multicast address",
+        _ if ip.is_multicast() => "a multicast address",
+        IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => "in 0.0.0.0/8 (this network)",
+        IpAddr::V4(v4) if v4.octets()[0] >= 240 => "in 240.0.0.0/4 (reserved)",
+        _ => return None,
+    })
 }
 
 fn ip(path: &str, text: &str, p: &mut Problems) -> Option<IpAddr> {
@@ -456,29 +536,45 @@ fn parsed_endpoint(path: &str, text: &str, p: &mut Problems) -> Option<Endpoint>
         p.push(path, why);
         None
     };
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return bad(p, format!("{text:?} needs a port, e.g. {text}:8443"));
-    };
-    let port = match port.parse::<u16>() {
-        Ok(n) if n > 0 => n,
-        _ => return bad(p, format!("port {port:?} in {text:?} is not a number from 1 to 65535")),
-    };
-    let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return bad(p, format!("{text:?} opens '[' without closing it; write an IPv6 endpoint as [address]:port"));
+        };
+        let Some(port) = after.strip_prefix(':') else {
+            return bad(p, format!("{text:?} needs a port, e.g. [{v6}]:8443"));
+        };
         match v6.parse::<std::net::Ipv6Addr>() {
-            Ok(ip) => EndpointHost::Ip(IpAddr::V6(ip)),
+            Ok(ip) => (EndpointHost::Ip(IpAddr::V6(ip)), port),
             Err(_) => return bad(p, format!("{v6:?} is not an IPv6 address")),
         }
-    } else if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
-        EndpointHost::Ip(IpAddr::V4(ip))
-    } else if host.contains(':') {
-        return bad(p, format!("write an IPv6 endpoint as [address]:port, not {text:?}"));
-    } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return bad(p, format!("{host:?} is not an IPv4 address"));
     } else {
-        match dns_name(host) {
-            Ok(()) => EndpointHost::Dns(host.to_string()),
-            Err(e) => return bad(p, e),
+        if text.parse::<std::net::Ipv6Addr>().is_ok() {
+            return bad(p, format!("write an IPv6 endpoint as [address]:port, e.g. [{text}]:8443"));
         }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return bad(p, format!("{text:?} needs a port, e.g. {text}:8443"));
+        };
+        let host = if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            EndpointHost::Ip(IpAddr::V4(ip))
+        } else if host.contains(':') || host.contains('[') || host.contains(']') {
+            return bad(p, format!("write an IPv6 endpoint as [address]:port, not {text:?}"));
+        } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return bad(p, format!("{host:?} is not an IPv4 address"));
+        } else {
+            match dns_name(host) {
+                Ok(()) => EndpointHost::Dns(host.to_string()),
+                Err(e) => return bad(p, e),
+            }
+        };
+        (host, port)
+    };
+    let port = match port.parse::<u16>() {
+        Ok(n) if n > 0 && !port.starts_with('+') => n,
+        _ => return bad(p, format!("port {port:?} in {text:?} is not a number from 1 to 65535")),
+    };
+    let host = match host {
+        EndpointHost::Ip(ip) => EndpointHost::Ip(checked_address(path, ip, "the endpoint address", p)?),
+        dns => dns,
     };
     Some(Endpoint { host, port })
 }
@@ -514,8 +610,20 @@ fn dns_name(s: &str) -> Result<(), String> {
     ok.then_some(()).ok_or_else(|| format!("{s:?} is not a valid DNS name (lowercase RFC 1123)"))
 }
 
-/// Node names become certificate subjects (`system:node:<name>`) and etcd member names.
+/// The longest host name: the `kubernetes.io/hostname` label carries it (label values are at
+/// most 63 characters), and it names directories and temporary files kubeha writes.
+pub const MAX_HOST_NAME: usize = 63;
+
+/// Node names become certificate subjects (`system:node:<name>`), etcd member names and the
+/// node's hostname label.
 fn node_name(s: &str) -> Result<(), String> {
+    if s.len() > MAX_HOST_NAME {
+        return Err(format!(
+            "{s:?} is {} characters long; a node name can have at most {MAX_HOST_NAME} (it is the node's \
+             kubernetes.io/hostname label)",
+            s.len()
+        ));
+    }
     dns_name(s).map_err(|_| format!("{s:?} is not a valid node name (lowercase RFC 1123 DNS name)"))
 }
 
@@ -540,18 +648,9 @@ fn user_name(s: &str) -> Result<(), String> {
 }
 
 fn image_repository(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && !s.contains("://")
-        && !s.ends_with('/')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
-    ok.then_some(()).ok_or_else(|| {
-        format!("{s:?} is not a registry path such as registry.example.com/k8s (no scheme, no trailing '/')")
-    })
+    super::image::repository(s)
 }
 
 fn image_reference(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && !s.contains("://")
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':' | b'@'));
-    ok.then_some(()).ok_or_else(|| format!("{s:?} is not an image reference such as docker.io/library/haproxy:2.8"))
+    super::image::reference(s)
 }

@@ -67,4 +67,8 @@ pub enum PkiError {
 
     #[error("cannot sign {}: {detail}", path.display())]
     Sign { path: PathBuf, detail: String },
+
+    /// The state directory (or a path in it) is not safe to use, or belongs to another cluster.
+    #[error(transparent)]
+    StateDir(#[from] super::StateDirError),
 }

@@ -21,13 +21,16 @@ mod kubeconfig;
 mod modes;
 mod parallel;
 mod reconcile;
+mod record;
 mod secrets;
+pub mod state_dir;
 mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::PkiError;
+pub use state_dir::StateDirError;
 
 use crate::files::File;
 use crate::plan::{Host, Plan};
@@ -81,6 +84,42 @@ pub fn existing_cluster_id(state_dir: &Path) -> Result<Option<String>, PkiError>
     match store.read(key)? {
         Some(pem) => Ok(Some(inspect::cluster_id_of_spki(&keys::Key::from_pem(pem, &store.path(key))?.spki_der()))),
         None => Ok(None),
+    }
+}
+
+/// Refuses a state directory that is not safe to use (see [`state_dir`]) or whose record names
+/// another cluster than the plan's; a missing state directory is fine. Writes nothing.
+pub fn check_state_dir(plan: &Plan, state_dir: &Path) -> Result<(), PkiError> {
+    let store = store::Store::new(state_dir);
+    if store.check_root()? {
+        record::check_name(&store, record::read(&store)?.as_ref(), &plan.name)?;
+    }
+    Ok(())
+}
+
+/// `--force-state-dir`: makes the existing state directory the plan's cluster's, rewriting its
+/// record (name, and no CA fingerprint, which the next `generate` records afresh) when it names
+/// another cluster, is unreadable, or records a CA fingerprint. Whether it was rewritten.
+/// The directory must still be safe to use: force never overrides owner, mode or link checks.
+pub fn adopt_state_dir(plan: &Plan, state_dir: &Path) -> Result<bool, PkiError> {
+    let store = store::Store::new(state_dir);
+    if !store.check_root()? {
+        return Ok(false);
+    }
+    let wanted = record::ClusterRecord { cluster: plan.name.clone(), ca_fingerprint: None };
+    let current = match record::read(&store) {
+        Ok(current) => current,
+        Err(PkiError::StateDir(StateDirError::BadRecord { .. })) => {
+            Some(record::ClusterRecord { cluster: String::new(), ca_fingerprint: None })
+        }
+        Err(e) => return Err(e),
+    };
+    match current {
+        Some(found) if found != wanted => {
+            record::write(&store, &wanted)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 

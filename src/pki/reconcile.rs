@@ -34,6 +34,7 @@ use super::issue::{self, CaName, Validity};
 use super::keys::{self, Key};
 use super::kubeconfig::{self, Contents};
 use super::modes;
+use super::record::{self, ClusterRecord};
 use super::store::Store;
 use super::{GenerateReport, PkiError, Renewal, inspect, parallel, secrets};
 use crate::plan::Plan;
@@ -103,14 +104,20 @@ struct Run<'a> {
     plan: &'a Plan,
     mode: Mode,
     validity: Validity,
+    /// The state directory's cluster record, as found.
+    record: Option<ClusterRecord>,
 }
 
 pub(crate) fn run(plan: &Plan, dir: &Path, mode: Mode) -> Result<Outcome, PkiError> {
     let store = Store::new(dir);
     if mode == Mode::Generate {
         store.create_root()?;
+    } else {
+        store.check_root()?;
     }
-    let run = Run { store: &store, plan, mode, validity: Validity::starting_now(&plan.certificates) };
+    let found = record::read(&store)?;
+    record::check_name(&store, found.as_ref(), &plan.name)?;
+    let run = Run { store: &store, plan, mode, validity: Validity::starting_now(&plan.certificates), record: found };
     let result = run.all();
     // Make whatever was written durable, even when a later file failed.
     let synced = store.sync_dirs();
@@ -149,6 +156,8 @@ impl Run<'_> {
 
         let signers = CAS.iter().zip(&materials).map(|(row, m)| self.signer(row, m)).collect::<Result<Vec<_>, _>>()?;
         let signer = |authority| signers.iter().find(|s| s.authority == authority).expect("every authority has a CA");
+        let cluster_id = inspect::cluster_id(&signer(Authority::Kubernetes).cert);
+        self.settle_record(&cluster_id)?;
 
         let jobs: Vec<Job> = leaves.iter().map(Job::Leaf).chain(kubeconfigs.iter().map(Job::Kubeconfig)).collect();
         let done = parallel::map(&jobs, |job| match job {
@@ -162,7 +171,6 @@ impl Run<'_> {
         let (vrrp_password, record) = self.vrrp_password()?;
         records.push(record);
 
-        let cluster_id = inspect::cluster_id(&signer(Authority::Kubernetes).cert);
         let mut files = BTreeMap::new();
         for Record { rel, change, content } in records {
             match change {
@@ -173,6 +181,17 @@ impl Run<'_> {
             files.insert(rel, content);
         }
         Ok(Outcome { files, report, cluster_id, vrrp_password })
+    }
+
+    /// Refuses a cluster CA that is not the recorded one; when generating, records the cluster
+    /// and its CA if the record is missing or incomplete (a state directory of an older kubeha).
+    fn settle_record(&self, cluster_id: &str) -> Result<(), PkiError> {
+        record::check_ca(self.store, self.record.as_ref(), cluster_id)?;
+        let wanted = ClusterRecord { cluster: self.plan.name.clone(), ca_fingerprint: Some(cluster_id.to_string()) };
+        if self.mode == Mode::Generate && self.record.as_ref() != Some(&wanted) {
+            record::write(self.store, &wanted)?;
+        }
+        Ok(())
     }
 
     /// In check mode, what would be created is an error.

@@ -8,15 +8,19 @@
 //! as in a container) must never trip over it. Directories are created 0700 and fsynced once at
 //! the end of a run ([`Store::sync_dirs`]) rather than after every rename, except where the
 //! order of two files must survive a power loss ([`Store::sync_dir_of`]).
+//!
+//! Every path is checked before use ([`super::state_dir`]): each directory from the root down
+//! once per run, each file as it is opened, never following a link.
 
 use std::collections::BTreeSet;
-use std::fs::{DirBuilder, OpenOptions, Permissions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{OpenOptions, Permissions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::PkiError;
+use super::state_dir;
 
 /// Mode of directories in the state directory.
 pub(crate) const DIR_MODE: u32 = 0o700;
@@ -25,19 +29,29 @@ pub(crate) struct Store {
     root: PathBuf,
     /// Directories that received a rename in this run and must be fsynced.
     touched: Mutex<BTreeSet<PathBuf>>,
-    /// Directories known to exist with mode 0700.
-    made: Mutex<BTreeSet<PathBuf>>,
+    /// Directories checked (and created where missing) in this run.
+    checked: Mutex<BTreeSet<PathBuf>>,
 }
 
 impl Store {
     /// A store rooted at `root`; nothing is touched until the first write.
     pub(crate) fn new(root: &Path) -> Self {
-        Store { root: root.to_path_buf(), touched: Mutex::default(), made: Mutex::default() }
+        Store { root: root.to_path_buf(), touched: Mutex::default(), checked: Mutex::default() }
     }
 
-    /// Creates the root directory (0700) if it does not exist.
+    /// Creates the root directory (0700) if it does not exist, and checks it.
     pub(crate) fn create_root(&self) -> Result<(), PkiError> {
-        self.make_dir(&self.root.clone())
+        self.dir(&self.root.clone(), true).map(drop)
+    }
+
+    /// Checks the root directory if it exists; whether it does.
+    pub(crate) fn check_root(&self) -> Result<bool, PkiError> {
+        self.dir(&self.root.clone(), false)
+    }
+
+    /// The state directory itself.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The absolute path of `rel`.
@@ -47,22 +61,16 @@ impl Store {
 
     /// The content of `rel`, or `None` if it does not exist.
     pub(crate) fn read(&self, rel: &Path) -> Result<Option<Vec<u8>>, PkiError> {
-        let path = self.path(rel);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(PkiError::Read { path, source }),
-        }
+        Ok(self.read_with_mode(rel)?.map(|(content, _)| content))
     }
 
     /// The content of `rel` and its permission bits, or `None` if it does not exist.
     pub(crate) fn read_with_mode(&self, rel: &Path) -> Result<Option<(Vec<u8>, u32)>, PkiError> {
         let path = self.path(rel);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PkiError::Read { path, source }),
-        };
+        if !self.dir(path.parent().expect("state files live in a directory"), false)? {
+            return Ok(None);
+        }
+        let Some(mut file) = state_dir::open_file(&path)? else { return Ok(None) };
         let result = (|| {
             let mode = file.metadata()?.permissions().mode() & 0o7777;
             let mut content = Vec::new();
@@ -75,31 +83,43 @@ impl Store {
     /// The permission bits of directory `rel` (`""` is the root), or `None` if it does not exist.
     pub(crate) fn dir_mode(&self, rel: &Path) -> Result<Option<u32>, PkiError> {
         let path = self.path(rel);
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => Ok(Some(meta.permissions().mode() & 0o7777)),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(PkiError::Read { path, source }),
+        // A file is not a directory; a link is refused below, like any linked directory.
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && !meta.is_dir()
+            && !meta.file_type().is_symlink()
+        {
+            return Ok(None);
         }
+        if !self.dir(&path, false)? {
+            return Ok(None);
+        }
+        let meta = std::fs::symlink_metadata(&path).map_err(|source| PkiError::Read { path, source })?;
+        Ok(Some(meta.permissions().mode() & 0o7777))
     }
 
     /// Sets the permission bits of the existing file or directory `rel` to `mode`; the content
     /// is not touched.
     pub(crate) fn set_mode(&self, rel: &Path, mode: u32) -> Result<(), PkiError> {
         let path = self.path(rel);
-        std::fs::set_permissions(&path, Permissions::from_mode(mode)).map_err(|source| PkiError::Write { path, source })
+        let file = state_dir::open_for_chmod(&path)?;
+        file.set_permissions(Permissions::from_mode(mode)).map_err(|source| PkiError::Write { path, source })
     }
 
     /// Replaces `rel` atomically with `content`, created with `mode`.
     pub(crate) fn write(&self, rel: &Path, content: &[u8], mode: u32) -> Result<(), PkiError> {
         let path = self.path(rel);
         let dir = path.parent().expect("state files live in a directory").to_path_buf();
-        self.make_dir(&dir)?;
+        self.dir(&dir, true)?;
         let name = path.file_name().expect("state files have a name").to_string_lossy();
         let tmp = dir.join(format!(".{name}.tmp.{}.{}", std::process::id(), random_suffix()));
         let fail = |source| PkiError::Write { path: path.clone(), source };
         let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&tmp)?;
             // The umask may have removed bits from `mode`; certificates must still be 0644.
             file.set_permissions(Permissions::from_mode(mode))?;
             file.write_all(content)?;
@@ -137,18 +157,29 @@ impl Store {
         synced.into_iter().collect()
     }
 
-    fn make_dir(&self, dir: &Path) -> Result<(), PkiError> {
-        let mut made = self.made.lock().expect("no panics while locked");
-        if made.contains(dir) {
-            return Ok(());
+    /// Checks every directory from the root down to `dir` (creating missing ones, 0700, when
+    /// `create`); whether `dir` exists. Each directory is checked once per run.
+    fn dir(&self, dir: &Path, create: bool) -> Result<bool, PkiError> {
+        let rel = dir.strip_prefix(&self.root).expect("state directories live under the root");
+        let mut checked = self.checked.lock().expect("no panics while locked");
+        let mut current = self.root.clone();
+        let chain = std::iter::once(None).chain(rel.components().map(Some));
+        for component in chain {
+            if let Some(c) = component {
+                current.push(c);
+            }
+            if checked.contains(&current) {
+                continue;
+            }
+            if !state_dir::check_dir(&current)? {
+                if !create {
+                    return Ok(false);
+                }
+                state_dir::make_dir(&current, current == self.root)?;
+            }
+            checked.insert(current.clone());
         }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(dir)
-            .map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
-        made.insert(dir.to_path_buf());
-        Ok(())
+        Ok(true)
     }
 }
 
