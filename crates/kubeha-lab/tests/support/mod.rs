@@ -9,8 +9,13 @@ use std::path::{Path, PathBuf};
 /// Whether the calling test can run: it needs root for network and mount namespaces. When not
 /// root, says so on stderr (past the test harness's capture, so a plain `cargo test` shows it)
 /// and returns false; the test then returns early and passes.
+///
+/// As root it also takes, for the rest of the process, a lock named after the test binary: its
+/// labs have fixed names and subnets, so the same tests run from another checkout at the same
+/// time wait for this run instead of tearing its labs down.
 pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
+        hold_binary_lock();
         return true;
     }
     // The test harness names each test's thread after the test.
@@ -35,4 +40,19 @@ pub fn kubeha_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Blocks until no other process runs this test binary's labs, then holds the lock until exit.
+fn hold_binary_lock() {
+    use std::sync::OnceLock;
+    static HELD: OnceLock<Option<nix::fcntl::Flock<std::fs::File>>> = OnceLock::new();
+    HELD.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        // `e2e-0123abcd` → `e2e`: the same tests from any checkout share one lock.
+        let stem = exe.file_stem()?.to_string_lossy().into_owned();
+        let name = stem.rsplit_once('-').map_or(stem.as_str(), |(n, _)| n).to_string();
+        let path = std::env::temp_dir().join(format!("kubeha-lab-tests-{name}.lock"));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+    });
 }
