@@ -30,6 +30,10 @@ pub struct Plan {
     pub load_balancer: LoadBalancer,
     pub networking: Networking,
     pub certificates: Certificates,
+    pub addons: Addons,
+    /// Whether control planes carry `node-role.kubernetes.io/control-plane:NoSchedule` (ordinary
+    /// pods stay off them); small clusters may want them to run workloads too.
+    pub control_plane_taint: bool,
     /// In inventory order: control planes keep their relative order, which decides VRRP priority.
     pub hosts: Vec<Host>,
 }
@@ -170,6 +174,33 @@ pub struct Networking {
     pub pod_subnet: Option<IpNet>,
     pub service_subnet: IpNet,
     pub dns_domain: String,
+    /// A CNI plugin's manifest, applied after the add-ons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni_manifest: Option<Manifest>,
+}
+
+/// A file of Kubernetes objects (multi-document YAML), read and checked with the inventory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub path: PathBuf,
+    /// Every document, each an object with `apiVersion`, `kind` and `metadata.name`.
+    #[serde(skip)]
+    pub objects: Vec<serde_json::Value>,
+}
+
+/// The add-ons kubeha installs (both on unless the inventory says otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Addons {
+    pub kube_proxy: bool,
+    #[serde(rename = "coreDNS")]
+    pub core_dns: bool,
+}
+
+impl Default for Addons {
+    fn default() -> Self {
+        Addons { kube_proxy: true, core_dns: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -536,6 +536,16 @@ const CASES: &[Case] = &[
         edits: &[("dnsDomain: cluster.local", "dnsDomain: Cluster.Local")],
         expect: &["spec.networking.dnsDomain: \"Cluster.Local\" is not a valid DNS name"],
     },
+    Case {
+        name: "a CNI manifest that is not there",
+        edits: &[("dnsDomain: cluster.local}", "dnsDomain: cluster.local, cniManifest: no-such-cni.yaml}")],
+        expect: &["spec.networking.cniManifest: cannot read", "no-such-cni.yaml"],
+    },
+    Case {
+        name: "add-ons that are not booleans, and a typo among them",
+        edits: &[("  etcd: {", "  addons: {kubeProxy: 'no', coreDns: false}\n  controlPlaneTaint: 0\n  etcd: {")],
+        expect: &["spec.addons.kubeProxy", "spec.addons.coreDns: unknown field", "spec.controlPlaneTaint"],
+    },
 ];
 
 fn kubeha() -> Command {
@@ -803,4 +813,24 @@ fn an_unsupported_version_is_rendered_only_when_allowed_and_with_a_warning() {
     assert!(stdout.contains("rendered with kubeadm v1.36's rules"), "{stdout}");
     let out = kubeha().args(["-q", "validate", "--allow-unsupported-version", "-i"]).arg(&path).output().unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_cni_manifest_is_read_with_the_inventory_and_every_document_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: cni, namespace: kube-system}\n---\n\
+                apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: cni, namespace: kube-system}\nspec: {}\n";
+    // Beside validate's directory, which must stay untouched.
+    let cni_dir = tempfile::tempdir().unwrap();
+    let cni = cni_dir.path().join("cni.yaml");
+    std::fs::write(&cni, good).unwrap();
+    let with_cni = GOOD
+        .replace("dnsDomain: cluster.local}", &format!("dnsDomain: cluster.local, cniManifest: {}}}", cni.display()));
+    let out = validate(dir.path(), &with_cni);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&cni, format!("{good}---\nkind: ConfigMap\nmetadata: {{}}\n")).unwrap();
+    let out = validate(dir.path(), &with_cni);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cni.yaml: document 3 has no apiVersion, metadata.name"), "{stderr}");
 }

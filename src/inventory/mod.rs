@@ -12,6 +12,7 @@ mod addressing;
 mod checks;
 mod fields;
 mod image;
+mod manifest;
 mod spec;
 
 use std::io::Read;

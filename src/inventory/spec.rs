@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::fields::{Object, Problems};
+use crate::plan::Addons;
 use crate::plan::{
     Certificates, DEFAULT_APISERVER_PORT, DEFAULT_IMAGE_REPOSITORY, Endpoint, EndpointHost, Host, KeyAlgorithm,
     LoadBalancer, Networking, Plan, Role, San, Ssh,
@@ -43,6 +44,8 @@ pub struct Draft {
     pub vip: Option<IpAddr>,
     pub networking: Option<Networking>,
     pub certificates: Option<Certificates>,
+    pub addons: Addons,
+    pub control_plane_taint: bool,
     /// Every host entry that is a mapping, with whatever of it was readable; `None` when the
     /// list itself is missing or unreadable.
     pub hosts: Option<Vec<HostDraft>>,
@@ -92,6 +95,8 @@ impl Draft {
             load_balancer: self.load_balancer?,
             networking: self.networking?,
             certificates: self.certificates?,
+            addons: self.addons,
+            control_plane_taint: self.control_plane_taint,
             hosts: self.hosts?.iter().map(HostDraft::host).collect::<Option<_>>()?,
         })
     }
@@ -110,6 +115,8 @@ pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
         vip: None,
         networking: None,
         certificates: None,
+        addons: Addons::default(),
+        control_plane_taint: true,
         hosts: None,
         all_hosts_read: false,
     };
@@ -157,7 +164,13 @@ fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
         api.finish(p);
     }
     read_etcd(spec.object("etcd", p), d, p);
-    d.networking = read_networking(spec.object("networking", p), p);
+    d.networking = read_networking(spec.object("networking", p), base, p);
+    if let Some(mut addons) = spec.object("addons", p) {
+        d.addons.kube_proxy = addons.bool("kubeProxy", p).unwrap_or(true);
+        d.addons.core_dns = addons.bool("coreDNS", p).unwrap_or(true);
+        addons.finish(p);
+    }
+    d.control_plane_taint = spec.bool("controlPlaneTaint", p).unwrap_or(true);
     d.certificates = read_certificates(spec.object("certificates", p), p);
     d.load_balancer = match spec.object("loadBalancer", p) {
         Some(lb) => read_load_balancer(lb, &mut d.vip, p),
@@ -201,9 +214,16 @@ fn read_etcd(etcd: Option<Object>, d: &mut Draft, p: &mut Problems) {
     };
 }
 
-fn read_networking(net: Option<Object>, p: &mut Problems) -> Option<Networking> {
-    let (mut pod, mut service, mut domain) = (Ok(None), Ok(None), Ok(None));
+fn read_networking(net: Option<Object>, base: &Path, p: &mut Problems) -> Option<Networking> {
+    let (mut pod, mut service, mut domain, mut cni) = (Ok(None), Ok(None), Ok(None), Ok(None));
     if let Some(mut net) = net {
+        cni = net
+            .string("cniManifest", p)
+            .map(|path| {
+                let file = expand_path(&path, &home_dir(), base);
+                super::manifest::read(&net.child("cniManifest"), &file, p).ok_or(())
+            })
+            .transpose();
         pod = net.string("podSubnet", p).map(|s| subnet(&net.child("podSubnet"), &s, p)).transpose();
         service = net.string("serviceSubnet", p).map(|s| subnet(&net.child("serviceSubnet"), &s, p)).transpose();
         domain = match net.string("dnsDomain", p) {
@@ -220,6 +240,7 @@ fn read_networking(net: Option<Object>, p: &mut Problems) -> Option<Networking> 
             None => DEFAULT_SERVICE_SUBNET.parse().expect("default service subnet parses"),
         },
         dns_domain: domain.ok()?.unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_string()),
+        cni_manifest: cni.ok()?,
     })
 }
 

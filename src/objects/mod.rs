@@ -86,9 +86,13 @@ impl Object {
     }
 }
 
-/// The resource name of a kind kubeha applies.
+/// The resource name of a kind: kubeha's own kinds and those CNI manifests use, else the
+/// API's regular plural (`-y` → `-ies`, `-s`/`-x`/`-ch` → `-es`, else `-s`).
 fn plural(kind: &str) -> String {
     match kind {
+        "Endpoints" => "endpoints".into(),
+        "NetworkPolicy" => "networkpolicies".into(),
+        "PodSecurityPolicy" => "podsecuritypolicies".into(),
         "ClusterRole" => "clusterroles".into(),
         "ClusterRoleBinding" => "clusterrolebindings".into(),
         "Role" => "roles".into(),
@@ -100,19 +104,36 @@ fn plural(kind: &str) -> String {
         "Deployment" => "deployments".into(),
         "PodDisruptionBudget" => "poddisruptionbudgets".into(),
         "Node" => "nodes".into(),
-        other => format!("{}s", other.to_ascii_lowercase()),
+        other => {
+            let lower = other.to_ascii_lowercase();
+            if let Some(stem) = lower.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'o', 'u'])) {
+                format!("{stem}ies")
+            } else if lower.ends_with('s') || lower.ends_with('x') || lower.ends_with("ch") {
+                format!("{lower}es")
+            } else {
+                format!("{lower}s")
+            }
+        }
     }
 }
 
 pub use dns::CONTROL_PLANE_TAINT;
 
-/// Every object kubeha applies to the cluster of `plan`, in apply order (RBAC and configuration
-/// first, then kube-proxy and CoreDNS).
+/// Every object kubeha applies to the cluster of `plan`, in apply order: RBAC and
+/// configuration first, then the add-ons the inventory keeps on (kube-proxy, CoreDNS), then
+/// the objects of its CNI manifest, in the file's order.
 pub fn cluster_objects(plan: &Plan, pki: &Pki) -> Vec<Object> {
     let mut objects = rbac::objects();
     objects.extend(config::objects(plan, pki));
-    objects.extend(proxy::objects(plan));
-    objects.extend(dns::objects(plan));
+    if plan.addons.kube_proxy {
+        objects.extend(proxy::objects(plan));
+    }
+    if plan.addons.core_dns {
+        objects.extend(dns::objects(plan));
+    }
+    if let Some(cni) = &plan.networking.cni_manifest {
+        objects.extend(cni.objects.iter().cloned().map(Object::new));
+    }
     objects
 }
 
@@ -150,5 +171,10 @@ mod tests {
         assert_eq!(crb.path(), "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kubeadm:cluster-admins");
         assert_eq!(crb.file_name(), "clusterrolebinding-kubeadm-cluster-admins.yaml");
         assert_eq!(crb.describe(), "ClusterRoleBinding kubeadm:cluster-admins");
+        assert_eq!(plural("NetworkPolicy"), "networkpolicies");
+        assert_eq!(plural("CustomResourceDefinition"), "customresourcedefinitions");
+        assert_eq!(plural("Gateway"), "gateways");
+        assert_eq!(plural("IngressClass"), "ingressclasses");
+        assert_eq!(plural("Namespace"), "namespaces");
     }
 }

@@ -70,7 +70,7 @@ fn flags(ctx: &HostContext) -> String {
     if ctx.plan.kubernetes_version.minor < 35 {
         args.push(format!("--pod-infra-container-image={}", ctx.plan.pause_image()));
     }
-    if ctx.is_control_plane() {
+    if ctx.is_control_plane() && ctx.plan.control_plane_taint {
         args.push(format!("--register-with-taints={CONTROL_PLANE_TAINT}"));
     }
     format!("KUBELET_KUBEADM_ARGS={:?}\n", args.join(" "))

@@ -87,6 +87,14 @@ fn etcdctl(lab: &Lab, endpoints: &[String], args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `kubectl get --raw PATH` through the VIP with the state directory's super-admin.conf.
+fn kubectl_json(lab: &Lab, path: &str) -> serde_json::Value {
+    let kubeconfig = state(lab).join("super-admin.conf");
+    let out = run("kubectl", &["--kubeconfig", &kubeconfig.to_string_lossy(), "get", "--raw", path]);
+    assert_ok(&out, &format!("kubectl get --raw {path}"));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{path}: {e}: {}", text(&out)))
+}
+
 fn etcd_endpoints(lab: &Lab, except: Option<&str>) -> Vec<String> {
     lab.hosts()
         .iter()
@@ -201,6 +209,32 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     let kubectl = run("kubectl", &["--kubeconfig", &admin.to_string_lossy(), "get", "--raw", "/healthz"]);
     assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{}", text(&kubectl));
 
+    // The cluster objects: in the apiserver (the stand-in stores them in etcd), applied by
+    // kubeha; read with the real kubectl through the VIP as super-admin.conf.
+    assert!(text(&out).contains("cluster objects: "), "{}", text(&out));
+    let admins = kubectl_json(&lab, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kubeadm:cluster-admins");
+    assert_eq!(admins["roleRef"]["name"], "cluster-admin", "{admins}");
+    assert_eq!(admins["subjects"][0]["name"], "kubeadm:cluster-admins", "{admins}");
+    assert_eq!(admins["metadata"]["managedFields"][0]["manager"], "kubeha", "{admins}");
+    let dns = kubectl_json(&lab, "/api/v1/namespaces/kube-system/services/kube-dns");
+    assert_eq!(dns["spec"]["clusterIP"], "10.96.0.10", "{dns}");
+    let proxy = kubectl_json(&lab, "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy");
+    assert_eq!(proxy["spec"]["template"]["spec"]["containers"][0]["image"], "registry.k8s.io/kube-proxy:v1.31.4");
+    let info = kubectl_json(&lab, "/api/v1/namespaces/kube-public/configmaps/cluster-info");
+    assert!(info["data"]["kubeconfig"].as_str().unwrap().contains("certificate-authority-data"), "{info}");
+    assert!(
+        kubectl_json(&lab, "/api/v1/namespaces/kube-system/configmaps/kubeadm-config")["data"]["ClusterConfiguration"]
+            .as_str()
+            .unwrap()
+            .contains("kubernetesVersion: v1.31.4")
+    );
+    // Every node knows its name and address from kubeadm-flags.env.
+    for h in lab.hosts() {
+        let flags =
+            std::fs::read_to_string(lab.host_path(&h.name, "/var/lib/kubelet/kubeadm-flags.env").unwrap()).unwrap();
+        assert!(flags.contains(&format!("--hostname-override={} --node-ip={}", h.name, h.address)), "{flags}");
+    }
+
     // Remote secrets are 0600 and root's; workers hold no CA key.
     for h in lab.hosts() {
         let files = host_files(&lab, &h.name);
@@ -242,9 +276,27 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     let again = init(&lab);
     assert_ok(&again, "second kubeha init");
     assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged"), "{}", text(&again));
+    assert!(text(&again).contains("cluster objects: 0 created, 0 updated, "), "{}", text(&again));
     let after: Vec<_> = lab.hosts().iter().map(|h| host_files(&lab, &h.name)).collect();
     assert_eq!(before, after, "a re-run changed files");
     assert_eq!(pods_before, pods(&lab), "a re-run restarted pods");
+
+    // An object changed by hand (here straight in etcd, where the apiserver keeps it) is
+    // reported and brought back.
+    let key = "/registry/configmaps/kube-system/coredns";
+    let stored = etcdctl(&lab, &all[..1], &["get", key, "--print-value-only"]);
+    let mut coredns: serde_json::Value = serde_json::from_slice(&stored.stdout).expect("the ConfigMap is JSON in etcd");
+    coredns["data"]["Corefile"] = serde_json::json!(".:53 {\n    forward . 192.0.2.1\n}\n");
+    assert_ok(&etcdctl(&lab, &all[..1], &["put", key, &coredns.to_string()]), "editing the ConfigMap by hand");
+    let third = init(&lab);
+    assert_ok(&third, "init after a hand edit");
+    assert!(
+        text(&third).contains("ConfigMap kube-system/coredns differed from kubeha's and was converged"),
+        "{}",
+        text(&third)
+    );
+    let corefile = kubectl_json(&lab, "/api/v1/namespaces/kube-system/configmaps/coredns");
+    assert!(corefile["data"]["Corefile"].as_str().unwrap().contains("kubernetes cluster.local"), "{corefile}");
 
     // Failover: cut the VIP holder off the bridge.
     let holder = vip_holders(&lab).pop().unwrap();
@@ -512,5 +564,50 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     }
     let health = etcdctl(&lab, &etcd_endpoints(&lab, None), &["endpoint", "health"]);
     assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
+
+    // Add-ons turned off: kubeha creates none of them and removes none it made before; a CNI
+    // manifest named in the inventory is applied after the add-ons.
+    let all = etcd_endpoints(&lab, None);
+    assert!(kubectl_json(&lab, "/apis/apps/v1/namespaces/kube-system/deployments/coredns")["spec"].is_object());
+    let gone = etcdctl(&lab, &all[..1], &["del", "/registry/daemonsets/kube-system/kube-proxy"]);
+    assert_ok(&gone, "deleting kube-proxy's DaemonSet");
+    let cni = write_inventory(
+        "cni.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: e2e-cni, namespace: kube-system}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: e2e-cni, namespace: kube-system}\ndata: {mtu: \"1450\"}\n",
+    );
+    let without = write_inventory(
+        "no-addons.yaml",
+        &inventory.replace("  etcd: {", "  addons: {kubeProxy: false, coreDNS: false}\n  etcd: {").replace(
+            "dnsDomain: cluster.local}",
+            &format!("dnsDomain: cluster.local, cniManifest: {}}}", cni.display()),
+        ),
+    );
+    let out = kubeha(&lab, &without, &["init", "--timeout", "3m"]);
+    assert_ok(&out, "init with the add-ons off and a CNI manifest");
+    let kubeconfig = state(&lab).join("super-admin.conf");
+    let missing = run(
+        "kubectl",
+        &[
+            "--kubeconfig",
+            &kubeconfig.to_string_lossy(),
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy",
+        ],
+    );
+    assert!(
+        !missing.status.success() && text(&missing).contains("NotFound"),
+        "kube-proxy was created: {}",
+        text(&missing)
+    );
+    assert!(
+        kubectl_json(&lab, "/apis/apps/v1/namespaces/kube-system/deployments/coredns")["spec"].is_object(),
+        "CoreDNS was removed"
+    );
+    assert_eq!(kubectl_json(&lab, "/api/v1/namespaces/kube-system/configmaps/e2e-cni")["data"]["mtu"], "1450");
+    assert!(
+        kubectl_json(&lab, "/api/v1/namespaces/kube-system/serviceaccounts/e2e-cni")["metadata"]["uid"].is_string()
+    );
     lab.down().unwrap();
 }
