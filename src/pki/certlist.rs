@@ -293,7 +293,7 @@ pub(crate) const SA_PUB: &str = "pki/sa.pub";
 /// client certificates, their own serving and etcd certificates, and their kubeconfigs;
 /// workers get the cluster CA certificate and their kubelet.conf.
 pub(crate) fn placements(host: &Host) -> Vec<Placement> {
-    let pki = Path::new("/etc/kubernetes/pki");
+    let pki = Path::new(crate::host::layout::PKI_DIR);
     let mut out = Vec::new();
     let mut pair = |rel: PathBuf, base: &str, key: bool| {
         out.push(Placement {
@@ -329,7 +329,7 @@ pub(crate) fn placements(host: &Host) -> Vec<Placement> {
             _ if row.applies_to(host) => node_dir(host).join(row.file),
             _ => continue,
         };
-        out.push(Placement { rel, host_path: Path::new("/etc/kubernetes").join(row.file), mode: SECRET_MODE });
+        out.push(Placement { rel, host_path: Path::new(crate::host::layout::KUBERNETES_DIR).join(row.file), mode: SECRET_MODE });
     }
     out
 }
