@@ -537,6 +537,11 @@ const CASES: &[Case] = &[
         expect: &["spec.networking.dnsDomain: \"Cluster.Local\" is not a valid DNS name"],
     },
     Case {
+        name: "a CRI endpoint that is not a unix socket",
+        edits: &[("role: worker, ssh: {user: ops}}", "role: worker, ssh: {user: ops}, criSocket: /run/crio.sock}")],
+        expect: &["spec.hosts[3].criSocket: \"/run/crio.sock\" is not a CRI endpoint"],
+    },
+    Case {
         name: "a CNI manifest that is not there",
         edits: &[("dnsDomain: cluster.local}", "dnsDomain: cluster.local, cniManifest: no-such-cni.yaml}")],
         expect: &["spec.networking.cniManifest: cannot read", "no-such-cni.yaml"],

@@ -303,6 +303,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn node_settings_come_from_the_facts_unless_the_inventory_sets_them() {
+        let text = include_str!("../../inventories/example.yaml").replace(
+            "role: worker, ssh: {user: ops}}",
+            "role: worker, ssh: {user: ops}, criSocket: unix:///run/my.sock}",
+        );
+        let plan = crate::inventory::parse(&text, std::path::Path::new("/")).unwrap();
+        let facts =
+            Facts { runtime_sockets: vec!["/var/run/crio/crio.sock".into()], resolved: true, ..Facts::default() };
+        let mut outcome = Outcome::default();
+        for host in ["cp1", "w1"] {
+            outcome.hosts.insert(host.into(), (facts.clone(), Ownership::Fresh));
+        }
+        let adjusted = outcome.with_node_settings(&plan);
+        let node = |name: &str| adjusted.host(name).unwrap().node.clone();
+        assert_eq!(node("cp1").cri_socket.as_deref(), Some("unix:///var/run/crio/crio.sock"));
+        assert_eq!(node("cp1").resolv_conf.as_deref(), Some(SYSTEMD_RESOLV_CONF));
+        assert_eq!(node("w1").cri_socket.as_deref(), Some("unix:///run/my.sock"), "the inventory wins");
+        assert!(node("cp2").is_empty(), "no facts, no settings");
+    }
+
+    #[test]
     fn peer_probe_output_is_classified() {
         let plan =
             crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap();

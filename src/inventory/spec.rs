@@ -62,6 +62,8 @@ pub struct HostDraft {
     pub address: Option<IpAddr>,
     pub role: Option<Role>,
     pub ssh: Option<Ssh>,
+    /// The container runtime's endpoint, when the inventory sets it (else preflight finds it).
+    pub cri_socket: Option<String>,
     /// Whether every field was read without a problem.
     pub complete: bool,
 }
@@ -73,7 +75,7 @@ impl HostDraft {
             address: self.address?,
             role: self.role?,
             ssh: self.ssh.clone()?,
-            node: Default::default(),
+            node: crate::plan::NodeSettings { cri_socket: self.cri_socket.clone(), resolv_conf: None },
         })
         .filter(|_| self.complete)
     }
@@ -478,6 +480,18 @@ fn read_hosts(spec: &mut Object, defaults: Option<&Ssh>, base: &Path, d: &mut Dr
     d.all_hosts_read = all;
 }
 
+/// A CRI endpoint as the kubelet takes it: `unix://` and an absolute socket path.
+fn cri_socket(text: &str) -> Result<(), String> {
+    match text.strip_prefix("unix://") {
+        Some(path)
+            if path.starts_with('/') && path.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{text:?} is not a CRI endpoint such as unix:///run/containerd/containerd.sock")),
+    }
+}
+
 fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problems) -> Option<HostDraft> {
     let mut h = Object::new(path, v, p)?;
     let before = p.0.len();
@@ -495,9 +509,10 @@ fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problem
     };
     let ssh = h.object("ssh", p);
     let ssh = read_ssh(ssh, Some(defaults), base, p);
+    let cri_socket = h.string("criSocket", p).filter(|s| check(&h.child("criSocket"), cri_socket(s), p));
     h.finish(p);
     let complete = p.0.len() == before;
-    Some(HostDraft { path: path.to_string(), name, address, role, ssh, complete })
+    Some(HostDraft { path: path.to_string(), name, address, role, ssh, cri_socket, complete })
 }
 
 /// Parses an address for a host, the VIP or the endpoint (`what`), refusing those that cannot

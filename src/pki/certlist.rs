@@ -329,7 +329,11 @@ pub(crate) fn placements(host: &Host) -> Vec<Placement> {
             _ if row.applies_to(host) => node_dir(host).join(row.file),
             _ => continue,
         };
-        out.push(Placement { rel, host_path: Path::new(crate::host::layout::KUBERNETES_DIR).join(row.file), mode: SECRET_MODE });
+        out.push(Placement {
+            rel,
+            host_path: Path::new(crate::host::layout::KUBERNETES_DIR).join(row.file),
+            mode: SECRET_MODE,
+        });
     }
     out
 }
