@@ -953,13 +953,26 @@ async fn sshd_logs_hold_no_key_material() {
 
     let ops_log = fx.log(1);
     let logged: Vec<&str> = ops_log.lines().filter(|l| l.contains("mm_audit_run_command entering command ")).collect();
-    assert!(logged.iter().any(|l| l.contains("sudo -n -- timeout -k 5 60.000 sh -c '# kubeha put ")), "{logged:#?}");
-    assert!(ops_log.contains("khtr-log-marker"));
+    // The scripts travel base64-encoded: decode each logged command line to see what ran.
+    let decoded = |log: &str| -> Vec<String> {
+        log.lines().filter_map(|l| l.split_once("entering command ")).filter_map(|(_, c)| shell::unwrap(c)).collect()
+    };
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("sudo -n -- timeout -k 5 60.000 sh -c 'eval ") && l.contains("' 'kubeha_put_")),
+        "{logged:#?}"
+    );
+    let ops_scripts = decoded(&ops_log);
+    assert!(ops_scripts.iter().any(|s| s.starts_with("# kubeha put ")), "{logged:#?}");
+    assert!(ops_scripts.iter().any(|s| s.contains("khtr-log-marker")), "{logged:#?}");
     let root_log = fx.log(0);
-    eprintln!("root's command lines in the sshd log: {}", root_log.contains("khtr-log-marker"));
-    for (name, log) in [("ops", &ops_log), ("root", &root_log)] {
+    let root_scripts = decoded(&root_log);
+    eprintln!("root's command lines in the sshd log: {}", root_scripts.iter().any(|s| s.contains("khtr-log-marker")));
+    for (name, log, scripts) in [("ops", &ops_log, &ops_scripts), ("root", &root_log, &root_scripts)] {
         for line in &body {
             assert!(!log.contains(line), "key material in the sshd log of the {name} host");
+            assert!(scripts.iter().all(|s| !s.contains(line)), "key material in a command of the {name} host");
         }
     }
 }
