@@ -29,6 +29,8 @@ pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// The kubelet's per-node flags, read by kubeadm's systemd drop-in for the kubelet.
 pub const KUBELET_FLAGS_ENV: &str = "/var/lib/kubelet/kubeadm-flags.env";
+/// The lock a kubeha run holds on a host while it works there (see `host::lock`).
+pub const HOST_LOCK: &str = "/etc/kubernetes/kubeha/lock";
 /// Marks a host as managed by kubeha, for which cluster.
 pub const CLUSTER_MARKER: &str = "/etc/kubernetes/kubeha/cluster.yaml";
 

@@ -133,6 +133,11 @@ impl MemoryRemote {
         state.links.insert(path, target.into());
     }
 
+    /// Removes the file at `path`, if any.
+    pub fn remove_file(&self, path: impl AsRef<Path>) -> Option<MemoryFile> {
+        self.state().files.remove(path.as_ref())
+    }
+
     /// Whether `path` is a symbolic link.
     pub fn is_symlink(&self, path: impl AsRef<Path>) -> bool {
         self.state().links.contains_key(path.as_ref())
