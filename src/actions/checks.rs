@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::host::facts::{Facts, Ownership};
+use crate::host::facts::{DirState, Facts, Ownership};
 use crate::host::layout::{
     CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, KUBELET_PORT,
     MANIFESTS_DIR, SCHEDULER_PORT,
@@ -85,6 +85,7 @@ pub fn evaluate(plan: &Plan, host: &Host, facts: &Facts, ownership: &Ownership, 
         swap(host, facts),
         ports(plan, host, facts, ownership),
         directories(host, ownership),
+        write_paths(host, facts),
         clock(host, facts, expect.max_clock_skew),
         tools(host, facts),
         node(host, facts),
@@ -290,6 +291,37 @@ fn directories(host: &Host, ownership: &Ownership) -> Check {
     }
 }
 
+/// The directories kubeha writes into must be real directories, root's, and writable by root
+/// only: a link would send kubeha's files (keys included) elsewhere, and whoever can write into
+/// them can swap the manifests the kubelet runs.
+fn write_paths(host: &Host, facts: &Facts) -> Check {
+    let mut problems = Vec::new();
+    for (path, state) in &facts.dirs {
+        match state {
+            DirState::Dir { uid, mode } => {
+                if *uid != 0 {
+                    problems.push(format!("{path} is owned by uid {uid}, not root: chown root:root {path}"));
+                }
+                if mode & 0o022 != 0 {
+                    problems
+                        .push(format!("{path} is writable by group or others (mode {mode:04o}): chmod go-w {path}"));
+                }
+            }
+            DirState::Link(target) => problems.push(format!(
+                "{path} is a symbolic link (to {target}): kubeha writes only into real directories; \
+                 replace it with a directory owned by root, mode 0755"
+            )),
+            DirState::Other => problems.push(format!("{path} is not a directory: remove it")),
+            DirState::Unknown(line) => problems.push(format!("cannot read the state of {path} ({line:?})")),
+        }
+    }
+    if problems.is_empty() {
+        Check::new(&host.name, "write paths", Status::Ok, "kubeha's directories are root's and not writable by others")
+    } else {
+        Check::new(&host.name, "write paths", Status::Fail, problems.join("; "))
+    }
+}
+
 fn clock(host: &Host, facts: &Facts, max: Duration) -> Check {
     let Some((skew, precision)) = facts.clock_skew else {
         return Check::new(&host.name, "clock", Status::Warn, "could not read the host's clock");
@@ -414,8 +446,35 @@ mod tests {
         let plan = plan();
         let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
-        assert_eq!(checks.len(), 9);
+        assert_eq!(checks.len(), 10);
         assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
+    }
+
+    #[test]
+    fn linked_foreign_or_loose_directories_fail() {
+        let plan = plan();
+        let mut f = healthy();
+        let row = |f: &Facts| {
+            let checks = eval(&plan, &plan.hosts[0], f, &expect(None));
+            checks.into_iter().find(|c| c.check == "write paths").unwrap()
+        };
+        f.dirs = vec![("/etc/kubernetes".into(), DirState::Dir { uid: 0, mode: 0o755 })];
+        assert_eq!(row(&f).status, Status::Ok);
+        f.dirs.push(("/etc/kubernetes/pki".into(), DirState::Link("/srv/pki".into())));
+        f.dirs.push(("/etc/kubernetes/manifests".into(), DirState::Dir { uid: 1000, mode: 0o775 }));
+        f.dirs.push(("/var/lib/kubelet".into(), DirState::Dir { uid: 0, mode: 0o1777 }));
+        f.dirs.push(("/etc/kubernetes/haproxy".into(), DirState::Other));
+        let r = row(&f);
+        assert_eq!(r.status, Status::Fail);
+        for part in [
+            "/etc/kubernetes/pki is a symbolic link (to /srv/pki): kubeha writes only into real directories",
+            "/etc/kubernetes/manifests is owned by uid 1000, not root: chown root:root /etc/kubernetes/manifests",
+            "/etc/kubernetes/manifests is writable by group or others (mode 0775): chmod go-w",
+            "/var/lib/kubelet is writable by group or others (mode 1777)",
+            "/etc/kubernetes/haproxy is not a directory",
+        ] {
+            assert!(r.detail.contains(part), "{part}: {}", r.detail);
+        }
     }
 
     #[test]

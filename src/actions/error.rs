@@ -33,6 +33,14 @@ pub enum ActionError {
     Scratch(std::io::Error),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Another kubeha run holds the lock on these hosts (host, who holds it); nothing was
+    /// written.
+    #[error(
+        "another kubeha run holds the lock on {}:\n{}\nwait for it to finish; if that run is gone, re-run with --force-lock",
+        held.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(", "),
+        held.iter().map(|(h, by)| format!("  {h}: {by}")).collect::<Vec<_>>().join("\n")
+    )]
+    HostsLocked { held: Vec<(String, String)> },
 }
 
 impl ActionError {

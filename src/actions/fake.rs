@@ -88,7 +88,7 @@ pub fn linux_host(host: &Host) -> MemoryRemote {
 /// Answers the scripts kubeha runs for facts and peer probes on `remote`, reading its files.
 pub fn answer_scripts(remote: &Arc<MemoryRemote>) {
     let weak = Arc::downgrade(remote);
-    remote.on_exec(move |command, _| {
+    remote.on_exec(move |command, stdin| {
         let Some(host) = weak.upgrade() else { return Output::default() };
         if command.starts_with("# gathering host facts") {
             return facts(&host);
@@ -99,8 +99,49 @@ pub fn answer_scripts(remote: &Arc<MemoryRemote>) {
         if command.starts_with("# reading certificates") {
             return certificates(&host);
         }
+        if command.starts_with("# kubeha taking the host lock")
+            || command.starts_with("# kubeha taking over the host lock")
+            || command.starts_with("# kubeha releasing the host lock")
+        {
+            return host_lock(&host, command, stdin);
+        }
         Output::default()
     });
+}
+
+/// The host-lock scripts (`host::lock`) on the in-memory lock file: an exclusive create, a
+/// takeover only of the lock whose SHA-256 the script names, a release only of this run's lock.
+fn host_lock(host: &MemoryRemote, command: &str, stdin: &[u8]) -> Output {
+    use sha2::Digest;
+    let path = crate::host::layout::HOST_LOCK;
+    let current = host.file(path).map(|f| f.content);
+    let held = |content: Vec<u8>| Output { status: 3, stdout: content, stderr: Vec::new() };
+    let mut text = stdin.to_vec();
+    text.push(b'\n');
+    if command.starts_with("# kubeha releasing") {
+        let token = command.split("'token: ").nth(1).and_then(|t| t.split('\'').next()).unwrap_or("");
+        if current.is_some_and(|c| String::from_utf8_lossy(&c).lines().any(|l| l == format!("token: {token}"))) {
+            host.remove_file(path);
+        }
+        return Output::default();
+    }
+    match current {
+        None if command.starts_with("# kubeha taking the") => {
+            host.insert_file(path, 0o644, 0, 0, text);
+            Output::default()
+        }
+        None => Output { status: 12, stdout: Vec::new(), stderr: b"no lock to take over".to_vec() },
+        Some(content) if command.starts_with("# kubeha taking the") => held(content),
+        Some(content) => {
+            let sum = hex::encode(sha2::Sha256::digest(&content));
+            if command.contains(&format!("= {sum} ]")) {
+                host.insert_file(path, 0o644, 0, 0, text);
+                Output::default()
+            } else {
+                held(content)
+            }
+        }
+    }
 }
 
 fn facts(host: &MemoryRemote) -> Output {

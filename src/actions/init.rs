@@ -132,7 +132,10 @@ mod tests {
     use super::*;
     use crate::actions::checks::Status;
     use crate::actions::fake::{self, MemoryConnector};
+    use crate::actions::session::{HostLockOptions, Session};
     use crate::actions::wait::WaitOptions;
+    use crate::host::layout::HOST_LOCK;
+    use crate::host::lock::Holder;
     use crate::transport::{Call, MemoryRemote};
 
     fn options(dry_run: bool) -> InitOptions {
@@ -142,6 +145,11 @@ mod tests {
                 dry_run,
                 wait: WaitOptions { timeout: Duration::from_millis(300), interval: Duration::from_millis(50) },
                 kubelet_sync: Duration::ZERO,
+                host_lock: Some(HostLockOptions {
+                    command: "kubeha init".into(),
+                    ttl: Duration::from_secs(60),
+                    force: false,
+                }),
             },
             max_clock_skew: Duration::from_secs(5),
         }
@@ -151,18 +159,93 @@ mod tests {
         host.calls().iter().filter(|c| matches!(c, Call::Put { .. })).count()
     }
 
-    /// Every command a host received other than the read-only facts and peer scripts.
+    /// Every command a host received other than the read-only facts and peer scripts and the
+    /// host lock (taken and released around every writing run; see [`no_lock_left`]).
     fn writes(host: &MemoryRemote) -> Vec<Call> {
         host.calls()
             .into_iter()
             .filter(|c| match c {
                 Call::Exec { command, .. } => {
-                    !command.starts_with("# gathering host facts") && !command.starts_with("# checking etcd peer ports")
+                    !command.starts_with("# gathering host facts")
+                        && !command.starts_with("# checking etcd peer ports")
+                        && !command.contains(" the host lock\n")
                 }
                 Call::Put { .. } | Call::RemoveStaleTempFiles { .. } => true,
                 Call::FileStates { .. } | Call::OpenTcp { .. } => false,
             })
             .collect()
+    }
+
+    fn no_lock_left(hosts: &MemoryConnector) {
+        for (name, host) in &hosts.hosts {
+            assert!(host.file(HOST_LOCK).is_none(), "{name} still has a host lock");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_locked_by_another_run_stops_init_before_anything_is_written() {
+        let plan = fake::plan();
+        let hosts = MemoryConnector::new(&plan);
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let other = Holder::new("alice@elsewhere", "kubeha init", Duration::from_secs(600));
+        hosts.host("cp2").insert_file(HOST_LOCK, 0o644, 0, 0, other.to_text());
+        let err = init(&plan, &state, &options(false), &hosts, &Progress::hidden()).await.unwrap_err();
+        let ActionError::HostsLocked { held } = &err else { panic!("{err}") };
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].0, "cp2");
+        assert!(held[0].1.starts_with(&format!("alice@elsewhere (pid {}, `kubeha init`) since ", other.pid)));
+        assert!(err.to_string().contains("re-run with --force-lock"), "{err}");
+        for (name, host) in &hosts.hosts {
+            assert!(writes(host).is_empty(), "{name} was written to");
+            assert!(
+                host.calls()
+                    .iter()
+                    .all(|c| !matches!(c, Call::Exec { command, .. } if command.starts_with("# gathering")))
+            );
+        }
+        // The locks this run took on the other hosts are released; alice's stays.
+        assert_eq!(hosts.host("cp2").file(HOST_LOCK).unwrap().content, other.to_text().into_bytes());
+        hosts.host("cp2").remove_file(HOST_LOCK);
+        no_lock_left(&hosts);
+        assert!(!state.join("pki").exists(), "certificates were made");
+
+        // Past its time, the lock is stale: taken over, and released at the end of the run.
+        let stale = Holder { until: 1, ..other.clone() };
+        hosts.host("cp2").insert_file(HOST_LOCK, 0o644, 0, 0, stale.to_text());
+        let err = init(&plan, &state, &options(false), &hosts, &Progress::hidden()).await.unwrap_err();
+        assert!(matches!(err, ActionError::Unhealthy(_)), "{err}");
+        no_lock_left(&hosts);
+
+        // A lock that is not stale goes only with --force-lock.
+        hosts.host("cp2").insert_file(HOST_LOCK, 0o644, 0, 0, other.to_text());
+        let mut forced = options(false);
+        forced.session.host_lock.as_mut().unwrap().force = true;
+        let err = init(&plan, &state, &forced, &hosts, &Progress::hidden()).await.unwrap_err();
+        assert!(matches!(err, ActionError::Unhealthy(_)), "{err}");
+        no_lock_left(&hosts);
+    }
+
+    /// Two runs at once: the second is refused, naming the first (this machine, this process,
+    /// which still runs); once the first ends, the hosts are free again.
+    #[tokio::test]
+    async fn a_second_run_against_the_same_hosts_is_refused() {
+        let plan = fake::plan();
+        let hosts = MemoryConnector::new(&plan);
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Progress::hidden();
+        let first_state = dir.path().join("first");
+        let first = Session::open(&plan, &first_state, options(false).session, &hosts, &progress).await.unwrap();
+        let err = init(&plan, &dir.path().join("second"), &options(false), &hosts, &progress).await.unwrap_err();
+        let ActionError::HostsLocked { held } = &err else { panic!("{err}") };
+        assert_eq!(held.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(), ["cp1", "cp2", "cp3", "w1"]);
+        assert!(held[0].1.contains(&format!("(pid {}, `kubeha init`)", std::process::id())), "{err}");
+        assert!(!dir.path().join("second").join("pki").exists());
+        first.close(&hosts).await;
+        no_lock_left(&hosts);
+        let err = init(&plan, &dir.path().join("second"), &options(false), &hosts, &progress).await.unwrap_err();
+        assert!(matches!(err, ActionError::Unhealthy(_)), "{err}");
+        no_lock_left(&hosts);
     }
 
     #[tokio::test]

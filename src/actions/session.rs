@@ -17,6 +17,7 @@ use super::lock::{self, StateLock};
 use super::progress::Progress;
 use super::scratch::Scratch;
 use super::wait::WaitOptions;
+use crate::host::lock::{self as host_lock, Attempt, Holder};
 use crate::plan::{Host, Plan, Role};
 use crate::transport::{Credentials, Remote, SshHost, SshOptions, TransportError};
 
@@ -61,6 +62,20 @@ pub struct SessionOptions {
     /// How long a kubelet may take to notice a changed static-pod manifest (its
     /// `fileCheckFrequency`); rolling restarts give it this long before checking a host.
     pub kubelet_sync: Duration,
+    /// Lock every host while the run works on it (commands that write; not in a dry run).
+    pub host_lock: Option<HostLockOptions>,
+}
+
+/// How a writing command locks its hosts (see [`crate::host::lock`]).
+#[derive(Debug, Clone)]
+pub struct HostLockOptions {
+    /// What the lock names as the holder's command, e.g. `kubeha init`.
+    pub command: String,
+    /// How long the lock is valid: after that another run may take it over. Longer than the
+    /// run can take (its wait timeout and rolling restarts).
+    pub ttl: Duration,
+    /// Take the lock over even if another run holds it (`--force-lock`).
+    pub force: bool,
 }
 
 impl Default for SessionOptions {
@@ -70,6 +85,7 @@ impl Default for SessionOptions {
             dry_run: false,
             wait: WaitOptions { timeout: Duration::from_secs(600), interval: Duration::from_secs(1) },
             kubelet_sync: Duration::from_secs(20),
+            host_lock: None,
         }
     }
 }
@@ -86,6 +102,8 @@ pub struct Session<'p, R: Remote> {
     phases: Mutex<Vec<(&'static str, Duration)>>,
     lap_started: Mutex<Instant>,
     _lock: Option<StateLock>,
+    /// This run's holder on the hosts it locked.
+    host_lock: Option<Holder>,
 }
 
 impl<'p, R: Remote> Session<'p, R> {
@@ -110,7 +128,7 @@ impl<'p, R: Remote> Session<'p, R> {
             result
         })
         .await;
-        let session = Session {
+        let mut session = Session {
             plan,
             options,
             progress,
@@ -120,13 +138,69 @@ impl<'p, R: Remote> Session<'p, R> {
             phases: Mutex::new(Vec::new()),
             lap_started: Mutex::new(started),
             _lock: lock,
+            host_lock: None,
         };
+        if let Some(lock) = session.options.host_lock.clone().filter(|_| !session.options.dry_run)
+            && let Err(e) = session.lock_hosts(&lock).await
+        {
+            session.close(connector).await;
+            return Err(e);
+        }
         session.lap("connect");
         Ok(session)
     }
 
-    /// Closes every connection.
+    /// Takes every connected host's lock. A host where locking fails is treated as one that
+    /// could not be reached (preflight reports it); a host another run holds stops the run,
+    /// after the locks taken so far are released.
+    async fn lock_hosts(&mut self, options: &HostLockOptions) -> Result<(), ActionError> {
+        let machine = machine_name();
+        let holder = Holder::new(format!("{}@{machine}", user_name()), options.command.clone(), options.ttl);
+        let connected: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.hosts[i].1.is_ok()).collect();
+        let results = {
+            let (hosts, holder, machine) = (&self.hosts, &holder, machine.as_str());
+            fanout::each(&connected, self.options.parallel, |&i| async move {
+                let Ok(remote) = &hosts[i].1 else { unreachable!("only connected hosts") };
+                lock_host(remote, holder, options.force, machine).await
+            })
+            .await
+            .into_iter()
+            .map(|(&i, r)| (i, r))
+            .collect::<Vec<_>>()
+        };
+        self.host_lock = Some(holder);
+        let mut held = Vec::new();
+        for (i, result) in results {
+            let host = &self.hosts[i].0.name;
+            match result {
+                Ok(None) => {}
+                Ok(Some(previous)) => {
+                    tracing::warn!("{host}: took over the host lock of {previous}");
+                    self.progress.step(host, format!("took over the host lock of {previous}"));
+                }
+                Err(LockFailure::Held(by)) => held.push((host.clone(), by)),
+                Err(LockFailure::Transport(e)) => self.hosts[i].1 = Err(e),
+            }
+        }
+        if held.is_empty() { Ok(()) } else { Err(ActionError::HostsLocked { held }) }
+    }
+
+    /// Releases the hosts' locks, then closes every connection.
     pub async fn close<C: Connector<Remote = R>>(self, connector: &C) {
+        if let Some(holder) = &self.host_lock {
+            let released = fanout::each(&self.hosts, self.options.parallel, |(host, conn)| async move {
+                match conn {
+                    Ok(remote) => host_lock::release(remote, holder).await.map_err(|e| (host.name.clone(), e)),
+                    Err(_) => Ok(()),
+                }
+            })
+            .await;
+            for (_, result) in released {
+                if let Err((host, e)) = result {
+                    tracing::warn!("{host}: could not release the host lock: {e}");
+                }
+            }
+        }
         for (_, conn) in self.hosts {
             if let Ok(remote) = conn {
                 connector.close(remote).await;
@@ -180,4 +254,70 @@ impl<'p, R: Remote> Session<'p, R> {
     pub fn phases(&self) -> Vec<(&'static str, Duration)> {
         self.phases.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+enum LockFailure {
+    /// Another run holds the lock: who, as the lock says.
+    Held(String),
+    Transport(TransportError),
+}
+
+/// Locks one host: `Ok(None)` when it was free, `Ok(Some(previous holder))` when a stale lock
+/// (or any, with `force`) was taken over.
+async fn lock_host<R: Remote>(
+    remote: &R,
+    holder: &Holder,
+    force: bool,
+    machine: &str,
+) -> Result<Option<String>, LockFailure> {
+    let mut attempt = host_lock::try_take(remote, holder).await.map_err(LockFailure::Transport)?;
+    // Twice at most: a takeover that loses to another run's takeover reports that run.
+    for _ in 0..2 {
+        let found = match attempt {
+            Attempt::Taken => return Ok(None),
+            Attempt::Held(found) => found,
+        };
+        let (described, old, stale) = match &found {
+            Ok(h) => (h.describe(), h.to_text(), h.is_stale(host_lock::now(), machine, process_alive)),
+            Err(text) => (format!("an unreadable lock ({:?})", text.trim()), text.clone(), false),
+        };
+        if !(force || stale) {
+            return Err(LockFailure::Held(described));
+        }
+        attempt = host_lock::take_over(remote, holder, &old).await.map_err(LockFailure::Transport)?;
+        if attempt == Attempt::Taken {
+            return Ok(Some(described));
+        }
+    }
+    match attempt {
+        Attempt::Held(Ok(h)) => Err(LockFailure::Held(h.describe())),
+        Attempt::Held(Err(text)) => Err(LockFailure::Held(format!("an unreadable lock ({:?})", text.trim()))),
+        Attempt::Taken => Ok(None),
+    }
+}
+
+/// Whether a process of this machine still runs.
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+}
+
+/// The operator's user name, for the lock.
+fn user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
+}
+
+/// This machine's name, for the lock.
+fn machine_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }

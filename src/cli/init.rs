@@ -6,7 +6,7 @@ use super::output::println;
 use crate::actions::checks;
 use crate::actions::error::ActionError;
 use crate::actions::init::{InitOptions, init};
-use crate::actions::session::SessionOptions;
+use crate::actions::session::{HostLockOptions, SessionOptions};
 use crate::actions::wait::WaitOptions;
 use crate::transport::Credentials;
 
@@ -27,6 +27,11 @@ pub struct Args {
     /// one host at a time and waits this long before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
+    /// Take over the hosts' locks even if another kubeha run holds them. Only when that run is
+    /// gone (a stale lock of an ended run on this machine, or one past its time, is taken over
+    /// without it).
+    #[arg(long)]
+    force_lock: bool,
 }
 
 impl Args {
@@ -39,6 +44,11 @@ impl Args {
                 dry_run: self.dry_run,
                 wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
                 kubelet_sync: self.kubelet_sync,
+                host_lock: Some(HostLockOptions {
+                    command: "kubeha init".into(),
+                    ttl: lock_ttl(&plan, self.timeout, self.kubelet_sync),
+                    force: self.force_lock,
+                }),
             },
             max_clock_skew: self.remote.max_clock_skew,
         };
@@ -131,4 +141,12 @@ fn print_objects(report: &crate::actions::init::InitReport) {
             Outcome::Created | Outcome::Unchanged => {}
         }
     }
+}
+
+/// How long an `init` may hold the hosts' locks: its deadline, the longest it can run (every
+/// control plane rolled one at a time, each waited for, then the final wait), plus an hour for
+/// connecting, preflight and writing.
+fn lock_ttl(plan: &crate::plan::Plan, timeout: Duration, kubelet_sync: Duration) -> Duration {
+    let rolled = plan.control_planes().count() as u32;
+    (timeout + kubelet_sync) * (rolled + 1) + Duration::from_secs(3600)
 }

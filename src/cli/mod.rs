@@ -25,7 +25,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The inventory (or the command line) is invalid; nothing was changed.
     pub const INVALID_INPUT: u8 = 2;
-    /// Preflight found a problem on a host; nothing was changed.
+    /// Preflight found a problem on a host, or another kubeha run holds a host's lock; nothing
+    /// was changed.
     pub const PREFLIGHT_FAILED: u8 = 3;
     /// `certs check-expiration`: a certificate has expired or ends within the error threshold.
     pub const CERTIFICATES_EXPIRING: u8 = 4;
@@ -218,7 +219,10 @@ fn state_dir_action_error(e: &ActionError) -> bool {
 fn exit_code(e: &anyhow::Error) -> u8 {
     let preflight = |c: &(dyn std::error::Error + 'static)| {
         c.downcast_ref::<preflight::PreflightFailed>().is_some()
-            || matches!(c.downcast_ref::<ActionError>(), Some(ActionError::Preflight { .. }))
+            || matches!(
+                c.downcast_ref::<ActionError>(),
+                Some(ActionError::Preflight { .. } | ActionError::HostsLocked { .. })
+            )
     };
     if e.chain().any(invalid_input) {
         exit::INVALID_INPUT

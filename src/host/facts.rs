@@ -42,6 +42,13 @@ echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
 echo @@addresses; ip -o addr show 2>/dev/null
 echo @@hostname; uname -n
 echo @@resolved; systemctl is-active systemd-resolved 2>/dev/null
+echo @@dirs
+for d in %WRITTEN_DIRS%; do
+  if [ -L "$d" ]; then echo "$d link $(printf %s "$(readlink -- "$d")" | tr -c '[:graph:]' '?')"
+  elif [ -d "$d" ]; then echo "$d dir $(stat -c '%u %a' -- "$d")"
+  elif [ -e "$d" ]; then echo "$d other"
+  fi
+done
 echo @@end
 "#;
 
@@ -51,6 +58,7 @@ fn script() -> String {
         .replace("%MANIFESTS_DIR%", layout::MANIFESTS_DIR)
         .replace("%ETCD_DATA_DIR%", layout::ETCD_DATA_DIR)
         .replace("%MARKER%", layout::CLUSTER_MARKER)
+        .replace("%WRITTEN_DIRS%", &layout::WRITTEN_DIRS.join(" "))
 }
 
 /// Facts about one host.
@@ -86,6 +94,21 @@ pub struct Facts {
     pub resolved: bool,
     /// The IP addresses configured on the host's interfaces (with `ip`; empty without it).
     pub addresses: BTreeSet<std::net::IpAddr>,
+    /// Those of [`layout::WRITTEN_DIRS`] that exist, as the host has them (links not followed).
+    pub dirs: Vec<(String, DirState)>,
+}
+
+/// What is at a path kubeha writes into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirState {
+    /// A directory with its owner and permission bits.
+    Dir { uid: u32, mode: u32 },
+    /// A symbolic link, with what it points at.
+    Link(String),
+    /// Something else (a file, a socket...).
+    Other,
+    /// A line the parser did not understand.
+    Unknown(String),
 }
 
 /// Runs the facts script on `remote`.
@@ -133,12 +156,29 @@ pub fn parse(text: &str) -> Facts {
             .iter()
             .filter_map(|l| l.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
             .collect(),
+        dirs: section(text, "dirs").iter().filter_map(|l| dir_state(l)).collect(),
         ip_forward: match first("forward").as_str() {
             "1" => Some(true),
             "0" => Some(false),
             _ => None,
         },
     }
+}
+
+/// One line of the `@@dirs` section: `PATH dir UID MODE`, `PATH link TARGET`, `PATH other`.
+fn dir_state(line: &str) -> Option<(String, DirState)> {
+    let mut words = line.split_whitespace();
+    let path = words.next()?.to_string();
+    let state = match (words.next(), words.next(), words.next()) {
+        (Some("dir"), Some(uid), Some(mode)) => match (uid.parse(), u32::from_str_radix(mode, 8)) {
+            (Ok(uid), Ok(mode)) => DirState::Dir { uid, mode },
+            _ => DirState::Unknown(line.trim().to_string()),
+        },
+        (Some("link"), target, _) => DirState::Link(target.unwrap_or("").to_string()),
+        (Some("other"), _, _) => DirState::Other,
+        _ => DirState::Unknown(line.trim().to_string()),
+    };
+    Some((path, state))
 }
 
 fn names(lines: &[&str]) -> Vec<String> {
@@ -233,7 +273,8 @@ mod tests {
 @@addresses\n1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n\
 2: eth0    inet 198.18.0.11/24 scope global eth0\\       valid_lft forever preferred_lft forever\n\
 2: eth0    inet 198.18.0.10/32 scope global eth0\\       valid_lft forever preferred_lft forever\n\
-2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n@@hostname\nnode-a\n@@resolved\nactive\n@@end\n";
+2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n@@hostname\nnode-a\n@@resolved\nactive\n\
+@@dirs\n/etc/kubernetes dir 0 755\n/etc/kubernetes/pki link /tmp/x\n/etc/kubernetes/manifests dir 1000 1777\n/var/lib/kubelet other\n@@end\n";
 
     #[test]
     fn parses_every_section() {
@@ -254,6 +295,44 @@ mod tests {
         assert_eq!((f.hostname.as_str(), f.resolved), ("node-a", true));
         let addresses: Vec<String> = f.addresses.iter().map(|a| a.to_string()).collect();
         assert_eq!(addresses, ["127.0.0.1", "198.18.0.10", "198.18.0.11", "fe80::1"]);
+        assert_eq!(
+            f.dirs,
+            [
+                ("/etc/kubernetes".to_string(), DirState::Dir { uid: 0, mode: 0o755 }),
+                ("/etc/kubernetes/pki".to_string(), DirState::Link("/tmp/x".into())),
+                ("/etc/kubernetes/manifests".to_string(), DirState::Dir { uid: 1000, mode: 0o1777 }),
+                ("/var/lib/kubelet".to_string(), DirState::Other),
+            ]
+        );
+    }
+
+    /// The facts script's directory section against the local filesystem.
+    #[test]
+    fn the_script_reports_links_and_modes_of_the_written_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let text = SCRIPT_TEMPLATE
+            .split("echo @@dirs\n")
+            .nth(1)
+            .unwrap()
+            .replace("%WRITTEN_DIRS%", &format!("{root}/etc {root}/etc/pki {root}/missing {root}/file"));
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join("etc"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        std::os::unix::fs::symlink("/tmp/some where", dir.path().join("etc/pki")).unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let out = std::process::Command::new("sh").arg("-c").arg(&text).output().unwrap();
+        let f = parse(&format!("@@dirs\n{}", String::from_utf8_lossy(&out.stdout)));
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata(dir.path()).unwrap().uid();
+        assert_eq!(
+            f.dirs,
+            [
+                (format!("{root}/etc"), DirState::Dir { uid, mode: 0o775 }),
+                (format!("{root}/etc/pki"), DirState::Link("/tmp/some?where".into())),
+                (format!("{root}/file"), DirState::Other),
+            ]
+        );
     }
 
     #[test]

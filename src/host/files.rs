@@ -225,6 +225,30 @@ mod tests {
         );
     }
 
+    /// A symbolic link at a target path is never taken for the file, even when what it points
+    /// at has the right content: it is replaced by the file. A link on the way to a target
+    /// stops the write.
+    #[tokio::test]
+    async fn a_symlink_at_a_target_is_replaced_and_one_above_it_is_refused() {
+        let host = MemoryRemote::new("cp1");
+        let files = vec![File::new("/etc/kubernetes/admin.conf", 0o600, "a")];
+        host.insert_file("/tmp/evil/admin.conf", 0o600, 0, 0, "a");
+        host.insert_symlink("/etc/kubernetes/admin.conf", "/tmp/evil/admin.conf");
+        let push = prepare(&host, &files, &[]).await.unwrap();
+        assert_eq!(push.report().written, [PathBuf::from("/etc/kubernetes/admin.conf")]);
+        push.apply(&host, |_, _, _| {}).await.unwrap();
+        assert!(!host.is_symlink("/etc/kubernetes/admin.conf"));
+        assert_eq!(host.file("/etc/kubernetes/admin.conf").unwrap().content, b"a");
+        assert!(prepare(&host, &files, &[]).await.unwrap().report().is_empty());
+
+        host.insert_symlink("/etc/kubernetes/pki", "/tmp/evil");
+        let files = vec![File::new("/etc/kubernetes/pki/ca.key", 0o600, "k")];
+        let push = prepare(&host, &files, &[]).await.unwrap();
+        let err = push.apply(&host, |_, _, _| {}).await.unwrap_err();
+        assert!(err.to_string().contains("/etc/kubernetes/pki is a symbolic link"), "{err}");
+        assert!(host.file("/tmp/evil/ca.key").is_none() && host.file("/etc/kubernetes/pki/ca.key").is_none());
+    }
+
     fn puts(host: &MemoryRemote) -> Vec<String> {
         host.take_calls()
             .into_iter()

@@ -29,8 +29,16 @@ pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// The kubelet's per-node flags, read by kubeadm's systemd drop-in for the kubelet.
 pub const KUBELET_FLAGS_ENV: &str = "/var/lib/kubelet/kubeadm-flags.env";
+/// The lock a kubeha run holds on a host while it works there (see `host::lock`).
+pub const HOST_LOCK: &str = "/etc/kubernetes/kubeha/lock";
 /// Marks a host as managed by kubeha, for which cluster.
 pub const CLUSTER_MARKER: &str = "/etc/kubernetes/kubeha/cluster.yaml";
+
+/// Every directory kubeha writes files into, parents before children. Preflight refuses a host
+/// where one of them is a symbolic link, is not root's, or is writable by group or others:
+/// whoever controls such a directory controls what the kubelet runs.
+pub const WRITTEN_DIRS: &[&str] =
+    &[KUBERNETES_DIR, KUBEHA_DIR, MANIFESTS_DIR, PKI_DIR, ETCD_PKI_DIR, HAPROXY_DIR, KEEPALIVED_DIR, KUBELET_DIR];
 
 pub const KUBELET_PORT: u16 = 10250;
 /// kube-apiserver's default secure port (the inventory's `apiServer.bindPort` overrides it).

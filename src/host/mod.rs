@@ -7,3 +7,4 @@ pub mod etcd;
 pub mod facts;
 pub mod files;
 pub mod layout;
+pub mod lock;

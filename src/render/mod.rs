@@ -178,4 +178,18 @@ mod tests {
         assert_eq!(value["role"], "control-plane");
         assert_eq!(value["kubehaVersion"], env!("CARGO_PKG_VERSION"));
     }
+    /// Preflight checks the directories of `layout::WRITTEN_DIRS`: every file kubeha renders goes
+    /// into one of them.
+    #[test]
+    fn every_file_goes_into_a_checked_directory() {
+        let plan =
+            crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        crate::pki::generate(&plan, state.path()).unwrap();
+        let files = render(&plan, &crate::pki::load(&plan, state.path()).unwrap()).unwrap();
+        for file in files.values().flatten() {
+            let dir = file.path.parent().unwrap().to_str().unwrap();
+            assert!(crate::host::layout::WRITTEN_DIRS.contains(&dir), "{} is not checked", file.path.display());
+        }
+    }
 }

@@ -76,6 +76,8 @@ impl std::fmt::Debug for MemoryFile {
 struct State {
     files: BTreeMap<PathBuf, MemoryFile>,
     dirs: BTreeSet<PathBuf>,
+    /// Symbolic links, by path, with what they point at (never followed).
+    links: BTreeMap<PathBuf, PathBuf>,
     calls: Vec<Call>,
     failing_puts: BTreeSet<PathBuf>,
     exec: Option<Arc<ExecHandler>>,
@@ -117,6 +119,28 @@ impl MemoryRemote {
         let mut state = self.state();
         add_parents(&mut state.dirs, &path);
         state.dirs.insert(path);
+    }
+
+    /// Places a symbolic link at `path` (parents created). Like the real scripts, kubeha's
+    /// operations never follow it: `file_states` reports it as a link, a put replaces it, and a
+    /// put into a directory below it is refused.
+    pub fn insert_symlink(&self, path: impl Into<PathBuf>, target: impl Into<PathBuf>) {
+        let path = path.into();
+        let mut state = self.state();
+        add_parents(&mut state.dirs, &path);
+        state.files.remove(&path);
+        state.dirs.remove(&path);
+        state.links.insert(path, target.into());
+    }
+
+    /// Removes the file at `path`, if any.
+    pub fn remove_file(&self, path: impl AsRef<Path>) -> Option<MemoryFile> {
+        self.state().files.remove(path.as_ref())
+    }
+
+    /// Whether `path` is a symbolic link.
+    pub fn is_symlink(&self, path: impl AsRef<Path>) -> bool {
+        self.state().links.contains_key(path.as_ref())
     }
 
     /// The file at `path`, if any.
@@ -240,6 +264,13 @@ impl Remote for MemoryRemote {
         if let Some(file) = files.iter().find(|f| state.failing_puts.contains(&f.path)) {
             return Err(failed(1, format!("kubeha-put: simulated failure writing {}", file.path.display())));
         }
+        let linked = files.iter().find_map(|f| f.path.ancestors().skip(1).find(|a| state.links.contains_key(*a)));
+        if let Some(link) = linked {
+            return Err(failed(
+                put::SYMLINKED_DIRECTORY,
+                format!("kubeha-put: {} is a symbolic link: kubeha writes only into real directories", link.display()),
+            ));
+        }
         let parent_file = files.iter().find_map(|f| f.path.ancestors().skip(1).find(|a| state.files.contains_key(*a)));
         if let Some(parent) = parent_file {
             return Err(failed(10, format!("kubeha-put: cannot create directories ({} is a file)", parent.display())));
@@ -249,6 +280,7 @@ impl Remote for MemoryRemote {
                 return Err(failed(16, format!("kubeha-put: cannot rename over directory {}", file.path.display())));
             }
             add_parents(&mut state.dirs, &file.path);
+            state.links.remove(&file.path);
             let content = MemoryFile { content: file.content.clone(), mode: file.mode & 0o7777, uid: 0, gid: 0 };
             state.files.insert(file.path.clone(), content);
         }
@@ -266,6 +298,9 @@ impl Remote for MemoryRemote {
                 }
                 if state.dirs.contains(path) {
                     return Err(TransportError::NotAFile { host: self.name.clone(), path: path.clone() });
+                }
+                if state.links.contains_key(path) {
+                    return Ok(Some(FileState::symlink(0, 0)));
                 }
                 Ok(state.files.get(path).map(|f| FileState {
                     sha256: hex::encode(Sha256::digest(&f.content)),

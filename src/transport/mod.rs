@@ -58,10 +58,24 @@ pub type Tunnel = Box<dyn TunnelStream>;
 /// A file as a host has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileState {
+    /// Lowercase hex; empty for a symbolic link (see [`FileState::symlink`]).
     pub sha256: String,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+}
+
+impl FileState {
+    /// A symbolic link at the path: never followed, so its "content" matches no file and a
+    /// write replaces the link itself (the rename in [`put`](mod@put) does not follow it).
+    pub fn symlink(uid: u32, gid: u32) -> FileState {
+        FileState { sha256: String::new(), mode: 0o777, uid, gid }
+    }
+
+    /// Whether this is a symbolic link rather than a regular file.
+    pub fn is_symlink(&self) -> bool {
+        self.sha256.is_empty()
+    }
 }
 
 /// One host kubeha works on.
@@ -140,7 +154,8 @@ pub trait Remote: Send + Sync {
     }
 
     /// The state of each path (`None` where it does not exist), in the order given, from one
-    /// remote command. A path that exists but is not a regular file is an error.
+    /// remote command. A symbolic link is reported as one ([`FileState::symlink`]), never followed;
+    /// any other path that exists but is not a regular file is an error.
     fn file_states(
         &self,
         paths: &[PathBuf],
@@ -159,6 +174,7 @@ pub trait Remote: Send + Sync {
                 .zip(paths)
                 .map(|(line, path)| match line {
                     shell::StateLine::File { sha256, mode, uid, gid } => Ok(Some(FileState { sha256, mode, uid, gid })),
+                    shell::StateLine::Symlink { uid, gid } => Ok(Some(FileState::symlink(uid, gid))),
                     shell::StateLine::Missing => Ok(None),
                     shell::StateLine::NotAFile => {
                         Err(TransportError::NotAFile { host: self.host().to_string(), path: path.clone() })

@@ -24,6 +24,9 @@ pub const CHECKSUM_MISMATCH: u32 = 3;
 /// Exit status of the put script when the host's `head -c N` reads more than N bytes of a pipe.
 pub const HEAD_READS_AHEAD: u32 = 4;
 
+/// Exit status of the put script when a directory on the way to a target is a symbolic link.
+pub const SYMLINKED_DIRECTORY: u32 = 5;
+
 /// What kubeha says about a host whose `head -c` reads ahead.
 pub const HEAD_READS_AHEAD_MESSAGE: &str = "head -c reads past N bytes: kubeha needs GNU coreutils (GNU `head -c N` \
      stops after exactly N bytes of a pipe; BusyBox head reads ahead, which would mix up the files of a batch)";
@@ -37,13 +40,16 @@ const DAMAGED_PREFIX: &str = "kubeha-put: damaged file ";
 /// path is not absolute UTF-8 with a file name. `temps[i]` is the temporary file name (see
 /// [`shell::temp_name`]) for `files[i]`, created in the same directory.
 ///
-/// Order: check that `head -c` stops where it is told; create the parent directories (0755);
-/// under `umask 077` (root only, from the first byte) cut the stream into one temporary file per
-/// file with `head -c SIZE`; check every temporary file's SHA-256 (one `sha256sum` for all,
+/// Order: check that `head -c` stops where it is told; refuse ([`SYMLINKED_DIRECTORY`]) if any
+/// directory on the way to a target is a symbolic link; create the parent directories (0755);
+/// under `umask 077` (root only, from the first byte) and `set -C` (a temporary file must be
+/// new: never written through a link planted at its name) cut the stream into one temporary
+/// file per file with `head -c SIZE`; check every temporary file's SHA-256 (one `sha256sum` for all,
 /// matched by position, so no file name is ever parsed) and, if any differs, report each
 /// damaged file with the bytes it received and stop: nothing is renamed unless all arrived
 /// intact. Then chown root, chmod, fsync them, rename each over its target (`mv -T`: never into a
-/// directory of that name) and fsync the directories. An EXIT trap removes the temporary files on
+/// directory of that name; a symbolic link at the target is replaced, not followed) and fsync
+/// the directories. An EXIT trap removes the temporary files on
 /// every failure; HUP/INT/PIPE/TERM exit through it.
 pub fn script(files: &[&File], temps: &[String]) -> Option<String> {
     if files.is_empty() || files.len() != temps.len() {
@@ -81,6 +87,18 @@ pub fn script(files: &[&File], temps: &[String]) -> Option<String> {
         _ => format!("{} files", files.len()),
     };
     let temps = temp_words.join(" ");
+    // Every directory on the way to a target, `/` excepted: a symbolic link among them would
+    // send the write somewhere else.
+    let mut ancestors: Vec<&str> = Vec::new();
+    for dir in &dirs {
+        for a in Path::new(dir).ancestors().filter_map(|a| a.to_str()).filter(|a| *a != "/") {
+            if !ancestors.contains(&a) {
+                ancestors.push(a);
+            }
+        }
+    }
+    ancestors.sort_unstable();
+    let ancestors = ancestors.iter().map(|d| shell::quote(d)).collect::<Vec<_>>().join(" ");
     let dirs = dirs.iter().map(|d| shell::quote(d)).collect::<Vec<_>>().join(" ");
     let chmods: String = modes
         .iter()
@@ -99,8 +117,12 @@ trap 'exit 143' TERM
 fail() {{ s=$1; shift; echo "kubeha-put: $*" >&2; exit "$s"; }}
 ahead=$(printf 'kubeha\n' | {{ head -c 4 > /dev/null || exit 1; r=; IFS= read -r r; printf %s "$r"; }}) || fail 18 "cannot run head -c"
 [ "$ahead" = ha ] || fail {ahead_status} {ahead_message}
+for d in {ancestors}; do
+  [ -L "$d" ] && fail {link_status} "$d is a symbolic link: kubeha writes only into real directories"
+done
 (umask 022 && mkdir -p -- {dirs}) || fail 10 "cannot create directories"
 umask 077
+set -C
 {reads}sums=$(sha256sum -- {temps}) || fail 12 "cannot checksum the temporary files"
 bad=0
 check() {{
@@ -122,6 +144,7 @@ chown 0:0 -- {temps} || fail 13 "cannot chown to root"
         ahead_status = HEAD_READS_AHEAD,
         ahead_message = shell::quote(HEAD_READS_AHEAD_MESSAGE),
         mismatch = CHECKSUM_MISMATCH,
+        link_status = SYMLINKED_DIRECTORY,
     ))
 }
 
@@ -200,7 +223,13 @@ mod tests {
     /// (status, stderr).
     fn sh(script: &str, stdin: &[u8], path_dir: Option<&Path>) -> (u32, String) {
         let mut command = Command::new("sh");
-        command.arg("-c").arg(script).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        // As the host runs it: wrapped, decoded and evaluated by `sh`.
+        command
+            .arg("-c")
+            .arg(shell::wrap(script, false, None))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(dir) = path_dir {
             command.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
         }
@@ -331,6 +360,59 @@ mod tests {
             let (status, stderr) = sh(&script, &file.content, Some(&bin));
             assert_eq!(status, HEAD_READS_AHEAD, "busybox head: {stderr}");
         }
+    }
+
+    /// Symbolic links, run by the local `sh` (`chown` stubbed so this needs no root): a link at a
+    /// target is replaced by the file, its own target untouched; a directory on the way that is
+    /// a link is refused before anything is created; a link planted at a temporary file's name is
+    /// not written through.
+    #[test]
+    fn symbolic_links_are_replaced_never_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("chown"), "#!/bin/sh\nexit 0\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("chown"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let victim = outside.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+
+        // A link at the target: replaced by a regular file.
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        symlink(&victim, etc.join("admin.conf")).unwrap();
+        let file = File::new(etc.join("admin.conf"), 0o600, "secret\n");
+        let (status, stderr) = sh(&script(&[&file], &temps(&[&file])).unwrap(), &file.content, Some(&bin));
+        assert_eq!(status, 0, "{stderr}");
+        let meta = std::fs::symlink_metadata(&file.path).unwrap();
+        assert!(meta.file_type().is_file(), "the link was not replaced");
+        assert_eq!(std::fs::read(&file.path).unwrap(), file.content);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+
+        // A link among the directories: refused, nothing created at either end.
+        symlink(&outside, etc.join("pki")).unwrap();
+        let files = [File::new(etc.join("pki/etcd/ca.key"), 0o600, "key\n"), File::new(etc.join("ok"), 0o600, "x")];
+        let refs: Vec<&File> = files.iter().collect();
+        let stream: Vec<u8> = files.iter().flat_map(|f| f.content.clone()).collect();
+        let (status, stderr) = sh(&script(&refs, &temps(&refs)).unwrap(), &stream, Some(&bin));
+        assert_eq!(status, SYMLINKED_DIRECTORY, "{stderr}");
+        assert!(stderr.contains("/etc/pki is a symbolic link"), "{stderr}");
+        assert!(!outside.join("etcd").exists() && !etc.join("ok").exists());
+        let err =
+            outcome("cp1", &refs, &Output { status, stdout: Vec::new(), stderr: stderr.into_bytes() }).unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link: kubeha writes only into real directories"), "{err}");
+
+        // A link planted at the temporary file's name: the write fails, the link's target stays.
+        let file = File::new(etc.join("kubelet.conf"), 0o600, "new\n");
+        let temp = temps(&[&file]);
+        symlink(&victim, etc.join(&temp[0])).unwrap();
+        let (status, stderr) = sh(&script(&[&file], &temp).unwrap(), &file.content, Some(&bin));
+        assert_ne!(status, 0, "{stderr}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(!file.path.exists());
     }
 
     fn which(program: &str) -> Option<PathBuf> {

@@ -34,12 +34,19 @@ pub fn quote(s: &str) -> String {
 /// Exit status of coreutils `timeout` when the time limit ended the command.
 pub const TIMEOUT_STATUS: u32 = 124;
 
-/// The command line sent to the SSH server: `command` run by `sh` (whatever the login shell is),
-/// through `sudo -n` for a non-root user with `sudo: true`, under coreutils `timeout` when a
-/// limit is given. The remote `timeout` ends the command's whole process group (SIGTERM, then
-/// SIGKILL 5 s later): a command that outlives its limit, or whose connection is lost, does not
-/// keep running on the host.
+/// The command line sent to the SSH server: `command` run by `sh`, through `sudo -n` for a
+/// non-root user with `sudo: true`, under coreutils `timeout` when a limit is given. The remote
+/// `timeout` ends the command's whole process group (SIGTERM, then SIGKILL 5 s later): a command
+/// that outlives its limit, or whose connection is lost, does not keep running on the host.
+///
+/// sshd hands the line to the user's login shell, which may be fish, tcsh or anything else: the
+/// line holds only words every shell passes on unchanged. The script travels base64-encoded in
+/// one single-quoted word (`sh -c 'eval "$(printf %s B64 | base64 -d)"'`: no newline, `\`, `'`
+/// or `!` for fish or csh to interpret) and the step's label follows as `sh`'s `$0`, reduced to
+/// characters that need no quoting, so logs and `ps` still say what runs. stdin stays the
+/// command's own: only the decoder reads the pipe it is given. [`unwrap`] gives the script back.
 pub fn wrap(command: &str, sudo: bool, limit: Option<Duration>) -> String {
+    use base64::Engine;
     let mut line = String::new();
     if sudo {
         line.push_str("sudo -n -- ");
@@ -47,9 +54,31 @@ pub fn wrap(command: &str, sudo: bool, limit: Option<Duration>) -> String {
     if let Some(limit) = limit {
         line.push_str(&format!("timeout -k 5 {:.3} ", limit.as_secs_f64().max(0.001)));
     }
-    line.push_str("sh -c ");
-    line.push_str(&quote(command));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(command);
+    line.push_str(&format!("sh -c '{EVAL_START}{encoded}{EVAL_END}' '{}'", plain_label(command)));
     line
+}
+
+const EVAL_START: &str = "eval \"$(printf %s ";
+const EVAL_END: &str = " | base64 -d)\"";
+
+/// The script inside a command line made by [`wrap`], or `None` if `line` is not one.
+pub fn unwrap(line: &str) -> Option<String> {
+    use base64::Engine;
+    let (_, rest) = line.split_once(&format!("sh -c '{EVAL_START}"))?;
+    let (encoded, _) = rest.split_once(EVAL_END)?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The step label as `$0` of the remote `sh`: letters, digits and `._/:,=+@-` kept, every other
+/// character (spaces included) turned into `_`, so every shell passes it on as one word.
+fn plain_label(command: &str) -> String {
+    let label = step_label(command);
+    let label = label.strip_prefix("command ").unwrap_or(&label);
+    let plain: String =
+        label.chars().map(|c| if c.is_ascii_alphanumeric() || "._/:,=+@-".contains(c) { c } else { '_' }).collect();
+    plain.trim_matches('_').chars().take(100).collect::<String>()
 }
 
 /// The short name of a command for messages: the text of a leading `# ` comment line, or else
@@ -95,8 +124,9 @@ pub fn temp_name(name: &str) -> String {
 }
 
 /// The script that prints one line per path, in order: `F <sha256> <octal mode> <uid> <gid>` for
-/// a regular file (symlinks followed), `N` where nothing exists, `O` for anything else, `E` if a
-/// file could not be read. Missing paths are not errors.
+/// a regular file, `L <uid> <gid>` for a symbolic link (never followed: what it points at is not
+/// the file kubeha wrote, and a write replaces the link itself), `N` where nothing exists, `O`
+/// for anything else, `E` if a file could not be read. Missing paths are not errors.
 pub fn file_states_script(paths: &[PathBuf]) -> Option<String> {
     let mut words = Vec::with_capacity(paths.len());
     for path in paths {
@@ -105,8 +135,10 @@ pub fn file_states_script(paths: &[PathBuf]) -> Option<String> {
     Some(format!(
         "# kubeha file-states ({n} paths)
 for p in {words}; do
-  if [ -f \"$p\" ]; then
-    if s=$(sha256sum < \"$p\") && m=$(stat -L -c '%a %u %g' -- \"$p\"); then printf 'F %s %s\\n' \"${{s%% *}}\" \"$m\"; else printf 'E\\n'; fi
+  if [ -L \"$p\" ]; then
+    if m=$(stat -c '%u %g' -- \"$p\"); then printf 'L %s\\n' \"$m\"; else printf 'E\\n'; fi
+  elif [ -f \"$p\" ]; then
+    if s=$(sha256sum < \"$p\") && m=$(stat -c '%a %u %g' -- \"$p\"); then printf 'F %s %s\\n' \"${{s%% *}}\" \"$m\"; else printf 'E\\n'; fi
   elif [ -e \"$p\" ]; then printf 'O\\n'
   else printf 'N\\n'
   fi
@@ -121,6 +153,7 @@ done
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateLine {
     File { sha256: String, mode: u32, uid: u32, gid: u32 },
+    Symlink { uid: u32, gid: u32 },
     Missing,
     NotAFile,
     Unreadable,
@@ -136,6 +169,10 @@ pub fn parse_file_states(stdout: &[u8], expected: usize) -> Result<Vec<StateLine
             ["N"] => StateLine::Missing,
             ["O"] => StateLine::NotAFile,
             ["E"] => StateLine::Unreadable,
+            ["L", uid, gid] => StateLine::Symlink {
+                uid: uid.parse().map_err(|_| format!("bad uid in {line:?}"))?,
+                gid: gid.parse().map_err(|_| format!("bad gid in {line:?}"))?,
+            },
             ["F", sha, mode, uid, gid] if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 StateLine::File {
                     sha256: sha.to_ascii_lowercase(),
@@ -211,18 +248,57 @@ mod tests {
 
     #[test]
     fn wrapped_command_runs_in_sh() {
-        let inner = "printf '%s|' \"$0\" it\\'s; cat";
+        let inner = "# kubeha it's a test\nprintf '%s|' \"$0\" it\\'s; cat";
         let (status, out, _) = sh(&wrap(inner, false, None), b"stdin");
         assert_eq!(status, 0);
-        assert_eq!(String::from_utf8(out).unwrap(), "sh|it's|stdin");
+        assert_eq!(String::from_utf8(out).unwrap(), "kubeha_it_s_a_test|it's|stdin");
         let (status, out, _) = sh(&wrap(inner, false, Some(Duration::from_secs(5))), b"stdin");
-        assert_eq!((status, String::from_utf8(out).unwrap().as_str()), (0, "sh|it's|stdin"));
-        assert_eq!(wrap("true", true, None), "sudo -n -- sh -c 'true'");
-        assert_eq!(wrap("true", false, Some(Duration::from_millis(1500))), "timeout -k 5 1.500 sh -c 'true'");
+        assert_eq!((status, String::from_utf8(out).unwrap().as_str()), (0, "kubeha_it_s_a_test|it's|stdin"));
+        assert_eq!(wrap("true", true, None), "sudo -n -- sh -c 'eval \"$(printf %s dHJ1ZQ== | base64 -d)\"' 'true'");
+        assert!(wrap("true", false, Some(Duration::from_millis(1500))).starts_with("timeout -k 5 1.500 sh -c 'eval "));
+        assert_eq!(unwrap(&wrap(inner, true, Some(Duration::from_secs(1)))).as_deref(), Some(inner));
+        assert_eq!(unwrap("sh -c 'true'"), None);
         let started = std::time::Instant::now();
         let (status, _, _) = sh(&wrap("sleep 5 & sleep 6", false, Some(Duration::from_millis(200))), b"");
         assert_eq!(status as u32, TIMEOUT_STATUS);
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    /// The command line holds only what every login shell passes on unchanged: run by fish,
+    /// tcsh, csh, bash and zsh where installed, it does exactly what `sh` does with the script.
+    #[test]
+    fn wrapped_commands_survive_every_login_shell() {
+        let script = "# kubeha odd one\nset -u\nx='it'\\''s $HOME `id` \\ \"q\" ! %'\nprintf '%s|%s|' \"$x\" \"$0\"\ncat <<EOF\nline $x\nEOF\nhead -c 3; echo; cat";
+        let line = wrap(script, false, Some(Duration::from_secs(10)));
+        for c in ['\n', '\\', '!', '$', '`', '"'] {
+            let outside: String = line.split('\'').step_by(2).collect();
+            assert!(!outside.contains(c), "{c:?} outside quotes in {line}");
+        }
+        assert!(!line.contains('\n') && !line.contains('\\') && !line.contains('!'), "{line}");
+        let (status, want, err) = sh(&line, b"abcdef");
+        assert_eq!(status, 0, "{err}");
+        assert!(String::from_utf8_lossy(&want).starts_with("it's $HOME `id` \\ \"q\" ! %|kubeha_odd_one|line it"));
+        let mut tried = 0;
+        for shell in ["fish", "tcsh", "csh", "bash", "zsh"] {
+            let Some(path) = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(shell)).find(|p| p.is_file()) else {
+                continue;
+            };
+            tried += 1;
+            let mut child = Command::new(&path)
+                .arg("-c")
+                .arg(&line)
+                .env("HOME", std::env::temp_dir())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(b"abcdef").unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.stdout, want, "{shell}");
+        }
+        eprintln!("checked {tried} other shells");
     }
 
     #[test]
@@ -253,10 +329,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("it's a file");
         std::fs::write(&file, b"hello\n").unwrap();
-        let paths = vec![file.clone(), dir.path().join("missing"), dir.path().to_path_buf()];
-        let (status, out, err) = sh(&file_states_script(&paths).unwrap(), b"");
+        // A symbolic link is reported as one, whether it points at a file, at nothing, or at a
+        // file with the very content kubeha would write: "unchanged" is never decided through it.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        let paths = vec![file.clone(), dir.path().join("missing"), dir.path().to_path_buf(), link, dangling];
+        let (status, out, err) = sh(&wrap(&file_states_script(&paths).unwrap(), false, None), b"");
         assert_eq!(status, 0, "{err}");
-        let states = parse_file_states(&out, 3).unwrap();
+        let states = parse_file_states(&out, 5).unwrap();
+        let me = std::fs::symlink_metadata(dir.path().join("link")).unwrap();
+        assert_eq!(states[3], StateLine::Symlink { uid: me.uid(), gid: me.gid() });
+        assert_eq!(states[4], StateLine::Symlink { uid: me.uid(), gid: me.gid() });
         let meta = std::fs::metadata(&file).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(
@@ -271,6 +356,7 @@ mod tests {
         assert_eq!(states[1], StateLine::Missing);
         assert_eq!(states[2], StateLine::NotAFile);
         assert!(parse_file_states(&out, 4).is_err());
+        assert!(parse_file_states(b"L x 0\n", 1).is_err());
         assert!(parse_file_states(b"F abc 644 0 0\n", 1).is_err());
     }
 

@@ -1,8 +1,8 @@
 //! The SSH implementation of [`Remote`]: one russh connection per host, many channels on it.
 //!
 //! russh has no connect timeout, so TCP connect and handshake run under `tokio::time::timeout`.
-//! Commands are sent as `[sudo -n --] timeout -k 5 LIMIT sh -c '<quoted>'` (see
-//! [`shell::wrap`]): the login shell does not matter, sudo never waits for a password, and the
+//! Commands are sent as `[sudo -n --] timeout -k 5 LIMIT sh -c '<decode base64 and eval>' LABEL`
+//! (see [`shell::wrap`]): the login shell (sh, bash, fish, tcsh…) does not matter, sudo never waits for a password, and the
 //! host itself ends a command that outlives its limit; the client gives up a little later in
 //! case the host stopped answering, and keepalives notice a dead peer on an idle connection. At
 //! most [`SshOptions::max_sessions`] session channels are open at once: OpenSSH refuses more than

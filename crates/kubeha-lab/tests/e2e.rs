@@ -135,6 +135,22 @@ fn host_files(lab: &Lab, host: &str) -> BTreeMap<PathBuf, (String, u32, u32)> {
     out
 }
 
+/// Sets `user`'s login shell on one lab host: its own `/etc/passwd` (a bind-mounted copy,
+/// rewritten in place so the mount keeps it).
+fn set_login_shell(lab: &Lab, host: &str, user: &str, shell: &str) {
+    let path = lab.host_path(host, "/etc/passwd").unwrap();
+    let passwd = std::fs::read_to_string(&path).unwrap();
+    let changed: String = passwd
+        .lines()
+        .map(|line| match line.rsplit_once(':') {
+            Some((head, _)) if line.split(':').next() == Some(user) => format!("{head}:{shell}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_ne!(passwd, changed, "{host} has no user {user}");
+    std::fs::write(&path, changed).unwrap();
+}
+
 fn walk(dir: &Path, f: &mut impl FnMut(&Path)) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
@@ -259,11 +275,17 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
         let commands = lab.ssh_command_log(&h.name).unwrap();
         assert!(!commands.is_empty(), "{}: the command log is empty", h.name);
         for command in &commands {
-            assert!(!command.contains("PRIVATE KEY"), "{}: key in a command line: {command}", h.name);
-            for s in &secrets {
-                assert!(!command.contains(s.as_str()), "{}: key material in a command line", h.name);
+            // kubeha's scripts travel base64-encoded: check the line and the script it carries.
+            let script = kubeha::transport::shell::unwrap(command).unwrap_or_default();
+            for text in [command, &script] {
+                assert!(!text.contains("PRIVATE KEY"), "{}: key in a command line: {text}", h.name);
+                for s in &secrets {
+                    assert!(!text.contains(s.as_str()), "{}: key material in a command line", h.name);
+                }
             }
         }
+        let scripts = commands.iter().filter_map(|c| kubeha::transport::shell::unwrap(c)).collect::<Vec<_>>();
+        assert!(scripts.iter().any(|s| s.starts_with("# kubeha put ")), "{}: no write decoded", h.name);
     }
     for s in &secrets {
         assert!(!output.contains(s.as_str()), "key material in kubeha's output");
@@ -437,6 +459,13 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     let _serial = serial();
     // Through a non-root user with passwordless sudo, as many operators run it.
     let lab = lab("eb", 41, LabUser::Ops);
+    // The operator's login shell is fish on cp1 and tcsh on cp2: kubeha's commands must not
+    // depend on it (every init below, the converging one included, goes through them).
+    for (host, shell) in [("cp1", "/usr/bin/fish"), ("cp2", "/usr/bin/tcsh")] {
+        set_login_shell(&lab, host, lab.ssh_user(), shell);
+        let out = lab.ssh_command(host).unwrap().arg("echo $SHELL").stdin(Stdio::null()).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), shell, "{host}: {}", text(&out));
+    }
     let inventory = std::fs::read_to_string(lab.inventory_path()).unwrap();
     let write_inventory = |name: &str, text: &str| {
         let path = lab.dir().join(name);
@@ -515,6 +544,22 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     assert!(text(&out).contains(&format!("nobody@{cp1}")), "{}", text(&out));
     nothing_written("authentication failures");
 
+    // A control plane whose /etc/kubernetes/pki is a symbolic link: refused at preflight (exit 3,
+    // naming the host, the path and the fix), nothing written there or anywhere else.
+    let elsewhere = lab.dir().join("elsewhere-pki");
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = lab.host_path("cp3", "/etc/kubernetes/pki").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let out = init(&lab);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("cp3") && msg.contains("/etc/kubernetes/pki is a symbolic link"), "{msg}");
+    assert!(msg.contains("replace it with a directory owned by root"), "{msg}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "something was written through the link");
+    std::fs::remove_file(&link).unwrap();
+    nothing_written("a symlinked pki directory");
+
     // sshd killed on cp2 in the middle of the push: a clear error, no half-written file.
     let child = Command::new(support::kubeha_bin())
         .args(["init", "--timeout", "3m", "-i"])
@@ -544,6 +589,11 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
         // temporary file (ignored by the kubelet): its own trap, or the re-run below, removes it.
         // Every file at a real path must be whole.
         if path.file_name().unwrap().to_string_lossy().starts_with(".kubeha-") {
+            continue;
+        }
+        // The run's lock on cp2, which it could not release: the re-run takes it over (its
+        // holder, a process of this machine, has ended).
+        if path == Path::new(kubeha::host::layout::HOST_LOCK) {
             continue;
         }
         let want = std::fs::read(rendered.join("cp2").join(path.strip_prefix("/").unwrap()))

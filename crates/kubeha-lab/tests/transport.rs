@@ -122,9 +122,13 @@ async fn exec_passes_stdin_and_returns_status_and_stderr() {
     assert_eq!(out.status, 0);
     assert!(out.stdout == big, "5 MiB round trip differs ({} bytes back)", out.stdout.len());
 
-    // The command runs in sh, whatever the login shell, with quoting intact.
-    let out = host.exec("printf '%s|%s' \"$0\" \"it's $((1 + 2))\"", b"").await.unwrap();
-    assert_eq!(out.stdout_text(), "sh|it's 3");
+    // The command runs in sh, whatever the login shell, with quoting intact; `$0` is the step's
+    // label made plain (see `shell::wrap`).
+    let out = host.exec("printf '%s|%s|' \"$0\" \"it's $((1 + 2))\"; readlink /proc/$$/exe", b"").await.unwrap();
+    let text = out.stdout_text();
+    assert!(text.starts_with("printf___s__s"), "{text}");
+    assert!(text.contains("|it's 3|"), "{text}");
+    assert!(text.trim_end().ends_with("sh"), "not run by sh: {text}");
 
     let err = host.run("# checking the thing\necho nope >&2; exit 4", b"").await.unwrap_err();
     assert_eq!(err.to_string(), "cp1: checking the thing failed with exit status 4: nope");
@@ -953,13 +957,33 @@ async fn sshd_logs_hold_no_key_material() {
 
     let ops_log = fx.log(1);
     let logged: Vec<&str> = ops_log.lines().filter(|l| l.contains("mm_audit_run_command entering command ")).collect();
-    assert!(logged.iter().any(|l| l.contains("sudo -n -- timeout -k 5 60.000 sh -c '# kubeha put ")), "{logged:#?}");
-    assert!(ops_log.contains("khtr-log-marker"));
+    // The scripts travel base64-encoded: decode each logged command line to see what ran. sshd
+    // cuts long log lines, so a long script's encoding may end early: decode what is there.
+    let decoded = |log: &str| -> Vec<String> {
+        use base64::Engine;
+        log.lines()
+            .filter_map(|l| l.split_once("sh -c 'eval \"$(printf %s "))
+            .map(|(_, rest)| {
+                let encoded: String =
+                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || "+/=".contains(*c)).collect();
+                let whole = &encoded[..encoded.len() / 4 * 4];
+                let bytes = base64::engine::general_purpose::STANDARD.decode(whole).unwrap_or_default();
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .collect()
+    };
+    assert!(logged.iter().any(|l| l.contains("sudo -n -- timeout -k 5 60.000 sh -c 'eval ")), "{logged:#?}");
+    assert!(logged.iter().any(|l| l.ends_with("' 'echo_khtr-log-marker'")), "{logged:#?}");
+    let ops_scripts = decoded(&ops_log);
+    assert!(ops_scripts.iter().any(|s| s.starts_with("# kubeha put ")), "{logged:#?}");
+    assert!(ops_scripts.iter().any(|s| s.contains("khtr-log-marker")), "{logged:#?}");
     let root_log = fx.log(0);
-    eprintln!("root's command lines in the sshd log: {}", root_log.contains("khtr-log-marker"));
-    for (name, log) in [("ops", &ops_log), ("root", &root_log)] {
+    let root_scripts = decoded(&root_log);
+    eprintln!("root's command lines in the sshd log: {}", root_scripts.iter().any(|s| s.contains("khtr-log-marker")));
+    for (name, log, scripts) in [("ops", &ops_log, &ops_scripts), ("root", &root_log, &root_scripts)] {
         for line in &body {
             assert!(!log.contains(line), "key material in the sshd log of the {name} host");
+            assert!(scripts.iter().all(|s| !s.contains(line)), "key material in a command of the {name} host");
         }
     }
 }
