@@ -20,6 +20,7 @@ use kubeha::plan::Plan;
 use kubeha::render::{INPUTS_HASH_ANNOTATION, Secrets, host_configs};
 
 const PASSWORD: &str = "s3cretpw";
+const HASH_KEY: &[u8] = b"the test cluster's hash key";
 
 // ---------------------------------------------------------------- inventories and helpers
 
@@ -105,7 +106,7 @@ fn example_plan() -> Plan {
 }
 
 fn render(plan: &Plan) -> BTreeMap<String, Vec<File>> {
-    host_configs(plan, &Secrets { vrrp_password: PASSWORD }).expect("renders")
+    host_configs(plan, &Secrets { vrrp_password: PASSWORD, hash_key: HASH_KEY }).expect("renders")
 }
 
 fn file<'a>(files: &'a BTreeMap<String, Vec<File>>, host: &str, path: &str) -> &'a str {
@@ -677,7 +678,7 @@ fn config_hash_annotations_follow_the_config_files() {
         manifest(files, "cp1", pod)["metadata"]["annotations"][INPUTS_HASH_ANNOTATION].as_str().unwrap().to_string()
     };
     let base = render(&plan);
-    let other_password = host_configs(&plan, &Secrets { vrrp_password: "0ther-pw" }).unwrap();
+    let other_password = host_configs(&plan, &Secrets { vrrp_password: "0ther-pw", hash_key: HASH_KEY }).unwrap();
     assert_ne!(hash(&base, "keepalived"), hash(&other_password, "keepalived"));
     assert_eq!(hash(&base, "haproxy"), hash(&other_password, "haproxy"));
     // A different bind port changes haproxy.cfg and the check script, so both hashes move.
@@ -696,7 +697,7 @@ fn config_hash_annotations_follow_the_config_files() {
 fn unusable_vrrp_passwords_are_refused() {
     let plan = example_plan();
     for bad in ["", "has space", "quote\"d", "x}"] {
-        let err = host_configs(&plan, &Secrets { vrrp_password: bad }).unwrap_err().to_string();
+        let err = host_configs(&plan, &Secrets { vrrp_password: bad, hash_key: HASH_KEY }).unwrap_err().to_string();
         assert!(err.contains("VRRP password"), "{err}");
         assert!(bad.is_empty() || !err.contains(bad), "the error shows the password: {err}");
     }

@@ -29,6 +29,8 @@ mod store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 pub use error::PkiError;
 pub use state_dir::StateDirError;
 
@@ -219,6 +221,16 @@ impl Pki {
     /// `sha256:<hex>` of the cluster CA's SubjectPublicKeyInfo (kubeadm's discovery hash).
     pub fn cluster_id(&self) -> String {
         self.cluster_id.clone()
+    }
+
+    /// The key of the manifests' inputs hash: derived from the service-account signing key, a
+    /// secret that never leaves the state directory and the control planes, so the hash, which
+    /// anyone who can read pods sees, cannot be checked against guessed configs.
+    pub fn config_hash_key(&self) -> [u8; 32] {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"kubeha manifest inputs hash key\0");
+        hasher.update(self.file(Path::new(certlist::SA_KEY)));
+        hasher.finalize().into()
     }
 
     /// The VRRP authentication password shared by every keepalived of this cluster.

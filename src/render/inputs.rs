@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::pod::StaticPod;
@@ -20,15 +21,16 @@ pub const INPUTS_HASH_ANNOTATION: &str = "kubeha.io/config-hash";
 /// The annotation a forced restart sets (any new value restarts the pod).
 pub const RESTART_ANNOTATION: &str = "kubeha.io/restart";
 
-/// SHA-256 over the paths and contents of `files`, hex: changes whenever any of them does.
-pub fn config_hash(files: &[&File]) -> String {
-    let mut hasher = Sha256::new();
+/// HMAC-SHA-256 under `key` over the paths and contents of `files`, hex: changes whenever any
+/// of them does, and tells nothing about them to whoever does not hold the key.
+pub fn config_hash(key: &[u8], files: &[&File]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     for f in files {
-        hasher.update(f.path.as_os_str().as_encoded_bytes());
-        hasher.update([0]);
-        hasher.update(Sha256::digest(&f.content));
+        mac.update(f.path.as_os_str().as_encoded_bytes());
+        mac.update(&[0]);
+        mac.update(&Sha256::digest(&f.content));
     }
-    hex::encode(hasher.finalize())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The files among `host_files` that `pod` mounts (a mounted file, or anything under a mounted
@@ -37,9 +39,9 @@ pub fn mounted_by<'f>(pod: &StaticPod, host_files: &'f [File]) -> Vec<&'f File> 
     host_files.iter().filter(|f| pod.volumes.iter().any(|v| f.path.starts_with(Path::new(&v.path)))).collect()
 }
 
-/// Annotates `pod` with the hash of the files it mounts.
-pub fn annotate(pod: StaticPod, host_files: &[File]) -> StaticPod {
-    let hash = config_hash(&mounted_by(&pod, host_files));
+/// Annotates `pod` with the keyed hash of the files it mounts.
+pub fn annotate(pod: StaticPod, host_files: &[File], key: &[u8]) -> StaticPod {
+    let hash = config_hash(key, &mounted_by(&pod, host_files));
     pod.annotate(INPUTS_HASH_ANNOTATION, hash)
 }
 
@@ -74,9 +76,11 @@ mod tests {
         let a = File::new("/a", 0o644, "x");
         let b = File::new("/b", 0o644, "x");
         let a2 = File::new("/a", 0o644, "y");
-        assert_ne!(config_hash(&[&a]), config_hash(&[&b]));
-        assert_ne!(config_hash(&[&a]), config_hash(&[&a2]));
-        assert_eq!(config_hash(&[&a]), config_hash(&[&File::new("/a", 0o600, "x")]));
+        assert_ne!(config_hash(b"k", &[&a]), config_hash(b"k", &[&b]));
+        assert_ne!(config_hash(b"k", &[&a]), config_hash(b"k", &[&a2]));
+        assert_eq!(config_hash(b"k", &[&a]), config_hash(b"k", &[&File::new("/a", 0o600, "x")]));
+        // Without the key, the hash of a config cannot be recomputed from a guessed content.
+        assert_ne!(config_hash(b"k", &[&a]), config_hash(b"other key", &[&a]));
     }
 
     #[test]
@@ -93,13 +97,13 @@ mod tests {
         ];
         let mounted: Vec<&Path> = mounted_by(&pod, &files).iter().map(|f| f.path.as_path()).collect();
         assert_eq!(mounted, [Path::new("/etc/kubernetes/pki/etcd/server.crt")]);
-        let before = annotate(pod.clone(), &files).annotations[INPUTS_HASH_ANNOTATION].clone();
+        let before = annotate(pod.clone(), &files, b"k").annotations[INPUTS_HASH_ANNOTATION].clone();
         let mut renewed = files.clone();
         renewed[1] = File::new("/etc/kubernetes/pki/etcd/server.crt", 0o644, "renewed");
-        assert_ne!(annotate(pod.clone(), &renewed).annotations[INPUTS_HASH_ANNOTATION], before);
+        assert_ne!(annotate(pod.clone(), &renewed, b"k").annotations[INPUTS_HASH_ANNOTATION], before);
         renewed[0] = File::new("/etc/kubernetes/pki/ca.crt", 0o644, "unmounted change");
         renewed[1] = files[1].clone();
-        assert_eq!(annotate(pod, &renewed).annotations[INPUTS_HASH_ANNOTATION], before);
+        assert_eq!(annotate(pod, &renewed, b"k").annotations[INPUTS_HASH_ANNOTATION], before);
     }
 
     #[test]

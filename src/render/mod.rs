@@ -58,6 +58,10 @@ pub fn kubelet_config(plan: &Plan) -> Result<String, RenderError> {
 /// Cluster secrets that configuration files embed (not certificates).
 pub struct Secrets<'a> {
     pub vrrp_password: &'a str,
+    /// Keys the manifests' inputs hash (see [`INPUTS_HASH_ANNOTATION`]): configs hold the VRRP
+    /// password, and an unkeyed hash of them, readable by anyone who can read pods, would let
+    /// it be guessed offline.
+    pub hash_key: &'a [u8],
 }
 
 /// Static-pod manifests and component configs per host name, each list sorted by path. The
@@ -101,7 +105,7 @@ fn host_files(
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut manifests = Vec::new();
     for pod in pods {
-        let pod = inputs::annotate(pod, &files);
+        let pod = inputs::annotate(pod, &files, secrets.hash_key);
         manifests.push(File::new(manifest(&pod.name), MANIFEST_MODE, engine.render("static-pod.yaml", &pod)?));
     }
     files.extend(manifests);
@@ -141,7 +145,8 @@ fn marker(plan: &Plan, host: &Host, cluster_id: &str, files: &[File], engine: &E
 /// Every file each host receives: its PKI files, the rendered configs and the host marker,
 /// sorted by path, per host name.
 pub fn render(plan: &Plan, pki: &crate::pki::Pki) -> Result<BTreeMap<String, Vec<File>>, RenderError> {
-    let secrets = Secrets { vrrp_password: pki.vrrp_password() };
+    let hash_key = pki.config_hash_key();
+    let secrets = Secrets { vrrp_password: pki.vrrp_password(), hash_key: &hash_key };
     let engine = Engine::new()?;
     let cluster_id = pki.cluster_id();
     let mut configs = BTreeMap::new();
