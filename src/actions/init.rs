@@ -109,15 +109,15 @@ async fn phases<R: Remote>(
         objects: Vec::new(),
         object_count: 0,
     };
-    let objects = crate::objects::cluster_objects(plan, &pki);
-    report.object_count = objects.len();
+    let (own, cni) = (crate::objects::kubeha_objects(plan, &pki), crate::objects::cni_objects(plan));
+    report.object_count = own.len() + cni.len();
     if !session.options.dry_run {
         let waiting = Instant::now();
         health.cluster(session).await?;
         report.waited += waiting.elapsed();
         session.lap("wait");
         if let Some((host, remote)) = session.control_planes().next() {
-            report.objects = super::objects::apply(session, host, remote, &pki, &objects).await?;
+            report.objects = super::objects::apply(session, host, remote, &pki, &own, &cni).await?;
         }
         session.lap("objects");
     }

@@ -9,8 +9,9 @@
 use std::time::Instant;
 
 use super::error::ActionError;
+use super::fanout;
 use super::session::Session;
-use super::wait::{Failure, until};
+use super::wait::{Failure, WaitError, until};
 use crate::host::apiserver::{ApiServerClient, ApiServerError, ApiServerErrorKind};
 use crate::https::{ClientIdentity, Request};
 use crate::objects::{Object, control_plane_node};
@@ -38,20 +39,26 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
-/// Applies `objects`, then the control planes' Node labels, through `host`'s apiserver; waits
-/// (until the session's timeout) while the apiserver answers with errors that may pass.
+/// How many objects are applied at once (each is one tunnel and one TLS handshake away).
+const AT_ONCE: usize = 8;
+
+/// Applies `independent` objects all at once (within a bound), then `ordered` ones one after
+/// the other, then the control planes' Node labels, through `host`'s apiserver; waits (until
+/// the session's timeout) while the apiserver answers with errors that may pass. Results come
+/// in that order.
 pub async fn apply<R: Remote>(
     session: &Session<'_, R>,
     host: &Host,
     remote: &R,
     pki: &Pki,
-    objects: &[Object],
+    independent: &[Object],
+    ordered: &[Object],
 ) -> Result<Vec<Applied>, ActionError> {
     let admin = pki.super_admin();
     let identity =
         ClientIdentity::from_pem_named("super-admin.conf", &admin.cert_pem, "super-admin.conf", &admin.key_pem)?;
     let api = ApiServerClient::new(remote, session.plan, host, pki.ca_cert_pem(), Some(&identity))?;
-    apply_with(session, host, &api, objects).await
+    apply_with(session, host, &api, independent, ordered).await
 }
 
 /// [`apply`] through a given client.
@@ -59,16 +66,22 @@ async fn apply_with<R: Remote>(
     session: &Session<'_, R>,
     host: &Host,
     api: &ApiServerClient<'_, R>,
-    objects: &[Object],
+    independent: &[Object],
+    ordered: &[Object],
 ) -> Result<Vec<Applied>, ActionError> {
     let deadline = Instant::now() + session.options.wait.timeout;
     let interval = session.options.wait.interval;
     let progress = session.progress;
+    let one = |object| {
+        progress.detail(&host.name, format!("applying {}", Object::describe(object)));
+        applied(api, object, deadline, interval)
+    };
     let mut out = Vec::new();
-    for object in objects {
-        progress.detail(&host.name, format!("applying {}", object.describe()));
-        let outcome = until(&object.describe(), deadline, interval, || apply_one(api, object), |_| {}).await?;
-        out.push(Applied { object: object.describe(), outcome });
+    for (object, result) in fanout::each(independent, AT_ONCE, one).await {
+        out.push(Applied { object: object.describe(), outcome: result? });
+    }
+    for object in ordered {
+        out.push(Applied { object: object.describe(), outcome: one(object).await? });
     }
     for control_plane in session.plan.control_planes() {
         let node = control_plane_node(&control_plane.name);
@@ -76,6 +89,16 @@ async fn apply_with<R: Remote>(
         out.push(Applied { object: node.describe(), outcome });
     }
     Ok(out)
+}
+
+/// Applies `object`, asking again while the apiserver answers with errors that may pass.
+async fn applied<R: Remote>(
+    api: &ApiServerClient<'_, R>,
+    object: &Object,
+    deadline: Instant,
+    interval: std::time::Duration,
+) -> Result<Outcome, WaitError> {
+    until(&object.describe(), deadline, interval, || apply_one(api, object), |_| {}).await
 }
 
 fn failure(e: ApiServerError) -> Failure {
@@ -198,7 +221,7 @@ mod tests {
         let api = ApiServerClient::with_tls(conn, &plan, host, tls);
         let objects = crate::objects::rbac::objects();
 
-        let first = apply_with(&session, host, &api, &objects).await.unwrap();
+        let first = apply_with(&session, host, &api, &objects, &[]).await.unwrap();
         assert!(first[..objects.len()].iter().all(|a| a.outcome == Outcome::Created), "{first:?}");
         assert!(first[objects.len()..].iter().all(|a| a.outcome == Outcome::NotRegistered), "{first:?}");
         let requests = store.lock().unwrap().requests.clone();
@@ -211,7 +234,7 @@ mod tests {
             "a missing Node was created: {requests:?}"
         );
 
-        let again = apply_with(&session, host, &api, &objects).await.unwrap();
+        let again = apply_with(&session, host, &api, &objects, &[]).await.unwrap();
         assert!(again[..objects.len()].iter().all(|a| a.outcome == Outcome::Unchanged), "{again:?}");
 
         // Someone edits a binding by hand, and cp2's Node registers.
@@ -224,7 +247,7 @@ mod tests {
                 serde_json::json!({"metadata": {"name": "cp2", "resourceVersion": "77"}}),
             );
         }
-        let third = apply_with(&session, host, &api, &objects).await.unwrap();
+        let third = apply_with(&session, host, &api, &objects, &[]).await.unwrap();
         assert_eq!(third[0].outcome, Outcome::Updated);
         assert!(third[1..objects.len()].iter().all(|a| a.outcome == Outcome::Unchanged), "{third:?}");
         let cp2 = third.iter().find(|a| a.object == "Node cp2").unwrap();

@@ -123,6 +123,14 @@ pub use dns::CONTROL_PLANE_TAINT;
 /// configuration first, then the add-ons the inventory keeps on (kube-proxy, CoreDNS), then
 /// the objects of its CNI manifest, in the file's order.
 pub fn cluster_objects(plan: &Plan, pki: &Pki) -> Vec<Object> {
+    let mut objects = kubeha_objects(plan, pki);
+    objects.extend(cni_objects(plan));
+    objects
+}
+
+/// kubeha's own objects: independent of each other (a binding may name a role applied in the
+/// same breath), so they can be applied all at once.
+pub fn kubeha_objects(plan: &Plan, pki: &Pki) -> Vec<Object> {
     let mut objects = rbac::objects();
     objects.extend(config::objects(plan, pki));
     if plan.addons.kube_proxy {
@@ -131,10 +139,13 @@ pub fn cluster_objects(plan: &Plan, pki: &Pki) -> Vec<Object> {
     if plan.addons.core_dns {
         objects.extend(dns::objects(plan));
     }
-    if let Some(cni) = &plan.networking.cni_manifest {
-        objects.extend(cni.objects.iter().cloned().map(Object::new));
-    }
     objects
+}
+
+/// The objects of the inventory's CNI manifest, in the file's order (a namespace or a custom
+/// resource definition before what uses it).
+pub fn cni_objects(plan: &Plan) -> Vec<Object> {
+    plan.networking.cni_manifest.iter().flat_map(|cni| cni.objects.iter().cloned().map(Object::new)).collect()
 }
 
 /// The labels kubeha gives a control plane's Node (kubeadm's mark-control-plane), as a partial
