@@ -159,6 +159,16 @@ fn host_matches(name: &str, patterns: &str) -> bool {
     matched
 }
 
+/// `name` as OpenSSH hashes it: `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`, random salt.
+fn hashed_name(name: &str) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut salt = [0u8; 20];
+    getrandom::fill(&mut salt).expect("the operating system's random source works");
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt).expect("HMAC takes any key length");
+    mac.update(name.as_bytes());
+    format!("|1|{}|{}", engine.encode(salt), engine.encode(mac.finalize().into_bytes()))
+}
+
 fn hashed_matches(name: &str, salt_and_hash: &str) -> bool {
     let engine = base64::engine::general_purpose::STANDARD;
     let Some((salt, hash)) = salt_and_hash.split_once('|') else { return false };
@@ -195,7 +205,9 @@ fn glob(pattern: &str, text: &str) -> bool {
 /// Serializes appends from concurrent connections within this process.
 static APPEND: Mutex<()> = Mutex::new(());
 
-/// Appends `name key` to `file` (created 0600, its directory 0700, if missing).
+/// Appends `name key` to `file` (created 0600, its directory 0700, if missing). Where the file
+/// already hashes its host names (`ssh-keygen -H`, `HashKnownHosts yes`), the new entry is
+/// hashed too, so recording a key does not reveal which hosts this machine reaches.
 pub fn append(file: &Path, name: &str, key: &PublicKey) -> Result<(), TransportError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let io_err = |source| TransportError::KnownHosts { file: file.to_path_buf(), source };
@@ -211,7 +223,9 @@ pub fn append(file: &Path, name: &str, key: &PublicKey) -> Result<(), TransportE
     let encoded = key.to_openssh().map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
     let mut parts = encoded.split_whitespace();
     let (algorithm, blob) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    line.push_str(&format!("{name} {algorithm} {blob}\n"));
+    let hashed = String::from_utf8_lossy(&existing).lines().any(|l| l.trim_start().starts_with("|1|"));
+    let shown = if hashed { hashed_name(name) } else { name.to_string() };
+    line.push_str(&format!("{shown} {algorithm} {blob}\n"));
     let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(file).map_err(io_err)?;
     f.write_all(line.as_bytes()).map_err(io_err)?;
     f.sync_all().map_err(io_err)
@@ -279,6 +293,28 @@ mod tests {
         let kh = KnownHosts::parse(Path::new("kh"), &entry);
         assert_eq!(kh.check("[198.18.0.11]:2222", &key(KEY_A)), Verdict::Known);
         assert_eq!(kh.check("198.18.0.11", &key(KEY_A)), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_hashed_file_gets_hashed_entries_that_openssh_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        std::fs::write(&file, format!("{} {KEY_B}\n", hashed_name("10.9.9.9"))).unwrap();
+        append(&file, "[198.18.0.11]:2222", &key(KEY_A)).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains("198.18.0.11"), "{text}");
+        let kh = KnownHosts::load(&file).unwrap();
+        assert_eq!(kh.check("[198.18.0.11]:2222", &key(KEY_A)), Verdict::Known);
+        let found = std::process::Command::new("ssh-keygen")
+            .args(["-F", "[198.18.0.11]:2222", "-f"])
+            .arg(&file)
+            .output()
+            .expect("ssh-keygen runs");
+        assert!(String::from_utf8_lossy(&found.stdout).contains("Host [198.18.0.11]:2222 found"), "{found:?}");
+        // A plain file stays plain.
+        let plain = dir.path().join("plain");
+        append(&plain, "198.18.0.12", &key(KEY_A)).unwrap();
+        assert!(std::fs::read_to_string(&plain).unwrap().starts_with("198.18.0.12 ssh-ed25519 "));
     }
 
     #[test]
