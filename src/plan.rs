@@ -308,11 +308,15 @@ pub struct NodeSettings {
     /// service runs (its stub resolver on 127.0.0.53 would make CoreDNS forward to itself).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolv_conf: Option<String>,
+    /// Which of kubeadm's optional system CA directories the machine has, for the control-plane
+    /// components to mount; unknown (Debian's set is assumed) until preflight looked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_dirs: Option<Vec<String>>,
 }
 
 impl NodeSettings {
     pub fn is_empty(&self) -> bool {
-        self.cri_socket.is_none() && self.resolv_conf.is_none()
+        self.cri_socket.is_none() && self.resolv_conf.is_none() && self.ca_dirs.is_none()
     }
 }
 

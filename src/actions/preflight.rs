@@ -90,6 +90,7 @@ impl Outcome {
             if host.node.resolv_conf.is_none() && facts.resolved {
                 host.node.resolv_conf = Some(SYSTEMD_RESOLV_CONF.to_string());
             }
+            host.node.ca_dirs = Some(facts.ca_dirs.clone());
         }
         plan
     }
@@ -321,6 +322,7 @@ mod tests {
         assert_eq!(node("cp1").resolv_conf.as_deref(), Some(SYSTEMD_RESOLV_CONF));
         assert_eq!(node("w1").cri_socket.as_deref(), Some("unix:///run/my.sock"), "the inventory wins");
         assert!(node("cp2").is_empty(), "no facts, no settings");
+        assert_eq!(node("cp1").ca_dirs, Some(vec![]), "the facts found no optional CA directory");
     }
 
     #[test]

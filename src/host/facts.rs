@@ -40,6 +40,7 @@ echo @@runtime
 for s in /run/containerd/containerd.sock /var/run/crio/crio.sock /run/cri-dockerd.sock; do [ -S "$s" ] && echo "$s"; done
 echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
 echo @@addresses; ip -o addr show 2>/dev/null
+echo @@cadirs; for d in %CA_DIRS%; do [ -d "$d" ] && echo "$d"; done
 echo @@hostname; uname -n
 echo @@resolved; systemctl is-active systemd-resolved 2>/dev/null
 echo @@dirs
@@ -58,6 +59,7 @@ fn script() -> String {
         .replace("%MANIFESTS_DIR%", layout::MANIFESTS_DIR)
         .replace("%ETCD_DATA_DIR%", layout::ETCD_DATA_DIR)
         .replace("%MARKER%", layout::CLUSTER_MARKER)
+        .replace("%CA_DIRS%", &layout::OPTIONAL_CA_DIRS.map(|(_, d)| d).join(" "))
         .replace("%WRITTEN_DIRS%", &layout::WRITTEN_DIRS.join(" "))
 }
 
@@ -88,6 +90,8 @@ pub struct Facts {
     pub runtime_sockets: Vec<String>,
     /// `net.ipv4.ip_forward`.
     pub ip_forward: Option<bool>,
+    /// Which of kubeadm's optional system CA directories exist (`layout::OPTIONAL_CA_DIRS`).
+    pub ca_dirs: Vec<String>,
     /// The machine's hostname (what a kubelet registers as without `--hostname-override`).
     pub hostname: String,
     /// Whether systemd-resolved is running (then pods need its upstream resolv.conf).
@@ -150,6 +154,7 @@ pub fn parse(text: &str) -> Facts {
         tool_problems: names(&section(text, "tools")),
         kubelet: names(&section(text, "kubelet")).into_iter().next(),
         runtime_sockets: names(&section(text, "runtime")),
+        ca_dirs: names(&section(text, "cadirs")),
         hostname: first("hostname"),
         resolved: first("resolved") == "active",
         addresses: section(text, "addresses")

@@ -40,6 +40,17 @@ pub const CLUSTER_MARKER: &str = "/etc/kubernetes/kubeha/cluster.yaml";
 pub const WRITTEN_DIRS: &[&str] =
     &[KUBERNETES_DIR, KUBEHA_DIR, MANIFESTS_DIR, PKI_DIR, ETCD_PKI_DIR, HAPROXY_DIR, KEEPALIVED_DIR, KUBELET_DIR];
 
+/// The system CA bundle directory every control-plane component mounts.
+pub const SYSTEM_CA_CERTS: &str = "/etc/ssl/certs";
+/// Other system CA locations kubeadm mounts where the host has them (volume name, path): RHEL's
+/// `/etc/pki` (ca-trust, tls/certs), and Debian's source and configuration directories.
+pub const OPTIONAL_CA_DIRS: [(&str, &str); 4] = [
+    ("etc-ca-certificates", "/etc/ca-certificates"),
+    ("etc-pki", "/etc/pki"),
+    ("usr-local-share-ca-certificates", "/usr/local/share/ca-certificates"),
+    ("usr-share-ca-certificates", "/usr/share/ca-certificates"),
+];
+
 pub const KUBELET_PORT: u16 = 10250;
 /// kube-apiserver's default secure port (the inventory's `apiServer.bindPort` overrides it).
 pub const API_SERVER_PORT: u16 = 6443;

@@ -75,7 +75,7 @@ impl HostDraft {
             address: self.address?,
             role: self.role?,
             ssh: self.ssh.clone()?,
-            node: crate::plan::NodeSettings { cri_socket: self.cri_socket.clone(), resolv_conf: None },
+            node: crate::plan::NodeSettings { cri_socket: self.cri_socket.clone(), ..Default::default() },
         })
         .filter(|_| self.complete)
     }

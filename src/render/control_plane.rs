@@ -9,7 +9,8 @@
 use super::context::HostContext;
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 use crate::host::layout::{
-    CA_CERT, CONTROLLER_MANAGER_CONF, CONTROLLER_MANAGER_PORT, ETCD_PKI_DIR, PKI_DIR, SCHEDULER_CONF, SCHEDULER_PORT,
+    CA_CERT, CONTROLLER_MANAGER_CONF, CONTROLLER_MANAGER_PORT, ETCD_PKI_DIR, OPTIONAL_CA_DIRS, PKI_DIR, SCHEDULER_CONF,
+    SCHEDULER_PORT, SYSTEM_CA_CERTS,
 };
 use crate::version::SchedulerProbes;
 
@@ -20,15 +21,19 @@ const ADVERTISE_ENDPOINT_ANNOTATION: &str = "kubeadm.kubernetes.io/kube-apiserve
 const LOCAL_BIND: &str = "127.0.0.1";
 
 /// The host's system CA bundle, which kubeadm mounts so the components can reach TLS services
-/// outside the cluster (cloud APIs, webhooks). These are the Debian/Ubuntu locations kubeadm
-/// finds there; a missing directory is created empty.
-fn ca_bundle_volumes() -> [HostPathVolume; 4] {
-    [
-        HostPathVolume::dir("ca-certs", "/etc/ssl/certs", true),
-        HostPathVolume::dir("etc-ca-certificates", "/etc/ca-certificates", true),
-        HostPathVolume::dir("usr-local-share-ca-certificates", "/usr/local/share/ca-certificates", true),
-        HostPathVolume::dir("usr-share-ca-certificates", "/usr/share/ca-certificates", true),
-    ]
+/// outside the cluster (cloud APIs, webhooks, OIDC): `/etc/ssl/certs` always, and whichever of
+/// kubeadm's other locations the host has (RHEL's `/etc/pki`, Debian's `/etc/ca-certificates`
+/// and `/usr/{local/,}share/ca-certificates`). Until preflight has looked, Debian's set.
+fn ca_bundle_volumes(ctx: &HostContext) -> Vec<HostPathVolume> {
+    let present = |dir: &str| match &ctx.host.node.ca_dirs {
+        Some(found) => found.iter().any(|d| d == dir),
+        None => dir != "/etc/pki",
+    };
+    let mut volumes = vec![HostPathVolume::dir("ca-certs", SYSTEM_CA_CERTS, true)];
+    volumes.extend(
+        OPTIONAL_CA_DIRS.iter().filter(|(_, dir)| present(dir)).map(|(name, dir)| HostPathVolume::dir(name, dir, true)),
+    );
+    volumes
 }
 
 fn pki(name: &str) -> String {
@@ -70,7 +75,7 @@ pub fn apiserver(ctx: &HostContext) -> StaticPod {
     let mut pod = StaticPod::new("kube-apiserver", ctx.kubernetes_image("kube-apiserver"), f.command("kube-apiserver"))
         .annotate(ADVERTISE_ENDPOINT_ANNOTATION, ctx.apiserver_endpoint())
         .requests("250m", None)
-        .mount(ca_bundle_volumes())
+        .mount(ca_bundle_volumes(ctx))
         .mount([HostPathVolume::dir("k8s-certs", PKI_DIR, true)]);
     pod.liveness_probe = Some(Probe::liveness(&address, "/livez", port, Scheme::Https));
     pod.readiness_probe = Some(Probe::readiness(&address, "/readyz", port, Scheme::Https));
@@ -104,7 +109,7 @@ pub fn controller_manager(ctx: &HostContext) -> StaticPod {
     let name = "kube-controller-manager";
     let mut pod = StaticPod::new(name, ctx.kubernetes_image(name), f.command(name))
         .requests("200m", None)
-        .mount(ca_bundle_volumes())
+        .mount(ca_bundle_volumes(ctx))
         .mount([
             HostPathVolume::dir("flexvolume-dir", "/usr/libexec/kubernetes/kubelet-plugins/volume/exec", false),
             HostPathVolume::dir("k8s-certs", PKI_DIR, true),
@@ -139,4 +144,29 @@ pub fn scheduler(ctx: &HostContext) -> StaticPod {
         }
     }
     pod
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_bundle_mounts_follow_what_the_host_has() {
+        let mut plan =
+            crate::inventory::parse(include_str!("../../inventories/example.yaml"), std::path::Path::new("/")).unwrap();
+        let paths = |plan: &crate::plan::Plan| -> Vec<String> {
+            ca_bundle_volumes(&HostContext::new(plan, &plan.hosts[0])).into_iter().map(|v| v.path).collect()
+        };
+        assert_eq!(
+            paths(&plan),
+            [
+                "/etc/ssl/certs",
+                "/etc/ca-certificates",
+                "/usr/local/share/ca-certificates",
+                "/usr/share/ca-certificates"
+            ]
+        );
+        plan.hosts[0].node.ca_dirs = Some(vec!["/etc/pki".into()]);
+        assert_eq!(paths(&plan), ["/etc/ssl/certs", "/etc/pki"], "a RHEL-family host");
+    }
 }

@@ -87,6 +87,7 @@ mod tests {
         plan.hosts[3].node = NodeSettings {
             cri_socket: Some("unix:///var/run/crio/crio.sock".into()),
             resolv_conf: Some("/run/systemd/resolve/resolv.conf".into()),
+            ca_dirs: None,
         };
         let engine = Engine::new().unwrap();
         let worker = files(&HostContext::new(&plan, &plan.hosts[3]), &engine).unwrap();
