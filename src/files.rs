@@ -24,6 +24,14 @@ impl File {
     }
 }
 
+/// Contents may be private keys: wiped from memory when the file is dropped.
+impl Drop for File {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.content.zeroize();
+    }
+}
+
 /// Never prints file contents: they may be private keys.
 impl std::fmt::Debug for File {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

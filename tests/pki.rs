@@ -1048,7 +1048,7 @@ fn load_checks_the_state_and_hands_each_host_its_files() {
     assert_eq!(worker.len(), 2, "{worker:?}");
     assert_eq!(on_host(&worker, "/etc/kubernetes/pki/ca.crt").content, read(&state, "pki/ca.crt"));
     let kubelet = on_host(&worker, "/etc/kubernetes/kubelet.conf");
-    assert_eq!((kubelet.mode, kubelet.content), (0o600, read(&state, "nodes/w1/kubelet.conf")));
+    assert_eq!((kubelet.mode, kubelet.content.clone()), (0o600, read(&state, "nodes/w1/kubelet.conf")));
 
     assert_eq!(loaded.ca_cert_pem(), read(&state, "pki/ca.crt"));
     assert_eq!(loaded.etcd_ca_cert_pem(), read(&state, "pki/etcd/ca.crt"));

@@ -16,6 +16,14 @@ pub(crate) struct Contents {
     pub(crate) key_pem: Vec<u8>,
 }
 
+/// The key is wiped from memory when dropped.
+impl Drop for Contents {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key_pem.zeroize();
+    }
+}
+
 /// Renders `contents` as kubeconfig YAML.
 pub(crate) fn render(c: &Contents) -> String {
     let context = format!("{}@{}", c.user, c.cluster);
@@ -162,8 +170,8 @@ mod tests {
         let back = parse(text.as_bytes()).unwrap();
         let c = contents();
         assert_eq!(
-            (back.cluster, back.server, back.user, back.ca_pem, back.cert_pem, back.key_pem),
-            (c.cluster, c.server, c.user, c.ca_pem, c.cert_pem, c.key_pem)
+            (&back.cluster, &back.server, &back.user, &back.ca_pem, &back.cert_pem, &back.key_pem),
+            (&c.cluster, &c.server, &c.user, &c.ca_pem, &c.cert_pem, &c.key_pem)
         );
     }
 

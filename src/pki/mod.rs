@@ -131,6 +131,14 @@ pub struct CertAndKey {
     pub key_pem: Vec<u8>,
 }
 
+/// The key is wiped from memory when dropped.
+impl Drop for CertAndKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.key_pem.zeroize();
+    }
+}
+
 /// Never prints the key.
 impl std::fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,6 +153,17 @@ pub struct Pki {
     files: BTreeMap<PathBuf, Vec<u8>>,
     cluster_id: String,
     vrrp_password: String,
+}
+
+/// Every file (keys among them) and the password are wiped from memory when dropped.
+impl Drop for Pki {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for content in self.files.values_mut() {
+            content.zeroize();
+        }
+        self.vrrp_password.zeroize();
+    }
 }
 
 /// Never prints file contents or the password.
@@ -208,9 +227,9 @@ impl Pki {
     /// The `super-admin.conf` identity (group `system:masters`, beyond RBAC): what kubeha
     /// applies cluster objects with, since `admin.conf`'s rights come from one of them.
     pub fn super_admin(&self) -> CertAndKey {
-        let contents = kubeconfig::parse(self.file(Path::new("super-admin.conf")))
+        let mut contents = kubeconfig::parse(self.file(Path::new("super-admin.conf")))
             .expect("pki::load checked every kubeconfig of the plan");
-        CertAndKey { cert_pem: contents.cert_pem, key_pem: contents.key_pem }
+        CertAndKey { cert_pem: std::mem::take(&mut contents.cert_pem), key_pem: std::mem::take(&mut contents.key_pem) }
     }
 
     /// `admin.conf` in the state directory.

@@ -429,7 +429,7 @@ impl Run<'_> {
         };
         let corrupt =
             |detail: &str| PkiError::Corrupt { path: path.clone(), what: "kubeconfig", detail: detail.into() };
-        let found = kubeconfig::parse(&bytes).map_err(corrupt)?;
+        let mut found = kubeconfig::parse(&bytes).map_err(corrupt)?;
         let key = Key::from_pem(found.key_pem.clone(), &path)
             .map_err(|_| corrupt("client-key-data is not a usable private key"))?;
         let not_a_cert = |_| corrupt("client-certificate-data is not a certificate");
@@ -469,9 +469,9 @@ impl Run<'_> {
         self.may_renew(&kc.rel, &reason)?;
         expected.cert_pem = match cert_reason {
             Some(_) => self.issue(&kc.identity, &key, signer, &path)?,
-            None => found.cert_pem,
+            None => std::mem::take(&mut found.cert_pem),
         };
-        expected.key_pem = found.key_pem;
+        expected.key_pem = std::mem::take(&mut found.key_pem);
         let text = kubeconfig::render(&expected);
         self.store.write(&kc.rel, text.as_bytes(), SECRET_MODE)?;
         Ok(Record::new(&kc.rel, Change::Renewed(reason), text))

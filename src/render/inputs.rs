@@ -121,7 +121,7 @@ mod tests {
              kubeha.io/restart: \"2026-11-30T12:00:00Z\"\n  labels:\n    component: etcd\n"
         );
         let again = stamp_restart(&once, "later");
-        let text = String::from_utf8(again.content).unwrap();
+        let text = String::from_utf8(again.content.clone()).unwrap();
         assert_eq!(text.matches("kubeha.io/restart").count(), 1);
         assert!(text.contains("kubeha.io/restart: \"later\"\n  labels:"));
         assert_eq!(once.mode, 0o600);
