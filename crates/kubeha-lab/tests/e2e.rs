@@ -615,6 +615,24 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     let health = etcdctl(&lab, &etcd_endpoints(&lab, None), &["endpoint", "health"]);
     assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
 
+    // Another operator's run holds cp3 (a lock from another machine, valid for an hour): init is
+    // refused naming the holder and writes nothing; --force-lock takes the lock over.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let foreign = format!(
+        "who: alice@elsewhere\npid: 4242\ncommand: kubeha init\nsince: {now}\nuntil: {}\ntoken: 00ff\n",
+        now + 3600
+    );
+    std::fs::write(lab.host_path("cp3", "/etc/kubernetes/kubeha/lock").unwrap(), &foreign).unwrap();
+    let before: Vec<_> = lab.hosts().iter().map(|h| host_files(&lab, &h.name)).collect();
+    let out = init(&lab);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("alice@elsewhere"), "{}", text(&out));
+    let after: Vec<_> = lab.hosts().iter().map(|h| host_files(&lab, &h.name)).collect();
+    assert_eq!(before, after, "a refused run wrote files");
+    let out = kubeha(&lab, &lab.inventory_path(), &["init", "--timeout", "3m", "--force-lock"]);
+    assert_ok(&out, "init --force-lock");
+    assert!(!lab.host_path("cp3", "/etc/kubernetes/kubeha/lock").unwrap().exists(), "the lock was not released");
+
     // Add-ons turned off: kubeha creates none of them and removes none it made before; a CNI
     // manifest named in the inventory is applied after the add-ons.
     let all = etcd_endpoints(&lab, None);
