@@ -16,6 +16,8 @@ pub struct Args {
     cluster: super::ClusterArgs,
     #[command(flatten)]
     remote: super::remote::RemoteArgs,
+    #[command(flatten)]
+    renew: super::certs::RenewBefore,
     /// How long to wait for etcd, the apiservers and the endpoint to become healthy.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -41,6 +43,7 @@ impl Args {
                 kubelet_sync: self.kubelet_sync,
             },
             max_clock_skew: self.remote.max_clock_skew,
+            renew_before: self.renew.window(&plan),
         };
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
@@ -66,6 +69,16 @@ impl Args {
         };
         for warning in &report.warnings {
             eprintln!("warning: {} {}: {}", warning.host, warning.check, warning.detail);
+        }
+        if !report.expiring.is_empty() {
+            let window = crate::plan::format_duration(options.renew_before);
+            eprintln!("warning: {} certificate(s) on the hosts end within {window}:", report.expiring.len());
+            for row in &report.expiring {
+                eprintln!("  {}", row.expiring_line());
+            }
+            if !self.dry_run {
+                eprintln!("  this run renewed the ones kubeha issues (see `kubeha certs check-expiration`)");
+            }
         }
         for (host, pushed) in &report.pushed {
             // Plain logs already have this line; live lines were replaced by later steps.
