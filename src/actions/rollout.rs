@@ -163,7 +163,12 @@ async fn roll<R: Remote, G: Gates<R>>(
     gates.before(session, host).await.map_err(|e| (false, e))?;
     *waited += waiting.elapsed();
     progress.note(format!("{}: restarting {} (one host at a time)", host.name, push.restarting_pods().join(", ")));
-    write_host(session, host, remote, push, backup).await.map_err(|e| (true, ActionError::host("writing files", e)))?;
+    if let Some(dir) = backup {
+        // Nothing is written before the backup is complete: a failure here leaves the host as it was.
+        progress.step(&host.name, format!("backing up the files it replaces to {}", dir.display()));
+        push.back_up(remote, dir).await.map_err(|e| (false, ActionError::host("backing up files", e)))?;
+    }
+    write_host(session, host, remote, push, None).await.map_err(|e| (true, ActionError::host("writing files", e)))?;
     let kubelet_sync = session.options.kubelet_sync;
     progress.step(&host.name, format!("waiting {}s for the kubelet to restart pods", kubelet_sync.as_secs()));
     let waiting = Instant::now();
@@ -266,7 +271,9 @@ async fn write_host<R: Remote>(
     backup: Option<&Path>,
 ) -> Result<(), TransportError> {
     let progress = session.progress;
-    if let Some(dir) = backup {
+    if let Some(dir) = backup
+        && !push.report().is_empty()
+    {
         progress.step(&host.name, format!("backing up the files it replaces to {}", dir.display()));
         push.back_up(remote, dir).await?;
     }

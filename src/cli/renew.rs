@@ -135,6 +135,8 @@ impl Args {
                 "dry run: {} certificate file(s) would be renewed; nothing was written",
                 report.renewed.len()
             ))?;
+        } else if let Some(started) = &report.resumed {
+            println(format_args!("rolled out the renewal started at {started} ({timing})"))?;
         } else {
             println(format_args!(
                 "renewed {} certificate file(s) and rolled them out ({timing})",
@@ -145,21 +147,26 @@ impl Args {
     }
 }
 
+/// `cp1 has` / `cp1, cp2 have`.
+fn hosts(names: &[String], one: &str, many: &str) -> String {
+    format!("{} {}", names.join(", "), if names.len() == 1 { one } else { many })
+}
+
 /// What to do after a roll-out stopped: which hosts have what, how to roll a host back, and
 /// how to continue.
 pub fn recovery(e: &ActionError, inventory: &str) -> String {
     let ActionError::Stopped { host, written, rolled, untouched, backup, .. } = e else { return String::new() };
     let mut out = format!("the roll-out stopped at {host}:\n");
     if !rolled.is_empty() {
-        out += &format!("  {} have the renewed certificates and came back healthy\n", rolled.join(", "));
+        out += &format!("  {} the renewed certificates and came back healthy\n", hosts(rolled, "has", "have"));
     }
     if *written {
-        out += &format!("  {host} has the renewed certificates but did not come back healthy\n");
+        out += &format!("  {host} was written to (some or all of its renewed files) but did not come back healthy\n");
     } else {
-        out += &format!("  {host} was not written\n");
+        out += &format!("  {host} was not written (it keeps its certificates)\n");
     }
     if !untouched.is_empty() {
-        out += &format!("  {} were not touched and keep their certificates\n", untouched.join(", "));
+        out += &format!("  {} not touched (they keep the old certificates)\n", hosts(untouched, "was", "were"));
     }
     if let (true, Some(dir)) = (*written, backup) {
         out += &format!(

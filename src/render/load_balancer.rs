@@ -2,8 +2,9 @@
 //! apiservers, and keepalived moving the VIP to a control plane whose apiserver and haproxy work.
 //!
 //! Choices and why:
-//! - haproxy passes TLS through (`mode tcp`) and checks each apiserver with `GET /healthz` over
-//!   TLS, verifying the certificate against the cluster CA and the name `kubernetes` that every
+//! - haproxy passes TLS through (`mode tcp`) and checks each apiserver with `GET /readyz` over
+//!   TLS (a stopping apiserver fails `/readyz` during its `--shutdown-delay-duration` while it
+//!   still serves, so it leaves the rotation before it stops listening), verifying the certificate against the cluster CA and the name `kubernetes` that every
 //!   apiserver certificate carries; a dead backend is skipped (`option redispatch`, retries) and
 //!   its sessions are closed so clients reconnect to a live one.
 //! - keepalived runs unicast VRRP between the control planes (works where multicast does not),
