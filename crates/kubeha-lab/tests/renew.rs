@@ -195,6 +195,16 @@ fn renew_all_under_load_then_a_cut_host_stops_the_rollout_and_the_rerun_finishes
         .collect();
     std::thread::sleep(Duration::from_secs(1)); // notAfter has one-second resolution
 
+    // init warns about certificates on the hosts that end within the renewal window.
+    let dry = kubeha(&lab, &["init", "--dry-run", "--renew-before", "400d"]);
+    assert_ok(&dry, "init --dry-run --renew-before 400d");
+    let warned = String::from_utf8_lossy(&dry.stderr);
+    assert!(warned.contains("certificate(s) on the hosts end within 400d"), "{warned}");
+    assert!(warned.contains("cp1: /etc/kubernetes/pki/apiserver.crt (CN=kube-apiserver) ends "), "{warned}");
+    assert!(!warned.contains("/etc/kubernetes/pki/ca.crt"), "a CA was warned about: {warned}");
+    let quiet = kubeha(&lab, &["init", "--dry-run"]);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("on the hosts end within"), "{}", text(&quiet));
+
     // The dry run lists and writes nothing.
     let dry = kubeha(&lab, &["certs", "renew", "all", "--dry-run"]);
     assert_ok(&dry, "certs renew all --dry-run");
