@@ -240,6 +240,10 @@ pub struct Certificates {
     /// Lifetime of the CAs (kubeadm: ten years).
     #[serde(serialize_with = "serialize_duration")]
     pub ca_validity: Duration,
+    /// Leaf certificates (and kubeconfig client certificates) that end within this window are
+    /// renewed by `certs generate` and `init` (default 30 days; zero turns early renewal off).
+    #[serde(serialize_with = "serialize_duration")]
+    pub renew_before: Duration,
     /// Added to every apiserver serving certificate.
     #[serde(rename = "extraSANs")]
     pub extra_sans: Vec<San>,

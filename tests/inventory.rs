@@ -512,6 +512,16 @@ const CASES: &[Case] = &[
         expect: &["spec.certificates.caValidity: \"30m\" is too short"],
     },
     Case {
+        name: "renewal window as long as the validity",
+        edits: &[("keyAlgorithm: ecdsa-p256", "keyAlgorithm: ecdsa-p256, validity: 30d, renewBefore: 30d")],
+        expect: &["spec.certificates.renewBefore: 30d is not shorter than validity 30d"],
+    },
+    Case {
+        name: "renewal window that is not a duration",
+        edits: &[("keyAlgorithm: ecdsa-p256", "keyAlgorithm: ecdsa-p256, renewBefore: soon")],
+        expect: &["spec.certificates.renewBefore: \"soon\" is not a duration such as 720h or 30d"],
+    },
+    Case {
         name: "apiserver bind port on the etcd client port",
         edits: &[("kubernetesVersion: v1.31.4\n", "kubernetesVersion: v1.31.4\n  apiServer: {bindPort: 2379}\n")],
         expect: &["spec.apiServer.bindPort: 2379 is the etcd client port"],

@@ -1077,3 +1077,58 @@ fn load_checks_the_state_and_hands_each_host_its_files() {
     let err = pki::load(&grown, &state).unwrap_err();
     assert!(err.to_string().contains("nodes/w2/kubelet.conf is missing"), "{err}");
 }
+
+#[test]
+fn leaves_ending_within_the_window_and_named_ones_are_renewed_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text =
+        Inventory::default().text().replace("keyAlgorithm: ecdsa-p256", "keyAlgorithm: ecdsa-p256, validity: 10d");
+    let plan = kubeha::inventory::parse(&text, Path::new("/")).unwrap();
+    assert_eq!(plan.certificates.renew_before, std::time::Duration::from_secs(10 * DAY as u64 / 3), "a third of 10d");
+    pki::generate(&plan, &state).unwrap();
+    let before = tree(&state);
+    assert!(pki::generate(&plan, &state).unwrap().renewed.is_empty(), "10d leaves are outside a 3d window");
+
+    // A window longer than what is left: every leaf and kubeconfig client certificate, no CA.
+    let window = pki::Renew { window: std::time::Duration::from_secs(11 * DAY as u64), ..pki::Renew::default() };
+    let report = pki::generate_with(&plan, &state, &window).unwrap();
+    let renewed: BTreeMap<String, String> =
+        report.renewed.iter().map(|r| (r.path.to_string_lossy().into_owned(), r.reason.clone())).collect();
+    assert_eq!(renewed.len(), 4 + 3 * 3 + 2 + 3 * 3 + 1, "{renewed:#?}");
+    assert!(renewed["pki/apiserver-etcd-client.crt"].contains("within the renewal window of 11d"), "{renewed:?}");
+    assert!(renewed["admin.conf"].starts_with("client certificate: expires on "), "{renewed:?}");
+    assert!(!renewed.keys().any(|p| p.ends_with("ca.crt")), "a CA was renewed: {renewed:?}");
+    let after = tree(&state);
+    for (path, entry) in &before {
+        let name = path.to_string_lossy();
+        if name.ends_with(".key") {
+            assert_eq!(&after[path], entry, "{name}: keys are kept");
+        }
+    }
+
+    // Named ones, on one host, with new keys; the rest is kept.
+    let names = ["apiserver".to_string(), "admin.conf".into(), "kubelet.conf".into()];
+    let targets = pki::renewal_targets(&plan, &names, &["cp2".into()]).unwrap();
+    let targets: Vec<String> = targets.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    assert_eq!(targets, ["nodes/cp2/pki/apiserver.crt", "admin.conf", "nodes/cp2/kubelet.conf"]);
+    assert_eq!(pki::renewal_targets(&plan, &["apiserver.crt".into()], &[]), Err("apiserver.crt".into()));
+    assert_eq!(pki::renewal_targets(&plan, &["all".into()], &[]).unwrap().len(), 4 + 3 * 3 + 2 + 3 * 3 + 1);
+    let old_key = read(&state, "nodes/cp2/pki/apiserver.key");
+    let old_admin = kubectl_view(&state.join("admin.conf"));
+    let force =
+        pki::Renew { force: targets.iter().map(PathBuf::from).collect(), new_keys: true, ..pki::Renew::default() };
+    let report = pki::generate_with(&plan, &state, &force).unwrap();
+    let renewed: BTreeMap<String, String> =
+        report.renewed.iter().map(|r| (r.path.to_string_lossy().into_owned(), r.reason.clone())).collect();
+    assert_eq!(
+        renewed.keys().cloned().collect::<Vec<_>>(),
+        ["admin.conf", "nodes/cp2/kubelet.conf", "nodes/cp2/pki/apiserver.crt", "nodes/cp2/pki/apiserver.key"]
+    );
+    assert_eq!(renewed["nodes/cp2/pki/apiserver.crt"], "renewal requested, with a new key");
+    assert_ne!(read(&state, "nodes/cp2/pki/apiserver.key"), old_key, "a new key");
+    let admin = kubectl_view(&state.join("admin.conf"));
+    assert_ne!(admin.key_pem, old_admin.key_pem, "admin.conf has a new key");
+    assert!(openssl_verifies(&state.join("pki/ca.crt"), &state.join("nodes/cp2/pki/apiserver.crt"), Some("sslserver")));
+    pki::load(&plan, &state).unwrap();
+}

@@ -273,7 +273,7 @@ fn control_plane_flags_follow_the_plan() {
     let api = command(&manifest(&files, "cp2", "kube-apiserver"));
     for (name, value) in [
         ("advertise-address", "198.18.0.12"),
-        ("etcd-servers", "https://127.0.0.1:2379"),
+        ("etcd-servers", "https://127.0.0.1:2379,https://198.18.0.11:2379,https://198.18.0.13:2379"),
         ("authorization-mode", "Node,RBAC"),
         ("secure-port", "6443"),
         ("service-cluster-ip-range", "10.96.0.0/12"),
@@ -639,7 +639,10 @@ fn ipv6_hosts_get_bracketed_urls() {
         "https://[fd00::11]:2379"
     );
     let api = manifest(&files, "cp1", "kube-apiserver");
-    assert_eq!(flag(&command(&api), "etcd-servers"), Some("https://[::1]:2379"));
+    assert_eq!(
+        flag(&command(&api), "etcd-servers"),
+        Some("https://[::1]:2379,https://[fd00::12]:2379,https://[fd00::13]:2379")
+    );
     assert_eq!(flag(&command(&api), "advertise-address"), Some("fd00::11"));
     assert_eq!(api["spec"]["containers"][0]["livenessProbe"]["httpGet"]["host"], "fd00::11");
     assert_eq!(

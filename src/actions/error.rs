@@ -23,12 +23,27 @@ pub enum ActionError {
     /// A component did not become healthy in time (or its host was lost while waiting).
     #[error(transparent)]
     Unhealthy(#[from] WaitError),
+    /// A rolling restart stopped at `host`: the hosts in `rolled` have their new files and came
+    /// back healthy, `host` has its new files if `written`, the hosts in `untouched` were not
+    /// written. With a `backup`, each written host keeps the files it replaced there.
+    #[error("the rollout stopped at {host}")]
+    Stopped {
+        host: String,
+        written: bool,
+        rolled: Vec<String>,
+        untouched: Vec<String>,
+        backup: Option<std::path::PathBuf>,
+        #[source]
+        source: Box<ActionError>,
+    },
     #[error(transparent)]
     Pki(#[from] PkiError),
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("cannot use the cluster's certificates to reach it")]
     Tls(#[from] HttpsError),
+    #[error("cannot take an etcd snapshot: {0}")]
+    Snapshot(String),
     #[error("dry run: cannot prepare a scratch copy of the state directory: {0}")]
     Scratch(std::io::Error),
     #[error(transparent)]
@@ -49,6 +64,7 @@ impl ActionError {
     pub fn transport_errors(&self) -> &[TransportError] {
         match self {
             ActionError::Hosts { failures, .. } => failures,
+            ActionError::Stopped { source, .. } => source.transport_errors(),
             _ => &[],
         }
     }

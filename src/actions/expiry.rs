@@ -81,7 +81,28 @@ pub async fn check<R: Remote>(session: &Session<'_, R>, thresholds: Thresholds, 
     rows
 }
 
+/// The certificates on the connected hosts that end within `window` (or have ended): what
+/// `init` warns about. One read-only command per host, in parallel; a host that cannot be read
+/// is left out (preflight has already reached every host).
+pub async fn within<R: Remote>(session: &Session<'_, R>, window: Duration, now: OffsetDateTime) -> Vec<Row> {
+    let thresholds = Thresholds { warn: window, error: Duration::ZERO };
+    let rows = check(session, thresholds, now).await;
+    rows.into_iter().filter(|r| matches!(r.level, Level::Warn | Level::Error)).collect()
+}
+
 impl Row {
+    /// `cp1: /etc/kubernetes/pki/apiserver.crt (CN=kube-apiserver) ends 2027-01-01T00:00:00Z (20d)`.
+    pub fn expiring_line(&self) -> String {
+        format!(
+            "{}: {} ({}) ends {} ({})",
+            self.host,
+            self.path,
+            self.subject,
+            self.not_after,
+            residual(self.remaining_seconds)
+        )
+    }
+
     fn empty(host: &str, path: &str) -> Row {
         Row {
             host: host.to_string(),
@@ -282,6 +303,21 @@ mod tests {
             })
             .count();
         assert_eq!(cp1, cp1_files);
+        session.close(&hosts).await;
+    }
+
+    #[tokio::test]
+    async fn within_a_window_lists_the_leaves_ending_in_it_and_nothing_else() {
+        let (plan, hosts, state) = cluster();
+        let options = crate::actions::session::SessionOptions { dry_run: true, ..Default::default() };
+        let progress = Progress::hidden();
+        let session = Session::open(&plan, state.path(), options, &hosts, &progress).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let rows = within(&session, Duration::from_secs(30 * 86_400), now).await;
+        assert!(rows.iter().any(|r| r.host == "w1" && r.path.ends_with("kubelet.conf")), "{rows:#?}");
+        assert!(!rows.iter().any(|r| r.signer == "self"), "a 10-year CA is not within 30 days: {rows:#?}");
+        assert!(rows[0].expiring_line().starts_with("cp1: /etc/kubernetes/"), "{}", rows[0].expiring_line());
+        assert!(within(&session, Duration::from_secs(86_400), now).await.is_empty(), "5-day leaves are outside 1 day");
         session.close(&hosts).await;
     }
 

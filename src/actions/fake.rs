@@ -105,6 +105,9 @@ pub fn answer_scripts(remote: &Arc<MemoryRemote>) {
         {
             return host_lock(&host, command, stdin);
         }
+        if command.starts_with("# backing up") {
+            back_up(&host, command);
+        }
         Output::default()
     });
 }
@@ -144,6 +147,19 @@ fn host_lock(host: &MemoryRemote, command: &str, stdin: &[u8]) -> Output {
     }
 }
 
+/// Does what `host::files::backup_script` does: copies each file that exists (every path in
+/// the tests is free of quotes, so the quoted words are the paths).
+fn back_up(host: &MemoryRemote, command: &str) {
+    for line in command.lines().filter(|l| l.starts_with("if [ -f ")) {
+        let words: Vec<&str> = line.split('\'').skip(1).step_by(2).collect();
+        if let [from, _, _, to] = words.as_slice()
+            && let Some(file) = host.file(from)
+        {
+            host.insert_file(*to, file.mode, file.uid, file.gid, file.content);
+        }
+    }
+}
+
 fn facts(host: &MemoryRemote) -> Output {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
     let listed = |dir: &str| -> String {
@@ -163,7 +179,8 @@ fn facts(host: &MemoryRemote) -> Output {
     let text = format!(
         "@@uid\n0\n@@uname\nLinux\nx86_64\n@@os\nDebian GNU/Linux 12\n@@time\n{now}\n@@swaps\nFilename Type\n@@tcp\n\
          @@manifests\n{}@@etcd\n{}@@marker\n{marker}@@tools\n@@kubelet\n/usr/bin/kubelet\n@@runtime\n\
-         /run/containerd/containerd.sock\n@@forward\n1\n@@end\n",
+         /run/containerd/containerd.sock\n@@forward\n1\n@@cadirs\n/etc/ca-certificates\n/usr/local/share/ca-certificates\n\
+         /usr/share/ca-certificates\n@@end\n",
         listed(crate::host::layout::MANIFESTS_DIR),
         listed(crate::host::layout::ETCD_DATA_DIR),
     );

@@ -28,6 +28,9 @@ use crate::transport::Remote;
 pub struct InitOptions {
     pub session: SessionOptions,
     pub max_clock_skew: Duration,
+    /// Leaves ending within this window are renewed, and certificates on the hosts ending
+    /// within it are warned about.
+    pub renew_before: Duration,
 }
 
 /// What `init` did.
@@ -37,6 +40,8 @@ pub struct InitReport {
     pub pushed: Vec<(String, PushReport)>,
     /// Preflight warnings.
     pub warnings: Vec<Check>,
+    /// Certificates on the hosts that ended or end within the renewal window (before this run).
+    pub expiring: Vec<super::expiry::Row>,
     /// Certificates and kubeconfigs created or renewed in the state directory.
     pub certificates_changed: usize,
     /// Time spent on kubeha's own work, and waiting for the components to come up.
@@ -86,10 +91,13 @@ async fn phases<R: Remote>(
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
     };
     let found = preflight::run(session, vip, &expect, &InitRules).await.passed()?;
+    let now = time::OffsetDateTime::now_utc();
+    let expiring = super::expiry::within(session, options.renew_before, now).await;
     session.lap("preflight");
 
     session.use_scratch_state()?;
-    let generated = pki::generate(plan, session.state_dir())?;
+    let renew = pki::Renew { window: options.renew_before, ..pki::Renew::default() };
+    let generated = pki::generate_with(plan, session.state_dir(), &renew)?;
     let pki = pki::load(plan, session.state_dir())?;
     session.lap("certificates");
     let files = crate::render::render(&found.with_node_settings(plan), &pki)?;
@@ -102,6 +110,7 @@ async fn phases<R: Remote>(
     let mut report = InitReport {
         pushed: rollout.reports,
         warnings: found.warnings(),
+        expiring,
         certificates_changed: generated.created.len() + generated.renewed.len(),
         work: started.elapsed() - rollout.waited,
         waited: rollout.waited,
@@ -152,6 +161,7 @@ mod tests {
                 }),
             },
             max_clock_skew: Duration::from_secs(5),
+            renew_before: Duration::from_secs(30 * 86_400),
         }
     }
 
@@ -169,6 +179,7 @@ mod tests {
                     !command.starts_with("# gathering host facts")
                         && !command.starts_with("# checking etcd peer ports")
                         && !command.contains(" the host lock\n")
+                        && !command.starts_with("# reading certificates")
                 }
                 Call::Put { .. } | Call::RemoveStaleTempFiles { .. } => true,
                 Call::FileStates { .. } | Call::OpenTcp { .. } => false,

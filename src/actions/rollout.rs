@@ -45,11 +45,20 @@ pub struct Policy {
     /// Hosts rolled after every other, in inventory order otherwise: the VIP holder goes last,
     /// so a restart of its keepalived moves the VIP once, not once per host.
     pub last: Vec<String>,
+    /// Where each host keeps a copy of every file the rollout replaces or removes there,
+    /// made just before it is written (e.g. `/etc/kubernetes/kubeha/backup/<timestamp>`).
+    pub backup: Option<PathBuf>,
 }
 
 impl Policy {
     pub fn new(restart: Restart) -> Policy {
-        Policy { restart, last: Vec::new() }
+        Policy { restart, last: Vec::new(), backup: None }
+    }
+
+    /// Backs up, on each host, every file replaced or removed there into `dir` first.
+    pub fn backup(mut self, dir: impl Into<PathBuf>) -> Policy {
+        self.backup = Some(dir.into());
+        self
     }
 
     pub fn last(mut self, hosts: impl IntoIterator<Item = String>) -> Policy {
@@ -105,9 +114,10 @@ pub async fn converge<R: Remote, G: Gates<R>>(
         pushes.into_iter().partition(|(h, _, p)| h.role == Role::ControlPlane && p.restarts_pods());
     // A stable sort: inventory order, with the hosts to roll last at the end.
     rolling.sort_by_key(|(h, _, _)| policy.last.contains(&h.name));
+    let backup = policy.backup.as_deref();
     let results = session
         .each(&at_once, |(host, remote, push)| async move {
-            let result = write_host(session, host, *remote, push).await;
+            let result = write_host(session, host, *remote, push, backup).await;
             match &result {
                 Ok(()) if host.role == Role::Worker => progress.finish(&host.name, push.report().summary(false)),
                 Ok(()) => progress.step(&host.name, push.report().summary(false)),
@@ -122,21 +132,51 @@ pub async fn converge<R: Remote, G: Gates<R>>(
     }
 
     let mut waited = Duration::ZERO;
-    for (host, remote, push) in &rolling {
-        let waiting = Instant::now();
-        gates.before(session, host).await?;
-        waited += waiting.elapsed();
-        progress.note(format!("{}: restarting {} (one host at a time)", host.name, push.restarting_pods().join(", ")));
-        write_host(session, host, *remote, push).await.map_err(|e| ActionError::host("writing files", e))?;
-        let kubelet_sync = session.options.kubelet_sync;
-        progress.step(&host.name, format!("waiting {}s for the kubelet to restart pods", kubelet_sync.as_secs()));
-        let waiting = Instant::now();
-        tokio::time::sleep(kubelet_sync).await;
-        gates.after(session, host, remote).await?;
-        waited += waiting.elapsed();
-        progress.step(&host.name, push.report().summary(false));
+    for (i, (host, remote, push)) in rolling.iter().enumerate() {
+        roll(session, host, *remote, push, gates, backup, &mut waited).await.map_err(|(written, source)| {
+            ActionError::Stopped {
+                host: host.name.clone(),
+                written,
+                rolled: rolling[..i].iter().map(|(h, _, _)| h.name.clone()).collect(),
+                untouched: rolling[i + 1..].iter().map(|(h, _, _)| h.name.clone()).collect(),
+                backup: policy.backup.clone(),
+                source: Box::new(source),
+            }
+        })?;
     }
     Ok(Rollout { reports, waited })
+}
+
+/// Rolls one control plane: its gate before, its files, the kubelet's sync period, its gate
+/// after. On failure, whether its files were written, and why.
+async fn roll<R: Remote, G: Gates<R>>(
+    session: &Session<'_, R>,
+    host: &Host,
+    remote: &R,
+    push: &HostPush<'_>,
+    gates: &G,
+    backup: Option<&Path>,
+    waited: &mut Duration,
+) -> Result<(), (bool, ActionError)> {
+    let progress = session.progress;
+    let waiting = Instant::now();
+    gates.before(session, host).await.map_err(|e| (false, e))?;
+    *waited += waiting.elapsed();
+    progress.note(format!("{}: restarting {} (one host at a time)", host.name, push.restarting_pods().join(", ")));
+    if let Some(dir) = backup {
+        // Nothing is written before the backup is complete: a failure here leaves the host as it was.
+        progress.step(&host.name, format!("backing up the files it replaces to {}", dir.display()));
+        push.back_up(remote, dir).await.map_err(|e| (false, ActionError::host("backing up files", e)))?;
+    }
+    write_host(session, host, remote, push, None).await.map_err(|e| (true, ActionError::host("writing files", e)))?;
+    let kubelet_sync = session.options.kubelet_sync;
+    progress.step(&host.name, format!("waiting {}s for the kubelet to restart pods", kubelet_sync.as_secs()));
+    let waiting = Instant::now();
+    tokio::time::sleep(kubelet_sync).await;
+    gates.after(session, host, remote).await.map_err(|e| (true, e))?;
+    *waited += waiting.elapsed();
+    progress.step(&host.name, push.report().summary(false));
+    Ok(())
 }
 
 /// Under [`Restart::Also`], the named pods' manifests with a new restart stamp.
@@ -228,8 +268,15 @@ async fn write_host<R: Remote>(
     host: &Host,
     remote: &R,
     push: &HostPush<'_>,
+    backup: Option<&Path>,
 ) -> Result<(), TransportError> {
     let progress = session.progress;
+    if let Some(dir) = backup
+        && !push.report().is_empty()
+    {
+        progress.step(&host.name, format!("backing up the files it replaces to {}", dir.display()));
+        push.back_up(remote, dir).await?;
+    }
     progress.step(&host.name, "writing files");
     push.apply(remote, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display()))).await
 }
@@ -422,9 +469,88 @@ mod tests {
         let plan = with_extra_san(&cluster.plan);
         let files = cluster.render(&plan);
         let err = cluster.converge(&plan, &files, &Policy::new(Restart::Changed), Some("cp2")).await.unwrap_err();
-        assert!(matches!(&err, ActionError::Unhealthy(w) if w.what == "cp2: kube-apiserver"), "{err}");
+        let ActionError::Stopped { host, written, rolled, untouched, source, .. } = &err else { panic!("{err}") };
+        assert_eq!(
+            (host.as_str(), *written, rolled.as_slice(), untouched.as_slice()),
+            ("cp2", true, &["cp1".to_string()][..], &["cp3".to_string()][..])
+        );
+        assert!(matches!(&**source, ActionError::Unhealthy(w) if w.what == "cp2: kube-apiserver"), "{err}");
         assert_eq!(cluster.file("cp3", &manifest("kube-apiserver")), cp3_before);
         assert_eq!(cluster.file("cp3", "/etc/kubernetes/pki/apiserver.crt"), cp3_cert_before, "cp3 was written");
+    }
+
+    /// The indexes, in `host`'s calls, of the backup command and of every put.
+    fn backup_and_puts(host: &MemoryRemote) -> (Vec<usize>, Vec<usize>) {
+        let calls = host.calls();
+        let backups = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, crate::transport::Call::Exec { command, .. } if command.starts_with("# backing up")))
+            .map(|(i, _)| i)
+            .collect();
+        let puts = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, crate::transport::Call::Put { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        (backups, puts)
+    }
+
+    #[tokio::test]
+    async fn every_replaced_file_is_backed_up_on_its_host_before_the_host_is_written() {
+        let cluster = Cluster::installed().await;
+        for remote in cluster.hosts.hosts.values() {
+            remote.take_calls();
+        }
+        let old: BTreeMap<&str, Vec<u8>> = ["cp1", "cp2", "cp3"]
+            .into_iter()
+            .map(|h| (h, cluster.file(h, "/etc/kubernetes/pki/apiserver.crt")))
+            .collect();
+        let old_manifest = cluster.file("cp2", &manifest("kube-apiserver"));
+        let plan = with_extra_san(&cluster.plan);
+        let files = cluster.render(&plan);
+        let dir = "/etc/kubernetes/kubeha/backup/20261130T120000Z";
+        let policy = Policy::new(Restart::Changed).backup(dir);
+        cluster.converge(&plan, &files, &policy, None).await.unwrap();
+        for (host, old) in &old {
+            let (backups, puts) = backup_and_puts(cluster.hosts.host(host));
+            assert_eq!(backups.len(), 1, "{host}: one backup command");
+            assert!(!puts.is_empty() && backups[0] < puts[0], "{host}: backed up before the first write");
+            let copy = cluster.file(host, &format!("{dir}/etc/kubernetes/pki/apiserver.crt"));
+            assert_eq!(&copy, old, "{host}: the backup holds the replaced certificate");
+            assert_ne!(cluster.file(host, "/etc/kubernetes/pki/apiserver.crt"), *old, "{host} has the new one");
+        }
+        assert_eq!(cluster.file("cp2", &format!("{dir}{}", manifest("kube-apiserver"))), old_manifest);
+        let (backups, puts) = backup_and_puts(cluster.hosts.host("w1"));
+        assert!(backups.is_empty() && puts.is_empty(), "nothing changed on the worker, nothing to back up");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_rollout_says_which_hosts_have_what_and_where_the_backup_is() {
+        let cluster = Cluster::installed().await;
+        for remote in cluster.hosts.hosts.values() {
+            remote.take_calls();
+        }
+        let plan = with_extra_san(&cluster.plan);
+        let files = cluster.render(&plan);
+        let dir = "/etc/kubernetes/kubeha/backup/20261130T120000Z";
+        let policy = Policy::new(Restart::Changed).last(["cp1".to_string()]).backup(dir);
+        let err = cluster.converge(&plan, &files, &policy, Some("cp3")).await.unwrap_err();
+        let ActionError::Stopped { host, written, rolled, untouched, backup, .. } = &err else { panic!("{err}") };
+        assert_eq!(host, "cp3");
+        assert!(*written);
+        assert_eq!((rolled.as_slice(), untouched.as_slice()), (&["cp2".to_string()][..], &["cp1".to_string()][..]));
+        assert_eq!(backup.as_deref(), Some(Path::new(dir)));
+        let (backups, puts) = backup_and_puts(cluster.hosts.host("cp1"));
+        assert!(backups.is_empty() && puts.is_empty(), "cp1 (after the stop) was touched");
+        assert!(cluster.hosts.host("cp3").file(format!("{dir}/etc/kubernetes/pki/apiserver.crt")).is_some());
+        assert_eq!(err.to_string(), "the rollout stopped at cp3");
+        assert!(
+            crate::text::error_chain(&err).contains("cp3: kube-apiserver not ready"),
+            "{}",
+            crate::text::error_chain(&err)
+        );
     }
 
     #[tokio::test]

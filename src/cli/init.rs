@@ -16,6 +16,8 @@ pub struct Args {
     cluster: super::ClusterArgs,
     #[command(flatten)]
     remote: super::remote::RemoteArgs,
+    #[command(flatten)]
+    renew: super::certs::RenewBefore,
     /// How long to wait for etcd, the apiservers and the endpoint to become healthy.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -51,6 +53,7 @@ impl Args {
                 }),
             },
             max_clock_skew: self.remote.max_clock_skew,
+            renew_before: self.renew.window(&plan),
         };
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
@@ -76,6 +79,16 @@ impl Args {
         };
         for warning in &report.warnings {
             eprintln!("warning: {} {}: {}", warning.host, warning.check, warning.detail);
+        }
+        if !report.expiring.is_empty() {
+            let window = crate::plan::format_duration(options.renew_before);
+            eprintln!("warning: {} certificate(s) on the hosts end within {window}:", report.expiring.len());
+            for row in &report.expiring {
+                eprintln!("  {}", row.expiring_line());
+            }
+            if !self.dry_run {
+                eprintln!("  this run renewed the ones kubeha issues (see `kubeha certs check-expiration`)");
+            }
         }
         for (host, pushed) in &report.pushed {
             // Plain logs already have this line; live lines were replaced by later steps.
@@ -146,7 +159,7 @@ fn print_objects(report: &crate::actions::init::InitReport) {
 /// How long an `init` may hold the hosts' locks: its deadline, the longest it can run (every
 /// control plane rolled one at a time, each waited for, then the final wait), plus an hour for
 /// connecting, preflight and writing.
-fn lock_ttl(plan: &crate::plan::Plan, timeout: Duration, kubelet_sync: Duration) -> Duration {
+pub(super) fn lock_ttl(plan: &crate::plan::Plan, timeout: Duration, kubelet_sync: Duration) -> Duration {
     let rolled = plan.control_planes().count() as u32;
     (timeout + kubelet_sync) * (rolled + 1) + Duration::from_secs(3600)
 }

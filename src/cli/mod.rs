@@ -8,6 +8,7 @@ mod output;
 mod preflight;
 mod remote;
 mod render;
+mod renew;
 mod validate;
 
 use std::path::PathBuf;
@@ -204,6 +205,7 @@ fn invalid_input(c: &(dyn std::error::Error + 'static)) -> bool {
     use crate::actions::lock::LockError;
     use crate::pki::{PkiError, StateDirError};
     c.downcast_ref::<InventoryError>().is_some()
+        || c.downcast_ref::<renew::BadTarget>().is_some()
         || c.downcast_ref::<StateDirError>().is_some()
         || matches!(c.downcast_ref::<PkiError>(), Some(PkiError::StateDir(_)))
         || matches!(c.downcast_ref::<LockError>(), Some(LockError::StateDir(_)))

@@ -72,6 +72,8 @@ pub struct Status {
     pub raft_term: u64,
     pub raft_index: u64,
     pub raft_applied_index: u64,
+    /// The key-value store's revision (what a snapshot taken now contains).
+    pub revision: u64,
     /// Size of the database file in bytes.
     pub db_size: u64,
     /// Bytes of the database in use (etcd 3.4+); the rest is reclaimed by defragmentation.
@@ -173,6 +175,7 @@ impl<'r, R: Remote> EtcdClient<'r, R> {
             raft_term: if s.raft_term != 0 { s.raft_term } else { s.header.raft_term },
             raft_index: s.raft_index,
             raft_applied_index: s.raft_applied_index,
+            revision: s.header.revision,
             db_size: s.db_size,
             db_size_in_use: s.db_size_in_use,
             version: s.version,

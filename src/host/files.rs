@@ -122,6 +122,19 @@ impl HostPush<'_> {
         }
     }
 
+    /// Copies every file this push replaces or removes, where the host has it, to `dir` under
+    /// its own path (`<dir>/etc/kubernetes/pki/apiserver.crt`), mode and owner kept, in one
+    /// remote command; `dir` is made 0700. Nothing to copy sends nothing.
+    pub async fn back_up<R: Remote>(&self, remote: &R, dir: &Path) -> Result<(), TransportError> {
+        let paths: Vec<&Path> =
+            self.changes.iter().map(|f| f.path.as_path()).chain(self.retired.iter().map(PathBuf::as_path)).collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        remote.run(&backup_script(dir, &paths), b"").await?;
+        Ok(())
+    }
+
     /// Removes the retired files, then writes the changes: the files of one rank in one remote
     /// command (each still written atomically), a rank only when the one before it is complete.
     /// Removal comes first: until the new marker is written, the old one still lists what a cut
@@ -174,6 +187,29 @@ pub async fn prepare<'f, R: Remote>(
         .collect();
     restarting.extend(retired.iter().filter(|p| p.starts_with(MANIFESTS)).cloned());
     Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarting })
+}
+
+/// Copies each of `paths` that exists to `dir` + its path (`cp -p`: mode, owner, times), then
+/// syncs, so the backup is on disk before anything is replaced.
+pub fn backup_script(dir: &Path, paths: &[&Path]) -> String {
+    let dir = dir.to_string_lossy();
+    let mut script = format!(
+        "# backing up {} to {dir}\nset -e\numask 077\nmkdir -p {q}\nchmod 700 {q}\n",
+        count(paths.len()),
+        q = quote(&dir)
+    );
+    for path in paths {
+        let (from, to) = (path.to_string_lossy(), format!("{dir}{}", path.display()));
+        let parent = Path::new(&to).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        script.push_str(&format!(
+            "if [ -f {from} ]; then mkdir -p {parent}; cp -p -- {from} {to}; fi\n",
+            from = quote(&from),
+            parent = quote(&parent),
+            to = quote(&to)
+        ));
+    }
+    script.push_str(&format!("sync -- {}\n", quote(&dir)));
+    script
 }
 
 fn remove_script(paths: &[PathBuf]) -> String {
@@ -334,6 +370,27 @@ mod tests {
         assert!(script.contains(
             "rm -f -- '/etc/kubernetes/manifests/keepalived.yaml' '/etc/kubernetes/keepalived/keepalived.conf'"
         ));
+    }
+
+    #[test]
+    fn the_backup_script_copies_what_exists_under_its_own_path() {
+        let root = tempfile::tempdir().unwrap();
+        let etc = root.path().join("etc/it's");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("a.crt"), "old").unwrap();
+        std::fs::set_permissions(etc.join("a.crt"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        let dir = root.path().join("backup/2026-11-30T12-00-00Z");
+        let (a, missing) = (etc.join("a.crt"), etc.join("missing.crt"));
+        let script = backup_script(&dir, &[a.as_path(), missing.as_path()]);
+        assert!(script.starts_with("# backing up 2 files to "), "{script}");
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let copy = Path::new(&format!("{}{}", dir.display(), a.display())).to_path_buf();
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "old");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&copy).unwrap().mode() & 0o777, 0o640);
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        assert!(!Path::new(&format!("{}{}", dir.display(), missing.display())).exists());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 pub const KUBERNETES_DIR: &str = "/etc/kubernetes";
 /// kubeha's own files on a host (the marker, backups of replaced files).
 pub const KUBEHA_DIR: &str = "/etc/kubernetes/kubeha";
+/// Copies of the files a rollout replaced, under `<timestamp>/<their own path>`.
+pub const BACKUP_DIR: &str = "/etc/kubernetes/kubeha/backup";
 /// Static-pod manifests the kubelet runs.
 pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
 /// kubeadm's certificate directory; mounted into the control-plane pods at the same path.

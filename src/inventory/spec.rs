@@ -28,6 +28,8 @@ pub const DEFAULT_VIRTUAL_ROUTER_ID: u64 = 51;
 /// The endpoint port when a VIP is given without `controlPlaneEndpoint` (kubeadm's HA guide).
 pub const DEFAULT_LB_PORT: u16 = 8443;
 const DEFAULT_LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// kubeadm's `certs check-expiration` warns 30 days ahead; kubeha renews from then on.
+const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Plan parts as far as they could be read; `None` where a problem was already reported.
@@ -261,11 +263,42 @@ fn subnet(path: &str, text: &str, p: &mut Problems) -> Result<IpNet, ()> {
     }
 }
 
+/// `renewBefore`: a duration (zero turns early renewal off) shorter than the leaf validity, or
+/// every run would renew every certificate again. The default is 30 days, or a third of the
+/// validity when that is shorter.
+fn read_renew_before(c: &mut Object, out: &mut Certificates, p: &mut Problems) -> bool {
+    let Some(text) = c.string("renewBefore", p) else {
+        out.renew_before = DEFAULT_RENEW_BEFORE.min(out.validity / 3);
+        return true;
+    };
+    match humantime::parse_duration(&text) {
+        Ok(d) if d >= out.validity => {
+            p.push(
+                c.child("renewBefore"),
+                format!(
+                    "{text} is not shorter than validity {}; every run would renew every certificate",
+                    crate::plan::format_duration(out.validity)
+                ),
+            );
+            false
+        }
+        Ok(d) => {
+            out.renew_before = d;
+            true
+        }
+        Err(_) => {
+            p.push(c.child("renewBefore"), format!("{text:?} is not a duration such as 720h or 30d"));
+            false
+        }
+    }
+}
+
 fn read_certificates(certs: Option<Object>, p: &mut Problems) -> Option<Certificates> {
     let mut out = Certificates {
         key_algorithm: KeyAlgorithm::Rsa2048,
         validity: DEFAULT_LEAF_VALIDITY,
         ca_validity: DEFAULT_CA_VALIDITY,
+        renew_before: DEFAULT_RENEW_BEFORE,
         extra_sans: Vec::new(),
     };
     let Some(mut c) = certs else { return Some(out) };
@@ -294,6 +327,7 @@ fn read_certificates(certs: Option<Object>, p: &mut Problems) -> Option<Certific
             }
         }
     }
+    ok &= read_renew_before(&mut c, &mut out, p);
     if out.validity > out.ca_validity {
         p.push(
             c.child("validity"),

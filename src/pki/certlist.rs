@@ -275,6 +275,38 @@ pub(crate) fn kubeconfigs(plan: &Plan) -> Vec<Kubeconfig> {
     out
 }
 
+/// kubeadm's names for the certificates `certs renew` re-issues (`kubeadm certs renew <name>`),
+/// and what each is here: a leaf (its base, as in the table above) or a kubeconfig.
+pub(crate) const KUBEADM_NAMES: [(&str, &str); 12] = [
+    ("apiserver", "apiserver"),
+    ("apiserver-kubelet-client", "apiserver-kubelet-client"),
+    ("apiserver-etcd-client", "apiserver-etcd-client"),
+    ("front-proxy-client", "front-proxy-client"),
+    ("etcd-server", "etcd/server"),
+    ("etcd-peer", "etcd/peer"),
+    ("etcd-healthcheck-client", "etcd/healthcheck-client"),
+    ("admin.conf", "admin.conf"),
+    ("super-admin.conf", "super-admin.conf"),
+    ("controller-manager.conf", "controller-manager.conf"),
+    ("scheduler.conf", "scheduler.conf"),
+    ("kubelet.conf", "kubelet.conf"),
+];
+
+/// The files of the plan (leaf certificates as `<rel>.crt`, kubeconfigs as they are) that
+/// kubeadm's `name` stands for; per-host ones only for `hosts` (every host when empty). `None`
+/// for a name kubeadm does not have.
+pub(crate) fn named_files(plan: &Plan, name: &str, hosts: &[String]) -> Option<Vec<PathBuf>> {
+    let (_, base) = KUBEADM_NAMES.iter().find(|(n, _)| *n == name)?;
+    let wanted = |rel: &Path| match rel.strip_prefix("nodes") {
+        Ok(rest) => hosts.is_empty() || rest.iter().next().is_some_and(|h| hosts.iter().any(|w| h == w.as_str())),
+        Err(_) => true,
+    };
+    let leaves = leaves(plan).into_iter().map(|l| l.rel).filter(|rel| rel.ends_with(base));
+    let leaves = leaves.map(|rel| rel.with_extension("crt"));
+    let kubeconfigs = kubeconfigs(plan).into_iter().map(|k| k.rel).filter(|rel| rel.ends_with(base));
+    Some(leaves.chain(kubeconfigs).filter(|rel| wanted(rel)).collect())
+}
+
 /// Where a file of the state directory lands on a host.
 pub(crate) struct Placement {
     pub(crate) rel: PathBuf,

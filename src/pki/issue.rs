@@ -209,6 +209,7 @@ mod tests {
             key_algorithm: KeyAlgorithm::EcdsaP256,
             validity: std::time::Duration::from_secs(3600),
             ca_validity: std::time::Duration::from_secs(7200),
+            renew_before: std::time::Duration::ZERO,
             extra_sans: Vec::new(),
         };
         let validity = Validity::starting_now(&certs);

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 pub use error::PkiError;
+pub use reconcile::Renew;
 pub use state_dir::StateDirError;
 
 use crate::files::File;
@@ -68,7 +69,60 @@ pub struct Renewal {
 /// fit the plan and CA certificates that are missing (with their existing keys), and restricts
 /// private files to 0600 and directories to 0700; never replaces a CA key or any other key.
 pub fn generate(plan: &Plan, state_dir: &Path) -> Result<GenerateReport, PkiError> {
-    Ok(reconcile::run(plan, state_dir, reconcile::Mode::Generate)?.report)
+    let renew = Renew { window: plan.certificates.renew_before, ..Renew::default() };
+    generate_with(plan, state_dir, &renew)
+}
+
+/// [`generate`], renewing what `renew` says besides what no longer fits: leaves ending within
+/// its window, and the files it names (`certs renew`).
+pub fn generate_with(plan: &Plan, state_dir: &Path, renew: &Renew) -> Result<GenerateReport, PkiError> {
+    Ok(reconcile::run(plan, state_dir, reconcile::Mode::Generate, renew)?.report)
+}
+
+/// `<state>/renewing`: a `certs renew` whose certificates are issued in the state directory but
+/// not yet rolled out to every host; it names when that renewal started.
+const PENDING_RENEWAL: &str = "renewing";
+
+/// When the renewal still to be rolled out started, if one is.
+pub fn pending_renewal(state_dir: &Path) -> Result<Option<String>, PkiError> {
+    let store = store::Store::new(state_dir);
+    Ok(store.read(Path::new(PENDING_RENEWAL))?.map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+}
+
+/// Records a renewal that started at `started`, before its certificates are issued.
+pub fn begin_renewal(state_dir: &Path, started: &str) -> Result<(), PkiError> {
+    store::Store::new(state_dir).write(Path::new(PENDING_RENEWAL), format!("{started}\n").as_bytes(), 0o600)
+}
+
+/// The renewal is on every host: forgets it.
+pub fn end_renewal(state_dir: &Path) -> Result<(), PkiError> {
+    let path = state_dir.join(PENDING_RENEWAL);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PkiError::Write { path, source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// kubeadm's names for the certificates and kubeconfigs `certs renew` can re-issue.
+pub fn renewable_names() -> impl Iterator<Item = &'static str> {
+    certlist::KUBEADM_NAMES.iter().map(|(name, _)| *name)
+}
+
+/// The state-directory files `names` (kubeadm's, or `all`) stand for, per-host ones only for
+/// `hosts` (all when empty), in certificate-list order without repeats; `Err` names the first
+/// name that is not kubeadm's.
+pub fn renewal_targets(plan: &Plan, names: &[String], hosts: &[String]) -> Result<Vec<PathBuf>, String> {
+    let all: Vec<String> = renewable_names().map(String::from).collect();
+    let names = if names.iter().any(|n| n == "all") { &all } else { names };
+    let mut out: Vec<PathBuf> = Vec::new();
+    for name in names {
+        for rel in certlist::named_files(plan, name, hosts).ok_or_else(|| name.clone())? {
+            if !out.contains(&rel) {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The cluster id (see [`Pki::cluster_id`]) of the CA already in `state_dir`, if there is one.
@@ -180,7 +234,7 @@ impl std::fmt::Debug for Pki {
 /// Loads the complete PKI; fails when anything the plan needs is missing or invalid, or a leaf
 /// certificate no longer fits the plan (then `kubeha certs generate` renews it).
 pub fn load(plan: &Plan, state_dir: &Path) -> Result<Pki, PkiError> {
-    let outcome = reconcile::run(plan, state_dir, reconcile::Mode::Check)?;
+    let outcome = reconcile::run(plan, state_dir, reconcile::Mode::Check, &Renew::default())?;
     Ok(Pki {
         state_dir: state_dir.to_path_buf(),
         files: outcome.files,

@@ -11,7 +11,9 @@
 //! - a key is never replaced; a certificate (or `sa.pub`) without its key is an error (the key
 //!   may have been lost, and kubeha does not guess), a key without its certificate gets a new
 //!   certificate;
-//! - a leaf that no longer fits the plan is re-issued with its key and reported as renewed;
+//! - a leaf that no longer fits the plan is re-issued with its key and reported as renewed; so
+//!   is one that ends within the renewal window ([`Renew::window`]) and one the caller names
+//!   ([`Renew::force`], `certs renew`), with a new key if asked;
 //! - a private file or directory open to other users is restricted ([`super::modes`]);
 //! - in [`Mode::Check`] nothing is written, and whatever would be created, renewed or
 //!   restricted is an error.
@@ -99,16 +101,30 @@ struct Signer<'a> {
     issuer: Issuer<'a, &'a KeyPair>,
 }
 
+/// What a generating run renews besides what no longer fits the plan.
+#[derive(Debug, Clone, Default)]
+pub struct Renew {
+    /// Leaves (and kubeconfig client certificates) ending within this window are re-issued.
+    pub window: std::time::Duration,
+    /// Re-issued whatever they say: leaf certificates (`pki/apiserver-etcd-client.crt`,
+    /// `nodes/cp1/pki/apiserver.crt`) and kubeconfigs (`admin.conf`, `nodes/cp1/kubelet.conf`),
+    /// relative to the state directory.
+    pub force: Vec<PathBuf>,
+    /// The forced ones get new keys.
+    pub new_keys: bool,
+}
+
 struct Run<'a> {
     store: &'a Store,
     plan: &'a Plan,
     mode: Mode,
+    renew: &'a Renew,
     validity: Validity,
     /// The state directory's cluster record, as found.
     record: Option<ClusterRecord>,
 }
 
-pub(crate) fn run(plan: &Plan, dir: &Path, mode: Mode) -> Result<Outcome, PkiError> {
+pub(crate) fn run(plan: &Plan, dir: &Path, mode: Mode, renew: &Renew) -> Result<Outcome, PkiError> {
     let store = Store::new(dir);
     if mode == Mode::Generate {
         store.create_root()?;
@@ -117,7 +133,8 @@ pub(crate) fn run(plan: &Plan, dir: &Path, mode: Mode) -> Result<Outcome, PkiErr
     }
     let found = record::read(&store)?;
     record::check_name(&store, found.as_ref(), &plan.name)?;
-    let run = Run { store: &store, plan, mode, validity: Validity::starting_now(&plan.certificates), record: found };
+    let validity = Validity::starting_now(&plan.certificates);
+    let run = Run { store: &store, plan, mode, renew, validity, record: found };
     let result = run.all();
     // Make whatever was written durable, even when a later file failed.
     let synced = store.sync_dirs();
@@ -353,7 +370,9 @@ impl Run<'_> {
                 let der = inspect::pem_to_der(&pem, &crt_path)?;
                 let (cert, key) = pair(&der, found.content, &crt_path, &key_path)?;
                 let key_change = self.restrict(&key_rel, found.mode)?;
-                match inspect::leaf_mismatch(&cert, &leaf.identity, &signer.cert, &signer.crt, self.validity.now) {
+                let mismatch =
+                    inspect::leaf_mismatch(&cert, &leaf.identity, &signer.cert, &signer.crt, self.validity.now);
+                match mismatch.or_else(|| self.early(&crt, &cert)) {
                     None => {
                         return Ok(vec![
                             Record::new(crt, Change::Kept, pem),
@@ -362,6 +381,7 @@ impl Run<'_> {
                     }
                     Some(reason) => {
                         self.may_renew(&crt, &reason)?;
+                        let (key, key_change) = self.rekey(&crt, &key_rel, key, key_change)?;
                         (key, key_change, Change::Renewed(reason))
                     }
                 }
@@ -383,6 +403,42 @@ impl Run<'_> {
         let pem = self.issue(&leaf.identity, &key, signer, &crt_path)?;
         self.store.write(&crt, &pem, CERT_MODE)?;
         Ok(vec![Record::new(crt, cert_change, pem), Record::new(key_rel, key_change, key.pem())])
+    }
+
+    /// Why a leaf that fits the plan is renewed all the same: the caller named it, or it ends
+    /// within the renewal window. `None` in check mode, which only asks whether files fit.
+    fn early(&self, rel: &Path, cert: &X509Certificate<'_>) -> Option<String> {
+        if self.mode == Mode::Check {
+            return None;
+        }
+        if self.renew.force.iter().any(|f| f == rel) {
+            return Some(
+                if self.renew.new_keys { "renewal requested, with a new key" } else { "renewal requested" }.into(),
+            );
+        }
+        let not_after = cert.validity().not_after;
+        let window = time::Duration::try_from(self.renew.window).unwrap_or(time::Duration::MAX);
+        let renew_from = time::OffsetDateTime::from_unix_timestamp(not_after.timestamp()).ok()?.checked_sub(window);
+        (self.renew.window > std::time::Duration::ZERO && renew_from.is_none_or(|t| t <= self.validity.now)).then(
+            || {
+                format!(
+                    "expires on {not_after}, within the renewal window of {}",
+                    crate::plan::format_duration(self.renew.window)
+                )
+            },
+        )
+    }
+
+    /// The key a renewed leaf gets: a new one, written (and its directory synced) before the
+    /// certificate, when the caller asked for new keys for it; else the one it had.
+    fn rekey(&self, crt: &Path, key_rel: &Path, key: Key, change: Change) -> Result<(Key, Change), PkiError> {
+        if !(self.renew.new_keys && self.renew.force.iter().any(|f| f == crt)) {
+            return Ok((key, change));
+        }
+        let key = self.new_key()?;
+        self.store.write(key_rel, key.pem(), SECRET_MODE)?;
+        self.store.sync_dir_of(key_rel)?;
+        Ok((key, Change::Renewed("new key requested".into())))
     }
 
     fn issue(
@@ -440,7 +496,8 @@ impl Run<'_> {
         }
 
         let mut reasons = Vec::new();
-        let cert_reason = inspect::leaf_mismatch(&cert, &kc.identity, &signer.cert, &signer.crt, self.validity.now);
+        let cert_reason = inspect::leaf_mismatch(&cert, &kc.identity, &signer.cert, &signer.crt, self.validity.now)
+            .or_else(|| self.early(&kc.rel, &cert));
         if let Some(reason) = &cert_reason {
             reasons.push(format!("client certificate: {reason}"));
         }
@@ -467,11 +524,15 @@ impl Run<'_> {
         }
         let reason = reasons.join("; ");
         self.may_renew(&kc.rel, &reason)?;
+        let key = match self.renew.new_keys && self.renew.force.iter().any(|f| f == &kc.rel) {
+            true => self.new_key()?,
+            false => key,
+        };
         expected.cert_pem = match cert_reason {
             Some(_) => self.issue(&kc.identity, &key, signer, &path)?,
             None => std::mem::take(&mut found.cert_pem),
         };
-        expected.key_pem = std::mem::take(&mut found.key_pem);
+        expected.key_pem = key.pem().to_vec();
         let text = kubeconfig::render(&expected);
         self.store.write(&kc.rel, text.as_bytes(), SECRET_MODE)?;
         Ok(Record::new(&kc.rel, Change::Renewed(reason), text))

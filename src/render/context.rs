@@ -52,6 +52,14 @@ impl<'a> HostContext<'a> {
         https(self.loopback(), ETCD_CLIENT_PORT)
     }
 
+    /// The apiserver's `--etcd-servers`: its own member on loopback first, then every other
+    /// control plane's, so the apiserver keeps serving while its own member restarts.
+    pub fn etcd_servers(&self) -> String {
+        let others =
+            self.plan.control_planes().filter(|h| h.name != self.host.name).map(|h| https(h.address, ETCD_CLIENT_PORT));
+        std::iter::once(self.etcd_local_client_url()).chain(others).collect::<Vec<_>>().join(",")
+    }
+
     /// Plain HTTP on loopback: metrics and health only, never data.
     pub fn etcd_metrics_url(&self) -> String {
         format!("http://{}", join_host_port(self.loopback(), ETCD_METRICS_PORT))

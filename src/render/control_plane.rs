@@ -40,6 +40,10 @@ fn pki(name: &str) -> String {
     format!("{PKI_DIR}/{name}")
 }
 
+/// How long a stopping apiserver keeps serving while failing `/readyz`: longer than haproxy
+/// takes to mark a server down (two failed checks, 2 s then 1 s apart, each up to 2 s).
+pub const SHUTDOWN_DELAY: &str = "6s";
+
 pub fn apiserver(ctx: &HostContext) -> StaticPod {
     let plan = ctx.plan;
     let address = ctx.address().to_string();
@@ -54,7 +58,9 @@ pub fn apiserver(ctx: &HostContext) -> StaticPod {
         .set("etcd-cafile", format!("{ETCD_PKI_DIR}/ca.crt"))
         .set("etcd-certfile", pki("apiserver-etcd-client.crt"))
         .set("etcd-keyfile", pki("apiserver-etcd-client.key"))
-        .set("etcd-servers", ctx.etcd_local_client_url())
+        // Not kubeadm's (its own member only): every member, its own first, so that restarting
+        // the host's etcd (a renewed certificate, an upgrade) does not fail the apiserver.
+        .set("etcd-servers", ctx.etcd_servers())
         .set("kubelet-client-certificate", pki("apiserver-kubelet-client.crt"))
         .set("kubelet-client-key", pki("apiserver-kubelet-client.key"))
         .set("kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname")
@@ -70,6 +76,10 @@ pub fn apiserver(ctx: &HostContext) -> StaticPod {
         .set("service-account-key-file", pki("sa.pub"))
         .set("service-account-signing-key-file", pki("sa.key"))
         .set("service-cluster-ip-range", plan.networking.service_subnet.to_string())
+        // Not kubeadm's: on SIGTERM the apiserver fails /readyz but keeps serving this long, so
+        // the load balancers (haproxy checks /readyz) send new connections elsewhere before it
+        // stops listening, and a restart drops no request.
+        .set("shutdown-delay-duration", SHUTDOWN_DELAY)
         .set("tls-cert-file", pki("apiserver.crt"))
         .set("tls-private-key-file", pki("apiserver.key"));
     let mut pod = StaticPod::new("kube-apiserver", ctx.kubernetes_image("kube-apiserver"), f.command("kube-apiserver"))

@@ -2,10 +2,12 @@
 //! apiservers, and keepalived moving the VIP to a control plane whose apiserver and haproxy work.
 //!
 //! Choices and why:
-//! - haproxy passes TLS through (`mode tcp`) and checks each apiserver with `GET /healthz` over
-//!   TLS, verifying the certificate against the cluster CA and the name `kubernetes` that every
-//!   apiserver certificate carries; a dead backend is skipped (`option redispatch`, retries) and
-//!   its sessions are closed so clients reconnect to a live one.
+//! - haproxy passes TLS through (`mode tcp`) and checks each apiserver with `GET /readyz` over
+//!   TLS (a stopping apiserver fails `/readyz` during its `--shutdown-delay-duration` while it
+//!   still serves, so it leaves the rotation before it stops listening), verifying the certificate against the cluster CA and the name `kubernetes` that every
+//!   apiserver certificate carries; a dead backend is skipped (`option redispatch`, retries);
+//!   sessions on a backend marked down are left to finish (a stopping apiserver serves them
+//!   during its shutdown delay), and TCP keepalive closes those to a host that is gone.
 //! - keepalived runs unicast VRRP between the control planes (works where multicast does not),
 //!   every instance `BACKUP` with `nopreempt` and distinct priorities, so a recovered host does
 //!   not take the VIP back. The health script has weight 0: a failing host goes to FAULT and

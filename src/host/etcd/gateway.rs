@@ -32,6 +32,9 @@ pub(crate) struct Header {
     pub member_id: u64,
     #[serde(deserialize_with = "lenient_u64")]
     pub raft_term: u64,
+    /// The key-value store's revision when the member answered.
+    #[serde(deserialize_with = "lenient_u64")]
+    pub revision: u64,
 }
 
 /// `/v3/maintenance/status`.

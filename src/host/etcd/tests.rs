@@ -73,6 +73,7 @@ async fn health_status_and_members_are_typed() {
             raft_term: 2,
             raft_index: 5,
             raft_applied_index: 5,
+            revision: 1,
             db_size: 20480,
             db_size_in_use: 16384,
             version: "3.4.23".into(),

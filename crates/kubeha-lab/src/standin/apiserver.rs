@@ -85,6 +85,11 @@ pub async fn start(flags: &Flags, version: KubeVersion) -> Result<ApiServer, Sta
 }
 
 impl ApiServer {
+    /// The health state its `/healthz`, `/livez` and `/readyz` answer from.
+    pub fn health(&self) -> Health {
+        self.state.health.clone()
+    }
+
     /// Serves until the future is dropped, re-reading etcd in the background.
     pub async fn run(self) {
         let state = self.state.clone();
@@ -238,29 +243,33 @@ fn service_account_keys(flags: &Flags) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Reads etcd at every `--etcd-servers` URL, retrying each for up to [`ETCD_STARTUP_WAIT`].
+/// Reads etcd at the `--etcd-servers` URLs until one answers, for up to [`ETCD_STARTUP_WAIT`]:
+/// as the real server's etcd client, which balances over every URL, one member is enough.
 async fn wait_for_etcd(etcd: &EtcdProbe) -> Result<(), StartupError> {
-    for server in &etcd.servers {
-        let deadline = Instant::now() + ETCD_STARTUP_WAIT;
-        loop {
+    let deadline = Instant::now() + ETCD_STARTUP_WAIT;
+    loop {
+        let mut first_error = None;
+        for server in &etcd.servers {
             match etcd.check(server).await {
                 Ok(()) => {
                     tracing::info!("etcd at {server} answered a linearizable read");
-                    break;
-                }
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(StartupError(format!(
-                        "--etcd-servers {server}: etcd did not answer a linearizable read within {ETCD_STARTUP_WAIT:?}: {e}"
-                    )));
+                    return Ok(());
                 }
                 Err(e) => {
                     tracing::warn!("waiting for etcd: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    first_error.get_or_insert((server, e));
                 }
             }
         }
+        if let Some((server, e)) = first_error
+            && Instant::now() >= deadline
+        {
+            return Err(StartupError(format!(
+                "--etcd-servers {server}: etcd did not answer a linearizable read within {ETCD_STARTUP_WAIT:?}: {e}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(())
 }
 
 async fn handle(state: &State, peer: Peer, req: hyper::Request<Incoming>) -> Reply {

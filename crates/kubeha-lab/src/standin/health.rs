@@ -4,6 +4,7 @@
 //! A check starts failing ("not checked yet") and is updated by a background task; changes are
 //! logged with their reason, while the HTTP body withholds reasons as the real components do.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::respond::{self, Reply};
@@ -15,6 +16,9 @@ type Check = (&'static str, Result<(), String>);
 #[derive(Clone, Debug)]
 pub struct Health {
     checks: Arc<Mutex<Vec<Check>>>,
+    /// Set when the process got SIGTERM and waits out `--shutdown-delay-duration`: `/readyz`
+    /// fails its `shutdown` check, `/healthz` and `/livez` do not (as the real apiserver).
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -23,7 +27,12 @@ impl Health {
     pub fn new(names: &[&'static str]) -> Health {
         let mut checks: Vec<Check> = vec![("ping", Ok(())), ("log", Ok(()))];
         checks.extend(names.iter().map(|n| (*n, Err("not checked yet".to_string()))));
-        Health { checks: Arc::new(Mutex::new(checks)) }
+        Health { checks: Arc::new(Mutex::new(checks)), shutting_down: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// From now on `/readyz` fails: the process is shutting down.
+    pub fn shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
     }
 
     /// Records the result of check `name`, logging when it changes.
@@ -54,7 +63,10 @@ impl Health {
                 _ => {}
             }
         }
-        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if endpoint == "readyz" && self.shutting_down.load(Ordering::Relaxed) {
+            checks.push(("shutdown", Err("process is shutting down".to_string())));
+        }
         let mut body = String::new();
         let mut failed = false;
         for (name, result) in checks.iter().filter(|(n, _)| !excluded.iter().any(|e| e == n)) {

@@ -101,12 +101,29 @@ async fn serve_until_signal(component: &str, flags: &Flags, version: KubeVersion
         signal(SignalKind::terminate()).map_err(|e| StartupError(format!("installing a SIGTERM handler: {e}")))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| StartupError(format!("installing a SIGINT handler: {e}")))?;
-    let serve = async {
-        if component == "kube-apiserver" {
-            apiserver::start(flags, version).await?.run().await;
-        } else {
-            delegated::start(component, flags).await?.run().await;
+    if component == "kube-apiserver" {
+        // As the real one: on SIGTERM, fail /readyz but keep serving for
+        // --shutdown-delay-duration, so load balancers stop sending new connections first.
+        let server = apiserver::start(flags, version).await?;
+        let health = server.health();
+        let delay = flags::parse_go_duration(flags.str("shutdown-delay-duration")).unwrap_or_default();
+        let run = server.run();
+        tokio::pin!(run);
+        let signal = tokio::select! {
+            _ = &mut run => return Ok(()),
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if !delay.is_zero() {
+            health.shutting_down();
+            tracing::info!("Received {signal}: /readyz fails, serving for --shutdown-delay-duration={delay:?}");
+            let _ = tokio::time::timeout(delay, &mut run).await;
         }
+        tracing::info!("Received {signal}, shutting down");
+        return Ok(());
+    }
+    let serve = async {
+        delegated::start(component, flags).await?.run().await;
         Ok(())
     };
     tokio::select! {

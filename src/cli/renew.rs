@@ -1,0 +1,191 @@
+//! `kubeha certs renew`: re-issue named certificates (kubeadm's names) and roll them out one
+//! control plane at a time, with a backup of every replaced file and an etcd snapshot first.
+
+use std::time::Duration;
+
+use super::output::println;
+use crate::actions::checks;
+use crate::actions::error::ActionError;
+use crate::actions::renew::{RenewOptions, RenewReport, renew};
+use crate::actions::session::SessionOptions;
+use crate::actions::wait::WaitOptions;
+use crate::transport::Credentials;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    cluster: super::ClusterArgs,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
+    /// What to renew, by kubeadm's names (apiserver, apiserver-kubelet-client,
+    /// apiserver-etcd-client, front-proxy-client, etcd-server, etcd-peer, etcd-healthcheck-client,
+    /// admin.conf, super-admin.conf, controller-manager.conf, scheduler.conf, kubelet.conf), or
+    /// `all`.
+    #[arg(required = true, value_name = "NAME")]
+    names: Vec<String>,
+    /// Renew the per-host certificates of this host only (repeatable); the certificates every
+    /// control plane shares are renewed for all of them.
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// Re-issue with new keys instead of the existing ones.
+    #[arg(long)]
+    new_keys: bool,
+    /// Connect, run preflight and list what would be renewed and written; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not take an etcd snapshot into the state directory first.
+    #[arg(long)]
+    no_snapshot: bool,
+    /// Take over the hosts' locks even if another kubeha run holds them (only when that run is
+    /// known to have ended).
+    #[arg(long)]
+    force_lock: bool,
+    /// How long to wait for each control plane's etcd and apiserver to be healthy again.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
+    /// fileCheckFrequency); each control plane is given this long before its health is checked.
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    kubelet_sync: Duration,
+}
+
+/// A name on the command line that is not one of kubeadm's, or a host not in the inventory.
+#[derive(Debug, thiserror::Error)]
+pub enum BadTarget {
+    #[error("{0:?} is not a certificate certs renew knows; use one of: {1}, or all")]
+    Name(String, String),
+    #[error("--host {0}: no such host in the inventory")]
+    Host(String),
+}
+
+impl Args {
+    pub fn exec(self) -> anyhow::Result<()> {
+        let plan = self.cluster.inventory.load()?;
+        if let Some(h) = self.hosts.iter().find(|h| !plan.hosts.iter().any(|p| &p.name == *h)) {
+            return Err(BadTarget::Host(h.clone()).into());
+        }
+        let targets = crate::pki::renewal_targets(&plan, &self.names, &self.hosts)
+            .map_err(|name| BadTarget::Name(name, crate::pki::renewable_names().collect::<Vec<_>>().join(", ")))?;
+        let state_dir = self.cluster.state_dir(&plan, self.dry_run)?;
+        let options = RenewOptions {
+            session: SessionOptions {
+                parallel: self.remote.parallel(),
+                dry_run: self.dry_run,
+                wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
+                kubelet_sync: self.kubelet_sync,
+                host_lock: Some(crate::actions::session::HostLockOptions {
+                    command: "kubeha certs renew".into(),
+                    ttl: super::init::lock_ttl(&plan, self.timeout, self.kubelet_sync),
+                    force: self.force_lock,
+                }),
+            },
+            max_clock_skew: self.remote.max_clock_skew,
+            targets,
+            new_keys: self.new_keys,
+            no_snapshot: self.no_snapshot,
+        };
+        let progress = super::progress(&plan);
+        let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
+        let connector = self.remote.connector(&credentials);
+        let result = super::remote::runtime()?.block_on(async {
+            tokio::select! {
+                result = renew(&plan, &state_dir, &options, &connector, &progress) => Ok(result),
+                _ = tokio::signal::ctrl_c() => Err(super::Interrupted),
+            }
+        });
+        progress.clear();
+        let report = match result? {
+            Ok(report) => report,
+            Err(ActionError::Preflight { checks }) => {
+                let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
+                eprint!("{}", checks::table(&failed));
+                return Err(ActionError::Preflight { checks }.into());
+            }
+            Err(e) => {
+                if let ActionError::Stopped { .. } = &e {
+                    eprint!("{}", recovery(&e, &self.cluster.inventory.inventory.display().to_string()));
+                }
+                return Err(e.into());
+            }
+        };
+        self.print(&report)
+    }
+
+    fn print(&self, report: &RenewReport) -> anyhow::Result<()> {
+        if let Some(started) = &report.resumed {
+            eprintln!("continuing the renewal started at {started}: its certificates were already issued");
+        }
+        let verb = if self.dry_run { "would renew" } else { "renewed" };
+        for renewal in &report.renewed {
+            println(format_args!("{verb} {} ({})", renewal.path.display(), renewal.reason))?;
+        }
+        for (host, pushed) in &report.pushed {
+            if self.dry_run {
+                for path in &pushed.written {
+                    println(format_args!("{host}: would write {}", path.display()))?;
+                }
+            } else if !pushed.is_empty() {
+                eprintln!("{host}: {} (replaced files kept in {})", pushed.summary(false), report.backup.display());
+            }
+        }
+        if let Some(snapshot) = &report.snapshot {
+            eprintln!("etcd snapshot: {}", snapshot.display());
+        }
+        let phases: Vec<String> =
+            report.phases.iter().map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64())).collect();
+        eprintln!("phases: {}", phases.join(", "));
+        let timing = format!(
+            "kubeha worked {:.2}s, waited {:.2}s for the components",
+            report.work.as_secs_f64(),
+            report.waited.as_secs_f64()
+        );
+        if self.dry_run {
+            println(format_args!(
+                "dry run: {} certificate file(s) would be renewed; nothing was written",
+                report.renewed.len()
+            ))?;
+        } else if let Some(started) = &report.resumed {
+            println(format_args!("rolled out the renewal started at {started} ({timing})"))?;
+        } else {
+            println(format_args!(
+                "renewed {} certificate file(s) and rolled them out ({timing})",
+                report.renewed.len()
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+/// `cp1 has` / `cp1, cp2 have`.
+fn hosts(names: &[String], one: &str, many: &str) -> String {
+    format!("{} {}", names.join(", "), if names.len() == 1 { one } else { many })
+}
+
+/// What to do after a roll-out stopped: which hosts have what, how to roll a host back, and
+/// how to continue.
+pub fn recovery(e: &ActionError, inventory: &str) -> String {
+    let ActionError::Stopped { host, written, rolled, untouched, backup, .. } = e else { return String::new() };
+    let mut out = format!("the roll-out stopped at {host}:\n");
+    if !rolled.is_empty() {
+        out += &format!("  {} the renewed certificates and came back healthy\n", hosts(rolled, "has", "have"));
+    }
+    if *written {
+        out += &format!("  {host} was written to (some or all of its renewed files) but did not come back healthy\n");
+    } else {
+        out += &format!("  {host} was not written (it keeps its certificates)\n");
+    }
+    if !untouched.is_empty() {
+        out += &format!("  {} not touched (they keep the old certificates)\n", hosts(untouched, "was", "were"));
+    }
+    if let (true, Some(dir)) = (*written, backup) {
+        out += &format!(
+            "to roll {host} back: copy the files under {host}:{d} back to their places (cp -a {d}/etc/kubernetes/. /etc/kubernetes/)\n",
+            d = dir.display()
+        );
+    }
+    out += &format!(
+        "to continue: fix {host} and run `kubeha certs renew -i {inventory} ...` again; it rolls out the certificates \
+         already issued (no new ones) to the hosts that do not have them yet\n"
+    );
+    out
+}
