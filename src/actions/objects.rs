@@ -13,7 +13,7 @@ use super::fanout;
 use super::session::Session;
 use super::wait::{Failure, WaitError, until};
 use crate::host::apiserver::{ApiServerClient, ApiServerError, ApiServerErrorKind};
-use crate::https::{ClientIdentity, Request};
+use crate::https::Request;
 use crate::objects::{Object, control_plane_node};
 use crate::pki::Pki;
 use crate::plan::Host;
@@ -54,9 +54,7 @@ pub async fn apply<R: Remote>(
     independent: &[Object],
     ordered: &[Object],
 ) -> Result<Vec<Applied>, ActionError> {
-    let admin = pki.super_admin();
-    let identity =
-        ClientIdentity::from_pem_named("super-admin.conf", &admin.cert_pem, "super-admin.conf", &admin.key_pem)?;
+    let identity = pki.super_admin().identity("super-admin.conf", "super-admin.conf")?;
     let api = ApiServerClient::new(remote, session.plan, host, pki.ca_cert_pem(), Some(&identity))?;
     apply_with(session, host, &api, independent, ordered).await
 }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use super::error::ActionError;
 use super::session::Session;
 use crate::host::etcd::EtcdClient;
-use crate::https::{ClientIdentity, TlsClient};
+use crate::https::TlsClient;
 use crate::pki::Pki;
 use crate::transport::Remote;
 
@@ -44,13 +44,8 @@ pub fn file_name(cluster: &str, at: &str, revision: u64) -> String {
 
 /// Takes a snapshot from the first control plane whose etcd gives one; its path.
 pub async fn take<R: Remote>(session: &Session<'_, R>, pki: &Pki, at: &str) -> Result<PathBuf, ActionError> {
-    let id = pki.etcd_healthcheck_client();
-    let identity = ClientIdentity::from_pem_named(
-        "etcd/healthcheck-client.crt",
-        &id.cert_pem,
-        "etcd/healthcheck-client.key",
-        &id.key_pem,
-    )?;
+    let identity =
+        pki.etcd_healthcheck_client().identity("etcd/healthcheck-client.crt", "etcd/healthcheck-client.key")?;
     let tls = TlsClient::new(pki.etcd_ca_cert_pem(), Some(&identity))?;
     let dir = session.state_dir().join(SNAPSHOT_DIR);
     let mut last = String::from("no control plane is connected");

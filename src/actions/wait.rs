@@ -15,7 +15,7 @@ use super::rollout::Gates;
 use super::session::Session;
 use crate::host::apiserver::ApiServerClient;
 use crate::host::etcd::{EtcdClient, Member};
-use crate::https::{ClientIdentity, HttpsError, HttpsUrl, Request, TlsClient};
+use crate::https::{HttpsError, HttpsUrl, Request, TlsClient};
 use crate::pki::Pki;
 use crate::plan::{EndpointHost, Host, Plan};
 use crate::transport::Remote;
@@ -178,13 +178,8 @@ pub struct Health<'p> {
 impl<'p> Health<'p> {
     pub fn new(plan: &'p Plan, pki: &Pki, interval: Duration) -> Result<Self, HttpsError> {
         let probe_timeout = Duration::from_secs(5);
-        let id = pki.etcd_healthcheck_client();
-        let identity = ClientIdentity::from_pem_named(
-            "etcd/healthcheck-client.crt",
-            &id.cert_pem,
-            "etcd/healthcheck-client.key",
-            &id.key_pem,
-        )?;
+        let identity =
+            pki.etcd_healthcheck_client().identity("etcd/healthcheck-client.crt", "etcd/healthcheck-client.key")?;
         Ok(Health {
             plan,
             etcd: TlsClient::new(pki.etcd_ca_cert_pem(), Some(&identity))?.with_timeout(probe_timeout),

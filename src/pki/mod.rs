@@ -185,6 +185,13 @@ pub struct CertAndKey {
     pub key_pem: Vec<u8>,
 }
 
+impl CertAndKey {
+    /// The pair as a TLS client identity; `cert` and `key` name the files in errors.
+    pub fn identity(&self, cert: &str, key: &str) -> Result<crate::https::ClientIdentity, crate::https::HttpsError> {
+        crate::https::ClientIdentity::from_pem_named(cert, &self.cert_pem, key, &self.key_pem)
+    }
+}
+
 /// The key is wiped from memory when dropped.
 impl Drop for CertAndKey {
     fn drop(&mut self) {

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::host::layout::CLUSTER_MARKER;
-pub use inputs::{INPUTS_HASH_ANNOTATION, RESTART_ANNOTATION, stamp_restart};
+pub use inputs::{INPUTS_HASH_ANNOTATION, stamp_restart};
 
 use crate::files::File;
 use crate::host::layout::{MANIFEST_MODE, manifest};
