@@ -8,176 +8,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use kubeha::pki::expiry::{Signers, describe};
 use kubeha_lab::{Lab, LabSpec, wait_for};
+use support::cluster::*;
 
 fn lab(name: &str, subnet: u8) -> Lab {
-    let mut spec = LabSpec::new(name, subnet);
-    spec.dir = PathBuf::from("/tmp/kubeha-e2e").join(name);
-    if spec.dir.join("lab.json").exists() {
-        Lab::open(&spec.dir).unwrap().down().unwrap();
-    }
-    let _ = std::fs::remove_dir_all(spec.dir.join("state"));
-    spec.exe = Some(env!("CARGO_BIN_EXE_kubeha-lab").into());
-    Lab::up(spec).unwrap()
-}
-
-fn state(lab: &Lab) -> PathBuf {
-    lab.dir().join("state")
-}
-
-fn kubeha(lab: &Lab, args: &[&str]) -> Output {
-    Command::new(support::kubeha_bin())
-        .args(args)
-        .arg("-i")
-        .arg(lab.inventory_path())
-        .arg("--state-dir")
-        .arg(state(lab))
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed ({:?}):\n{}", out.status.code(), text(out));
-}
-
-fn curl_healthz(lab: &Lab) -> Output {
-    let ca = state(lab).join("pki/ca.crt");
-    let url = format!("https://{}:8443/healthz", lab.vip());
-    Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "5", "--cacert", &ca.to_string_lossy(), &url])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// `etcdctl` against every control plane with the state directory's apiserver-etcd-client
-/// certificate (read afresh by each call: the renewal replaces it).
-fn etcdctl(lab: &Lab, args: &[&str]) -> Output {
-    let pki = state(lab).join("pki");
-    let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
-    let endpoints: Vec<String> =
-        lab.hosts().iter().filter(|h| h.control_plane).map(|h| format!("https://{}:2379", h.address)).collect();
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", p("etcd/ca.crt")))
-        .arg(format!("--cert={}", p("apiserver-etcd-client.crt")))
-        .arg(format!("--key={}", p("apiserver-etcd-client.key")))
-        .arg("--dial-timeout=3s")
-        .arg("--command-timeout=5s")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Requests that succeeded and failed (with when and why, the first few).
-#[derive(Debug, Default)]
-struct Counts {
-    ok: usize,
-    failed: Vec<String>,
-}
-
-/// A client loop in a thread until `stop`.
-fn load(
-    stop: Arc<AtomicBool>,
-    started: Instant,
-    mut request: impl FnMut(usize) -> Result<(), String> + Send + 'static,
-) -> std::thread::JoinHandle<Counts> {
-    std::thread::spawn(move || {
-        let mut counts = Counts::default();
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) {
-            match request(i) {
-                Ok(()) => counts.ok += 1,
-                Err(e) => counts.failed.push(format!("{:.1}s: {e}", started.elapsed().as_secs_f64())),
-            }
-            i += 1;
-        }
-        counts
-    })
-}
-
-/// Every certificate a host has under /etc/kubernetes (PEM files and kubeconfigs' client
-/// certificates): serial and not-after, by path.
-fn certificates(lab: &Lab, host: &str) -> BTreeMap<String, (String, i64)> {
-    let signers = Signers::read(&state(lab));
-    let mut out = BTreeMap::new();
-    let base = lab.host_path(host, "/etc/kubernetes").unwrap();
-    let mut files = Vec::new();
-    walk(&base, &mut files);
-    for path in files {
-        let rel = Path::new("/etc/kubernetes").join(path.strip_prefix(&base).unwrap());
-        let name = rel.to_string_lossy().into_owned();
-        if name.contains("/kubeha/") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        let pem = if name.ends_with(".crt") {
-            bytes
-        } else if name.ends_with(".conf") {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            let Some(data) = text.lines().find_map(|l| l.trim().strip_prefix("client-certificate-data:")) else {
-                continue;
-            };
-            base64::engine::general_purpose::STANDARD.decode(data.trim()).unwrap()
-        } else {
-            continue;
-        };
-        let info = describe(&pem, &signers).unwrap_or_else(|| panic!("{host}:{name} is not a certificate"));
-        out.insert(name, (info.serial, info.not_after.unix_timestamp()));
-    }
-    out
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            walk(&entry.path(), out);
-        } else {
-            out.push(entry.path());
-        }
-    }
-}
-
-/// The serial of the certificate the apiserver on `host` serves.
-fn served_serial(lab: &Lab, host: &str) -> String {
-    let address = lab.host(host).unwrap().address;
-    let script =
-        format!("openssl s_client -connect {address}:6443 </dev/null 2>/dev/null | openssl x509 -noout -serial");
-    let out = lab.exec(host, &["sh", "-c", &script]).unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("serial=").to_string()
-}
-
-fn control_planes(lab: &Lab) -> Vec<String> {
-    lab.hosts().iter().filter(|h| h.control_plane).map(|h| h.name.clone()).collect()
-}
-
-/// Hosts whose eth0 holds the VIP.
-fn vip_holders(lab: &Lab) -> Vec<String> {
-    let vip = format!("{}/", lab.vip());
-    control_planes(lab)
-        .into_iter()
-        .filter(|h| lab.sh(h, "ip -4 -o addr show dev eth0").unwrap_or_default().contains(&vip))
-        .collect()
-}
-
-fn serial_hex(serial: &str) -> String {
-    serial.replace(':', "").to_uppercase()
+    fresh_lab(LabSpec::new(name, subnet))
 }
 
 #[test]
@@ -213,73 +52,17 @@ fn renew_all_under_load_then_a_cut_host_stops_the_rollout_and_the_rerun_finishes
     assert!(dry_out.contains("cp2: would write /etc/kubernetes/pki/etcd/peer.crt"), "{dry_out}");
     assert_eq!(certificates(&lab, "cp1"), before["cp1"], "a dry run changed cp1");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let curl = {
-        let lab = Lab::open(lab.dir()).unwrap();
-        load(stop.clone(), started, move |_| {
-            let out = curl_healthz(&lab);
-            if String::from_utf8_lossy(&out.stdout) == "ok" { Ok(()) } else { Err(text(&out).trim().to_string()) }
-        })
-    };
-    // etcd 3.4 closes its gRPC transport when stopped, without finishing requests in flight
-    // ("transport is closing"): a request that reaches a member at that instant fails, whatever
-    // the order of restarts. Clients retry such a request (the apiserver's etcd client does); so
-    // does this loop, once, and counts first attempts that failed apart from requests that
-    // failed.
-    let retried = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let etcd = {
-        let lab = Lab::open(lab.dir()).unwrap();
-        let retried = retried.clone();
-        load(stop.clone(), started, move |i| {
-            let value = format!("v{i}");
-            let attempt = || -> Result<(), String> {
-                let put = etcdctl(&lab, &["put", "kubeha-renew-load", &value]);
-                if !put.status.success() {
-                    return Err(format!("put: {}", String::from_utf8_lossy(&put.stderr).lines().last().unwrap_or("")));
-                }
-                let get = etcdctl(&lab, &["get", "kubeha-renew-load", "--print-value-only"]);
-                match String::from_utf8_lossy(&get.stdout).trim() {
-                    v if v == value => Ok(()),
-                    v => {
-                        Err(format!("get: {v:?} instead of {value:?}: {}", String::from_utf8_lossy(&get.stderr).trim()))
-                    }
-                }
-            };
-            attempt().or_else(|first| {
-                retried.lock().unwrap().push(format!("{:.1}s: {first}", started.elapsed().as_secs_f64()));
-                attempt()
-            })
-        })
-    };
+    let load = Load::start(&lab, &control_planes(&lab), "kubeha-renew-load");
     std::thread::sleep(Duration::from_secs(3));
     let renewing = Instant::now();
     let out = kubeha(&lab, &["certs", "renew", "all", "--timeout", "3m", "--kubelet-sync", "3s"]);
     let renew_time = renewing.elapsed();
     std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, Ordering::Relaxed);
-    let (curl, etcd) = (curl.join().unwrap(), etcd.join().unwrap());
+    let load = load.stop();
     println!("{}", text(&out));
-    println!(
-        "certs renew all took {:.1}s; /healthz through the VIP: {} ok, {} failed; etcd put+get: {} ok, {} failed \
-         ({} first attempts retried)",
-        renew_time.as_secs_f64(),
-        curl.ok,
-        curl.failed.len(),
-        etcd.ok,
-        etcd.failed.len(),
-        retried.lock().unwrap().len()
-    );
-    for f in curl.failed.iter().chain(&etcd.failed) {
-        println!("  failed at {f}");
-    }
-    for f in retried.lock().unwrap().iter() {
-        println!("  retried at {f}");
-    }
+    load.print("certs renew all", renew_time);
     assert_ok(&out, "kubeha certs renew all");
-    assert!(curl.ok > 20 && etcd.ok > 10, "the loops hardly ran: {curl:?} {etcd:?}");
-    assert!(curl.failed.is_empty(), "requests through the VIP failed during the renewal: {:?}", curl.failed);
-    assert!(etcd.failed.is_empty(), "etcd requests failed during the renewal: {:?}", etcd.failed);
+    load.assert_no_failures("the renewal", 20, 10);
 
     // Every leaf on every host: a new serial, a later notAfter. The CAs: unchanged.
     for h in lab.hosts() {
