@@ -26,6 +26,12 @@ pub struct HostMarker {
     /// renders.
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// A control plane's etcd `--initial-cluster` and `--initial-cluster-state` as it first
+    /// started (markers of earlier versions have none).
+    #[serde(default)]
+    pub etcd_initial_cluster: Option<String>,
+    #[serde(default)]
+    pub etcd_initial_cluster_state: Option<String>,
 }
 
 impl HostMarker {

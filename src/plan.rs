@@ -56,6 +56,14 @@ impl Plan {
         self.hosts.iter().find(|h| h.name == name)
     }
 
+    /// The plan with only the hosts `keep` accepts (in the same order): the cluster as it runs
+    /// when the inventory lists hosts that have not joined it yet.
+    pub fn with_hosts(&self, keep: impl Fn(&Host) -> bool) -> Plan {
+        let mut plan = self.clone();
+        plan.hosts.retain(|h| keep(h));
+        plan
+    }
+
     /// The ClusterIP of the `kubernetes` service: the first address of the service subnet.
     pub fn kubernetes_service_ip(&self) -> IpAddr {
         first_host_ip(&self.networking.service_subnet)
@@ -316,11 +324,27 @@ pub struct NodeSettings {
     /// components to mount; unknown (Debian's set is assumed) until preflight looked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_dirs: Option<Vec<String>>,
+    /// How this control plane's etcd member was first started, as its marker records it
+    /// (`--initial-cluster`, `--initial-cluster-state`): etcd reads these flags only on the
+    /// member's first start, so they are kept as they were and a later change of the member
+    /// list does not restart every member. Unset: the plan's members, state `new`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_initial: Option<EtcdInitial>,
+}
+
+/// The member list and cluster state an etcd member starts with the first time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdInitial {
+    /// `name=https://address:2380,...`.
+    pub cluster: String,
+    /// `new` (created with the cluster) or `existing` (joined a running cluster).
+    pub state: String,
 }
 
 impl NodeSettings {
     pub fn is_empty(&self) -> bool {
-        self.cri_socket.is_none() && self.resolv_conf.is_none() && self.ca_dirs.is_none()
+        self.cri_socket.is_none() && self.resolv_conf.is_none() && self.ca_dirs.is_none() && self.etcd_initial.is_none()
     }
 }
 

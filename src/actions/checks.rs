@@ -121,7 +121,8 @@ pub fn membership(plan: &Plan, host: &Host, ownership: &Ownership) -> Option<Che
             Status::Fail,
             format!(
                 "the control planes (etcd members) were {} and the inventory now has {}: init does not add, \
-                 remove or replace etcd members of a running cluster",
+                 remove or replace etcd members of a running cluster; use `kubeha join-node NAME` to add one and \
+                 `kubeha remove-node NAME` to take one out",
                 marker.control_planes.join(", "),
                 now.join(", ")
             ),
@@ -148,10 +149,11 @@ pub fn cluster_membership(ownerships: &[(&Host, Ownership)]) -> Option<Check> {
         Status::Fail,
         format!(
             "{} ha{} nothing of this cluster, which already runs on {}: a control plane cannot join a running \
-             cluster through init (its etcd member must be added first)",
+             cluster through init (its etcd member must be added first); join it with `kubeha join-node {}`",
             fresh.join(", "),
             if fresh.len() == 1 { "s" } else { "ve" },
-            running.join(", ")
+            running.join(", "),
+            fresh.join(" ")
         ),
     ))
 }

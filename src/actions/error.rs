@@ -56,6 +56,20 @@ pub enum ActionError {
         held.iter().map(|(h, by)| format!("  {h}: {by}")).collect::<Vec<_>>().join("\n")
     )]
     HostsLocked { held: Vec<(String, String)> },
+    /// An etcd call failed (the error names the host and the operation).
+    #[error(transparent)]
+    Etcd(#[from] crate::host::etcd::EtcdError),
+    /// A membership step on `host` cannot go on, and why.
+    #[error("{host}: {step}: {detail}")]
+    Membership { host: String, step: String, detail: String },
+    /// A membership step on `host` failed; the source says why.
+    #[error("{host}: {step}")]
+    Step {
+        host: String,
+        step: String,
+        #[source]
+        source: Box<ActionError>,
+    },
 }
 
 impl ActionError {
@@ -64,7 +78,7 @@ impl ActionError {
     pub fn transport_errors(&self) -> &[TransportError] {
         match self {
             ActionError::Hosts { failures, .. } => failures,
-            ActionError::Stopped { source, .. } => source.transport_errors(),
+            ActionError::Stopped { source, .. } | ActionError::Step { source, .. } => source.transport_errors(),
             _ => &[],
         }
     }

@@ -83,7 +83,7 @@ impl Outcome {
     pub fn with_node_settings(&self, plan: &Plan) -> Plan {
         let mut plan = plan.clone();
         for host in &mut plan.hosts {
-            let Some((facts, _)) = self.hosts.get(&host.name) else { continue };
+            let Some((facts, ownership)) = self.hosts.get(&host.name) else { continue };
             if host.node.cri_socket.is_none() {
                 host.node.cri_socket = facts.runtime_sockets.first().map(|s| format!("unix://{s}"));
             }
@@ -91,6 +91,13 @@ impl Outcome {
                 host.node.resolv_conf = Some(SYSTEMD_RESOLV_CONF.to_string());
             }
             host.node.ca_dirs = Some(facts.ca_dirs.clone());
+            if let (Ownership::Ours(marker), None) = (ownership, &host.node.etcd_initial)
+                && host.role == Role::ControlPlane
+                && let (Some(cluster), Some(state)) = (&marker.etcd_initial_cluster, &marker.etcd_initial_cluster_state)
+            {
+                host.node.etcd_initial =
+                    Some(crate::plan::EtcdInitial { cluster: cluster.clone(), state: state.clone() });
+            }
         }
         plan
     }

@@ -88,7 +88,7 @@ pub struct Rollout {
     pub waited: Duration,
 }
 
-/// Brings every connected host's files in line with `files` (per host name). `previous` is,
+/// Brings every connected host named in `files` in line with its files. `previous` is,
 /// per host, what kubeha wrote there last time (the host marker's list): those files no longer
 /// rendered are removed. In a dry run, only compares.
 pub async fn converge<R: Remote, G: Gates<R>>(
@@ -216,7 +216,9 @@ async fn prepare_all<'s, 'f, R: Remote>(
     previous: &BTreeMap<String, Vec<PathBuf>>,
     restart: &Restart,
 ) -> Result<Prepared<'s, 'f, R>, ActionError> {
-    let hosts: Vec<(&Host, &R)> = session.connected().collect();
+    // Hosts without files of this rollout are left alone (not emptied): a command may change
+    // some of the cluster's hosts only.
+    let hosts: Vec<(&Host, &R)> = session.connected().filter(|(h, _)| files.contains_key(&h.name)).collect();
     let dry_run = session.options.dry_run;
     let prepared = session
         .each(&hosts, |(host, remote)| async move {

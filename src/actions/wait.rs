@@ -218,6 +218,12 @@ impl<'p> Health<'p> {
         .await
     }
 
+    /// One look at the control plane's etcd and apiserver: both healthy now, or what is not.
+    pub async fn now<R: Remote>(&self, host: &Host, remote: &R) -> Result<(), String> {
+        etcd_health(remote, host, &self.etcd).await.map_err(|f| format!("etcd: {}", f.text()))?;
+        apiserver_ready(remote, self.plan, host, &self.api).await.map_err(|f| format!("kube-apiserver: {}", f.text()))
+    }
+
     /// Until the member list, as `host`'s etcd sees it, has every planned member started and
     /// voting.
     pub async fn members<R: Remote>(
@@ -239,12 +245,13 @@ impl<'p> Health<'p> {
         .await
     }
 
-    /// Until every connected control plane's etcd and apiserver are healthy, etcd has every
+    /// Until every connected control plane of this plan has its etcd and apiserver healthy, etcd has every
     /// planned member, and the endpoint answers.
     pub async fn cluster<R: Remote>(&self, session: &Session<'_, R>) -> Result<(), ActionError> {
         let progress = session.progress;
         let deadline = Instant::now() + session.options.wait.timeout;
-        let control_planes: Vec<(&Host, &R)> = session.control_planes().collect();
+        let control_planes: Vec<(&Host, &R)> =
+            session.control_planes().filter(|(h, _)| self.plan.host(&h.name).is_some()).collect();
         let results = fanout::each(&control_planes, control_planes.len().max(1), |(host, remote)| async move {
             self.control_plane(host, *remote, deadline, progress).await?;
             progress.finish(&host.name, "etcd and kube-apiserver healthy");
@@ -276,7 +283,9 @@ impl<'p> Health<'p> {
 impl<R: Remote> Gates<R> for Health<'_> {
     async fn before(&self, session: &Session<'_, R>, host: &Host) -> Result<(), ActionError> {
         let deadline = Instant::now() + session.options.wait.timeout;
-        for (other, remote) in session.control_planes().filter(|(h, _)| h.name != host.name) {
+        // The plan's members only: the inventory may list control planes that have not joined.
+        let members = session.control_planes().filter(|(h, _)| h.name != host.name && self.plan.host(&h.name).is_some());
+        for (other, remote) in members {
             until(
                 &format!("{}: etcd (must be healthy before {} restarts)", other.name, host.name),
                 deadline,

@@ -4,6 +4,8 @@
 mod certs;
 mod expiry;
 mod init;
+mod join;
+mod membership;
 mod output;
 mod preflight;
 mod remote;
@@ -62,6 +64,8 @@ enum Command {
     Preflight(preflight::Args),
     /// Turn the inventory's hosts into a running HA control plane (or converge one).
     Init(init::Args),
+    /// Join hosts of the inventory to the running cluster (control planes one at a time).
+    JoinNode(join::Args),
 }
 
 /// The operator pressed Ctrl-C.
@@ -185,6 +189,7 @@ pub fn main() -> ExitCode {
         Command::Render(args) => args.exec(),
         Command::Preflight(args) => args.exec(),
         Command::Init(args) => args.exec(),
+        Command::JoinNode(args) => args.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,6 +211,7 @@ fn invalid_input(c: &(dyn std::error::Error + 'static)) -> bool {
     use crate::pki::{PkiError, StateDirError};
     c.downcast_ref::<InventoryError>().is_some()
         || c.downcast_ref::<renew::BadTarget>().is_some()
+        || c.downcast_ref::<membership::UnknownHost>().is_some()
         || c.downcast_ref::<StateDirError>().is_some()
         || matches!(c.downcast_ref::<PkiError>(), Some(PkiError::StateDir(_)))
         || matches!(c.downcast_ref::<LockError>(), Some(LockError::StateDir(_)))

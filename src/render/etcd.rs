@@ -4,12 +4,15 @@
 //! the watch progress interval, which etcd 3.6 renamed (deprecating the `--experimental-*`
 //! names; 3.7 removes them). Which names kubeadm writes depends on the Kubernetes minor
 //! ([`EtcdFlagNames`]); which names an etcd accepts depends on its release, and the release
-//! wins, so a member never receives a flag it rejects at start-up. Every member is listed in
-//! `--initial-cluster` with state `new`: all members of a kubeha cluster are created together.
+//! wins, so a member never receives a flag it rejects at start-up. `init` creates its members
+//! together (`--initial-cluster` lists them all, state `new`); a member `join-node` adds starts
+//! with state `existing` and the member list etcd had when it was added. Either is recorded in
+//! the host marker and kept: etcd reads these flags only on a member's first start.
 
 use super::context::{HostContext, initial_cluster};
 use super::pod::{Flags, HostPathVolume, Probe, Scheme, StaticPod};
 use crate::host::layout::{ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PKI_DIR};
+use crate::plan::EtcdInitial;
 use crate::version::{EtcdFlagNames, EtcdVersion};
 
 /// The annotation kubeadm reads to find each member's client URL.
@@ -55,7 +58,18 @@ pub fn manifest(ctx: &HostContext) -> StaticPod {
     pod
 }
 
+/// How the member on `ctx`'s host first starts: as its marker recorded it, else with every
+/// planned member as a new cluster.
+pub fn initial(ctx: &HostContext) -> EtcdInitial {
+    ctx.host
+        .node
+        .etcd_initial
+        .clone()
+        .unwrap_or_else(|| EtcdInitial { cluster: initial_cluster(ctx.plan), state: "new".to_string() })
+}
+
 fn command(ctx: &HostContext) -> Vec<String> {
+    let initial = initial(ctx);
     let ca = format!("{ETCD_PKI_DIR}/ca.crt");
     let mut f = Flags::default();
     f.set("name", &ctx.host.name)
@@ -63,8 +77,8 @@ fn command(ctx: &HostContext) -> Vec<String> {
         .set("listen-client-urls", format!("{},{}", ctx.etcd_local_client_url(), ctx.etcd_client_url()))
         .set("listen-peer-urls", ctx.etcd_peer_url())
         .set("initial-advertise-peer-urls", ctx.etcd_peer_url())
-        .set("initial-cluster", initial_cluster(ctx.plan))
-        .set("initial-cluster-state", "new")
+        .set("initial-cluster", initial.cluster)
+        .set("initial-cluster-state", initial.state)
         .set("data-dir", ETCD_DATA_DIR)
         .set("cert-file", format!("{ETCD_PKI_DIR}/server.crt"))
         .set("key-file", format!("{ETCD_PKI_DIR}/server.key"))

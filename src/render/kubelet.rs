@@ -88,6 +88,7 @@ mod tests {
             cri_socket: Some("unix:///var/run/crio/crio.sock".into()),
             resolv_conf: Some("/run/systemd/resolve/resolv.conf".into()),
             ca_dirs: None,
+            etcd_initial: None,
         };
         let engine = Engine::new().unwrap();
         let worker = files(&HostContext::new(&plan, &plan.hosts[3]), &engine).unwrap();

@@ -121,6 +121,7 @@ struct Marker<'a> {
     role: String,
     control_planes: Vec<&'a str>,
     files: Vec<String>,
+    etcd_initial: Option<crate::plan::EtcdInitial>,
     kubeha_version: &'static str,
 }
 
@@ -136,6 +137,8 @@ fn marker(plan: &Plan, host: &Host, cluster_id: &str, files: &[File], engine: &E
             role: host.role.to_string(),
             control_planes: plan.control_planes().map(|h| h.name.as_str()).collect(),
             files: files.iter().map(|f| f.path.display().to_string()).collect(),
+            etcd_initial: (host.role == crate::plan::Role::ControlPlane)
+                .then(|| etcd::initial(&HostContext::new(plan, host))),
             kubeha_version: env!("CARGO_PKG_VERSION"),
         },
     )?;

@@ -156,6 +156,17 @@ impl Lab {
         inventory::path(&self.state.dir)
     }
 
+    /// Writes `<dir>/<file>`: the lab's inventory listing only `hosts` (in lab order). A cluster
+    /// brought up with it runs on some of the lab's hosts; the full inventory
+    /// ([`Lab::inventory_path`]) then lists the others, for `kubeha join-node`.
+    pub fn write_inventory_of(&self, file: &str, hosts: &[&str]) -> Result<PathBuf, LabError> {
+        let mut state = self.state.clone();
+        state.hosts.retain(|h| hosts.contains(&h.name.as_str()));
+        let path = self.state.dir.join(file);
+        std::fs::write(&path, inventory::render(&state)).map_err(|source| LabError::Io { path: path.clone(), source })?;
+        Ok(path)
+    }
+
     /// The private key the inventory logs in with.
     pub fn identity_file(&self) -> PathBuf {
         sshd::identity_file(&self.state.dir)

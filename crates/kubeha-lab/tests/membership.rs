@@ -1,0 +1,129 @@
+//! End to end: changing a running cluster's membership with the built `kubeha` — `join-node`
+//! (control planes and workers), `remove-node` and `reset` — while clients keep using it: a
+//! `/healthz` loop through the VIP (a new TLS connection each time, the cluster CA verified) and
+//! an etcd write/read loop with the apiserver's etcd client certificate, neither of which may
+//! see a failure. The lab is up with every host; `init` runs with an inventory listing only the
+//! first ones (`Lab::write_inventory_of`), then the full inventory names the rest for
+//! `join-node`. Needs root (skipped otherwise). Labs `j*` on subnets 198.18.50-59.0/24 in
+//! `/tmp/kubeha-e2e/<name>` (kept after a failure for its logs).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubeha_lab::{Lab, LabSpec};
+use support::cluster::*;
+
+fn lab(name: &str, subnet: u8, control_planes: usize, workers: usize) -> Lab {
+    let mut spec = LabSpec::new(name, subnet);
+    (spec.control_planes, spec.workers) = (control_planes, workers);
+    fresh_lab(spec)
+}
+
+/// `init` on the first three control planes and the first worker.
+fn init_subset(lab: &Lab) -> PathBuf {
+    let inventory = lab.write_inventory_of("inventory-init.yaml", &["cp1", "cp2", "cp3", "w1"]).unwrap();
+    assert_ok(&kubeha_with(lab, &inventory, &["init", "--timeout", "3m"]), "kubeha init on cp1-3 and w1");
+    inventory
+}
+
+/// `etcdctl member list` lines: (name, started, learner).
+fn members(lab: &Lab, via: &[&str]) -> Vec<(String, bool, bool)> {
+    let via: Vec<String> = via.iter().map(|s| s.to_string()).collect();
+    let out = etcdctl_at(lab, &etcd_endpoints(lab, &via), &["member", "list"]);
+    assert_ok(&out, "etcdctl member list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            (f[2].to_string(), f[1] == "started", f.last() == Some(&"true"))
+        })
+        .collect()
+}
+
+fn haproxy_backends(lab: &Lab, host: &str) -> usize {
+    let cfg = std::fs::read_to_string(lab.host_path(host, "/etc/kubernetes/haproxy/haproxy.cfg").unwrap()).unwrap();
+    cfg.lines().filter(|l| l.trim_start().starts_with("server ")).count()
+}
+
+/// `/readyz` of one apiserver, directly, the cluster CA verified.
+fn apiserver_readyz(lab: &Lab, host: &str) -> String {
+    let ca = state(lab).join("pki/ca.crt");
+    let url = format!("https://{}:6443/readyz", lab.host(host).unwrap().address);
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "5", "--cacert", &ca.to_string_lossy(), &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    text(&out)
+}
+
+fn code(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+#[test]
+fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
+    if !support::require_root() {
+        return;
+    }
+    let lab = lab("ja", 50, 5, 2);
+    init_subset(&lab);
+
+    // init with the full inventory refuses the unjoined control planes and says what to run.
+    let out = kubeha(&lab, &["init", "--timeout", "1m"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("kubeha join-node cp4 cp5"), "{}", text(&out));
+    // An even count at the end is refused before anything changes.
+    let out = kubeha(&lab, &["join-node", "cp4", "--timeout", "1m"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("would end with 4 etcd members"), "{}", text(&out));
+    assert_eq!(members(&lab, &["cp1"]).len(), 3, "the refusal changed etcd");
+    assert!(!lab.host_path("cp4", "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists());
+    // A dry run lists what would happen and changes nothing.
+    let out = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--dry-run"]);
+    assert_ok(&out, "join-node --dry-run");
+    assert!(text(&out).contains("cp4: would add an etcd learner"), "{}", text(&out));
+    assert!(text(&out).contains("cp1: would write /etc/kubernetes/haproxy/haproxy.cfg"), "{}", text(&out));
+    assert_eq!(members(&lab, &["cp1"]).len(), 3, "the dry run changed etcd");
+
+    let original: Vec<String> = ["cp1", "cp2", "cp3"].map(String::from).to_vec();
+    let load = Load::start(&lab, &original, "kubeha-join-load");
+    std::thread::sleep(Duration::from_secs(3));
+    let joining = Instant::now();
+    let out = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let took = joining.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let load = load.stop();
+    println!("{}", text(&out));
+    load.print("join-node cp4 cp5 w2", took);
+    assert_ok(&out, "kubeha join-node cp4 cp5 w2");
+    load.assert_no_failures("join-node", 20, 10);
+
+    let list = members(&lab, &["cp1"]);
+    assert_eq!(list.len(), 5, "{list:?}");
+    assert!(list.iter().all(|(_, started, learner)| *started && !learner), "{list:?}");
+    for cp in control_planes(&lab) {
+        assert_eq!(haproxy_backends(&lab, &cp), 5, "{cp}'s haproxy");
+    }
+    for cp in ["cp4", "cp5"] {
+        assert_eq!(apiserver_readyz(&lab, cp), "ok", "{cp}'s apiserver");
+    }
+    assert_eq!(String::from_utf8_lossy(&curl_healthz(&lab).stdout), "ok");
+    assert_eq!(vip_holders(&lab).len(), 1, "{:?}", vip_holders(&lab));
+    // w2's kubelet identity authenticates through the endpoint (anonymous users get 403).
+    let kubectl = lab.exec("w2", &["kubectl", "--kubeconfig", "/etc/kubernetes/kubelet.conf", "get", "--raw", "/api"]).unwrap();
+    assert!(kubectl.status.success(), "{}", text(&kubectl));
+    assert!(String::from_utf8_lossy(&kubectl.stdout).contains("APIVersions"), "{}", text(&kubectl));
+    assert!(!lab.host_path("w2", "/etc/kubernetes/pki/ca.key").unwrap().exists(), "w2 holds the CA key");
+    // A re-run changes nothing; init with the full inventory now agrees.
+    let again = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--timeout", "2m", "--kubelet-sync", "3s"]);
+    assert_ok(&again, "join-node re-run");
+    assert!(text(&again).contains("already part of the cluster (converged): cp4, cp5, w2"), "{}", text(&again));
+    let out = kubeha(&lab, &["init", "--timeout", "2m"]);
+    assert_ok(&out, "init with the full inventory after the join");
+    assert!(text(&out).contains("up and unchanged"), "{}", text(&out));
+    lab.down().unwrap();
+}
