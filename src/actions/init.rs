@@ -90,7 +90,9 @@ async fn phases<R: Remote>(
         max_clock_skew: options.max_clock_skew,
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
     };
-    let found = preflight::run(session, vip, &expect, &InitRules).await.passed()?;
+    let mut found = preflight::run(session, vip, &expect, &InitRules).await;
+    found.checks.extend(super::removed::checks(plan, session.state_dir()));
+    let found = found.passed()?;
     let now = time::OffsetDateTime::now_utc();
     let expiring = super::expiry::within(session, options.renew_before, now).await;
     session.lap("preflight");

@@ -146,10 +146,11 @@ async fn phases<R: Remote>(
     let found = preflight::run(session, None, &expect, &JoinRules { names }).await.passed()?;
 
     // What runs now, and whether it can take the change.
-    let pki = pki::load(plan, session.state_dir())?;
+    // The PKI of the hosts that run now (the new hosts' certificates are made below).
+    let ours = plan.with_hosts(|h| matches!(found.hosts.get(&h.name), Some((_, Ownership::Ours(_)))));
+    let pki = pki::load(&ours, session.state_dir())?;
     let interval = session.options.wait.interval;
     let etcd = Etcd::new(&pki, interval)?;
-    let ours = plan.with_hosts(|h| matches!(found.hosts.get(&h.name), Some((_, Ownership::Ours(_)))));
     let (_, _, members) = etcd.members(session, &ours, names).await?;
     let before = membership::running_plan(plan, &members, &found, &[]);
     let health = Health::new(&before, &pki, interval)?;
@@ -186,6 +187,11 @@ async fn phases<R: Remote>(
         return Ok(report);
     }
 
+    super::removed::forget(session.state_dir(), names).map_err(|e| ActionError::Membership {
+        host: names.join(", "),
+        step: "forgetting an earlier removal in the state directory".into(),
+        detail: e.to_string(),
+    })?;
     let mut waited = Duration::ZERO;
     let workers: Vec<String> = plan.workers().filter(|h| names.contains(&h.name)).map(|h| h.name.clone()).collect();
     if !workers.is_empty() {
@@ -201,8 +207,9 @@ async fn phases<R: Remote>(
     // A learner a cut-short run left goes first: etcd takes one learner at a time.
     let mut order = joining_cps.clone();
     order.sort_by_key(|h| !matches!(membership::standing(&members, h), Standing::Learner { .. }));
+    let mut initials = BTreeMap::new();
     for host in order {
-        let joined = join_control_plane(session, &found, &etcd, &pki, host, &workers, &mut report).await;
+        let joined = join_control_plane(session, &found, &etcd, &pki, host, &workers, &mut initials, &mut report).await;
         waited += joined.map_err(|e| ActionError::Step {
             host: host.name.clone(),
             step: "joining as a control plane".into(),
@@ -233,6 +240,7 @@ async fn join_control_plane<R: Remote>(
     pki: &Pki,
     host: &Host,
     workers: &[String],
+    initials: &mut BTreeMap<String, crate::plan::EtcdInitial>,
     report: &mut JoinReport,
 ) -> Result<Duration, ActionError> {
     let (plan, progress) = (session.plan, session.progress);
@@ -246,6 +254,12 @@ async fn join_control_plane<R: Remote>(
     let mut joining = workers.to_vec();
     joining.push(host.name.clone());
     let mut running = found.with_node_settings(&membership::running_plan(plan, &members, found, &joining));
+    // Members this run joined: their markers were written after preflight read them.
+    for h in &mut running.hosts {
+        if let Some(initial) = initials.get(&h.name) {
+            h.node.etcd_initial = Some(initial.clone());
+        }
+    }
     let mut waited = Duration::ZERO;
     let standing = membership::standing(&members, host);
     let id = match standing {
@@ -262,8 +276,9 @@ async fn join_control_plane<R: Remote>(
                 detail,
             })?;
             if let Some(h) = running.hosts.iter_mut().find(|h| h.name == host.name) {
-                h.node.etcd_initial = Some(initial);
+                h.node.etcd_initial = Some(initial.clone());
             }
+            initials.insert(host.name.clone(), initial);
             id
         }
     };
@@ -312,8 +327,10 @@ async fn join_control_plane<R: Remote>(
     others.insert(host.name.clone(), second.into_values().next().unwrap_or_default());
     let previous: BTreeMap<String, Vec<PathBuf>> =
         found.previous_files().into_iter().filter(|(h, _)| *h != host.name).collect();
-    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan));
-    let rolled = rollout::converge(session, &others, &previous, &policy, &health).await.map_err(step("updating the other hosts"))?;
+    let holders = membership::vip_holders(session).await;
+    let policy = Policy::new(Restart::Changed).last(holders.clone());
+    let gates = membership::HandOver { inner: &health, plan: &running, holders, files: &others };
+    let rolled = rollout::converge(session, &others, &previous, &policy, &gates).await.map_err(step("updating the other hosts"))?;
     waited += rolled.waited;
     report.pushed.extend(rolled.reports.into_iter().filter(|(h, _)| *h != host.name));
 

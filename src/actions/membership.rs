@@ -330,6 +330,106 @@ pub async fn health_rows<R: Remote>(
     rows
 }
 
+/// Gates that hand the VIP over before its holder's load balancer restarts: the holder's
+/// keepalived is stopped (it announces priority 0, and a peer, already rolled, takes the VIP at
+/// once) and kubeha waits until another control plane of the plan holds the VIP; only then is
+/// the holder written, so its haproxy and keepalived restart while it serves nothing (without
+/// this, its haproxy could stop while it still held the VIP). Its keepalived comes back as a
+/// backup (`nopreempt`), written by the rollout or, if its manifest did not change, put back
+/// after the host is healthy.
+pub struct HandOver<'a, G> {
+    pub inner: &'a G,
+    pub plan: &'a Plan,
+    /// The hosts that hold the VIP now.
+    pub holders: Vec<String>,
+    /// What the rollout writes, per host.
+    pub files: &'a BTreeMap<String, Vec<crate::files::File>>,
+}
+
+impl<G> HandOver<'_, G> {
+    fn manifest(&self, host: &str, pod: &str) -> Option<&crate::files::File> {
+        let path = crate::host::layout::manifest(pod);
+        self.files.get(host)?.iter().find(|f| f.path == std::path::Path::new(&path))
+    }
+}
+
+impl<R: Remote, G: super::rollout::Gates<R>> super::rollout::Gates<R> for HandOver<'_, G> {
+    async fn before(&self, session: &Session<'_, R>, host: &Host) -> Result<(), ActionError> {
+        self.inner.before(session, host).await?;
+        if !self.holders.contains(&host.name) {
+            return Ok(());
+        }
+        let Some((_, remote)) = session.connected().find(|(h, _)| h.name == host.name) else { return Ok(()) };
+        let lb: Vec<&crate::files::File> =
+            ["haproxy", "keepalived"].iter().filter_map(|pod| self.manifest(&host.name, pod)).collect();
+        let paths: Vec<std::path::PathBuf> = lb.iter().map(|f| f.path.clone()).collect();
+        let states = remote.file_states(&paths).await.map_err(|e| ActionError::host("comparing files", e))?;
+        let restarts = lb.iter().zip(&states).any(|(f, s)| s.as_ref().is_none_or(|s| s.sha256 != f.sha256()));
+        if !restarts {
+            return Ok(());
+        }
+        session.progress.step(&host.name, "handing the VIP over before its load balancer restarts");
+        let keepalived = std::path::PathBuf::from(crate::host::layout::manifest("keepalived"));
+        let stop = crate::host::cleanup::Cleanup { manifests: vec![keepalived], ..Default::default() };
+        stop.run(remote).await.map_err(|e| ActionError::host("stopping keepalived", e))?;
+        wait_vip_elsewhere(session, self.plan, &host.name).await?;
+        Ok(())
+    }
+
+    async fn after(&self, session: &Session<'_, R>, host: &Host, remote: &R) -> Result<(), ActionError> {
+        self.inner.after(session, host, remote).await?;
+        if let Some(file) = self.manifest(&host.name, "keepalived").filter(|_| self.holders.contains(&host.name)) {
+            let state = remote.file_states(std::slice::from_ref(&file.path)).await;
+            if matches!(state.as_deref(), Ok([None])) {
+                remote.put(file).await.map_err(|e| ActionError::host("writing files", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The connected control planes that hold the VIP now (asked afresh: an earlier step of the
+/// same run may have moved it).
+pub async fn vip_holders<R: Remote>(session: &Session<'_, R>) -> Vec<String> {
+    let crate::plan::LoadBalancer::KeepalivedHaproxy { vip, .. } = &session.plan.load_balancer else { return Vec::new() };
+    let cps: Vec<(&Host, &R)> = session.control_planes().collect();
+    let found = session.each(&cps, |(_, remote)| crate::host::facts::gather(*remote)).await;
+    found
+        .into_iter()
+        .filter(|(_, facts)| facts.as_ref().is_ok_and(|f| f.addresses.contains(vip)))
+        .map(|((h, _), _)| h.name.clone())
+        .collect()
+}
+
+/// Until a connected control plane of `plan` other than `leaving` holds the VIP.
+pub async fn wait_vip_elsewhere<R: Remote>(
+    session: &Session<'_, R>,
+    plan: &Plan,
+    leaving: &str,
+) -> Result<(), super::wait::WaitError> {
+    let crate::plan::LoadBalancer::KeepalivedHaproxy { vip, .. } = &plan.load_balancer else { return Ok(()) };
+    let deadline = Instant::now() + session.options.wait.timeout;
+    let others: Vec<(&Host, &R)> =
+        session.control_planes().filter(|(h, _)| h.name != leaving && plan.host(&h.name).is_some()).collect();
+    super::wait::until(
+        &format!("the VIP {vip} to move away from {leaving}"),
+        deadline,
+        Duration::from_millis(200),
+        || async {
+            for (_, remote) in &others {
+                if let Ok(facts) = crate::host::facts::gather(*remote).await
+                    && facts.addresses.contains(vip)
+                {
+                    return Ok(());
+                }
+            }
+            Err(super::wait::Failure::Retry("no other control plane holds it yet".into()))
+        },
+        |last| session.progress.detail(leaving, last),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;

@@ -9,8 +9,10 @@ mod membership;
 mod output;
 mod preflight;
 mod remote;
+mod remove;
 mod render;
 mod renew;
+mod reset;
 mod validate;
 
 use std::path::PathBuf;
@@ -66,6 +68,10 @@ enum Command {
     Init(init::Args),
     /// Join hosts of the inventory to the running cluster (control planes one at a time).
     JoinNode(join::Args),
+    /// Take one host out of the running cluster (etcd member removed first, quorum kept).
+    RemoveNode(remove::Args),
+    /// Remove everything kubeha wrote from hosts (lists it without --yes).
+    Reset(reset::Args),
 }
 
 /// The operator pressed Ctrl-C.
@@ -190,6 +196,8 @@ pub fn main() -> ExitCode {
         Command::Preflight(args) => args.exec(),
         Command::Init(args) => args.exec(),
         Command::JoinNode(args) => args.exec(),
+        Command::RemoveNode(args) => args.exec(),
+        Command::Reset(args) => args.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod certs;
+pub mod cleanup;
 pub mod etcd;
 pub mod facts;
 pub mod files;

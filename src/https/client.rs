@@ -51,6 +51,11 @@ impl Request {
         Request { method: hyper::Method::GET, path: path.to_string(), json: None, content_type: JSON }
     }
 
+    /// `DELETE path`.
+    pub fn delete(path: &str) -> Request {
+        Request { method: hyper::Method::DELETE, path: path.to_string(), json: None, content_type: JSON }
+    }
+
     /// `POST path` with `body` as `application/json`.
     pub fn post_json(path: &str, body: &serde_json::Value) -> Request {
         Request {

@@ -125,5 +125,53 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     let out = kubeha(&lab, &["init", "--timeout", "2m"]);
     assert_ok(&out, "init with the full inventory after the join");
     assert!(text(&out).contains("up and unchanged"), "{}", text(&out));
+
+    // remove-node: an even count at the end is refused, nothing changes.
+    let out = kubeha(&lab, &["remove-node", "cp5", "--timeout", "1m"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("would end with 4 etcd members"), "{}", text(&out));
+    // With a member cut off, removing another is refused, nothing changes.
+    lab.cut("cp4").unwrap();
+    let out = kubeha(&lab, &["remove-node", "cp5", "--allow-even-members", "--timeout", "1m"]);
+    lab.reconnect("cp4").unwrap();
+    println!("{}", text(&out));
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("cp4") && text(&out).contains("must be healthy"), "{}", text(&out));
+    kubeha_lab::wait_for(Duration::from_secs(60), "cp4 to be healthy again", || {
+        (text(&etcdctl(&lab, &["endpoint", "health"])).matches("is healthy").count() == 5).then_some(())
+    })
+    .unwrap();
+    assert_eq!(members(&lab, &["cp1"]).len(), 5, "the refusal changed etcd");
+    assert!(lab.host_path("cp5", "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists());
+
+    // 5 → 3 by two removals under load.
+    let load = Load::start(&lab, &original, "kubeha-remove-load");
+    std::thread::sleep(Duration::from_secs(3));
+    let removing = Instant::now();
+    let first = kubeha(&lab, &["remove-node", "cp5", "--allow-even-members", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let second = kubeha(&lab, &["remove-node", "cp4", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let took = removing.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let load = load.stop();
+    println!("{}\n{}", text(&first), text(&second));
+    load.print("remove-node cp5, remove-node cp4", took);
+    assert_ok(&first, "remove-node cp5");
+    assert_ok(&second, "remove-node cp4");
+    load.assert_no_failures("remove-node", 20, 10);
+    let list = members(&lab, &["cp1"]);
+    assert_eq!(list.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["cp1", "cp2", "cp3"], "{list:?}");
+    assert!(list.iter().all(|(_, started, learner)| *started && !learner), "{list:?}");
+    for cp in ["cp1", "cp2", "cp3"] {
+        assert_eq!(haproxy_backends(&lab, cp), 3, "{cp}'s haproxy");
+    }
+    for gone in ["cp4", "cp5"] {
+        assert!(!lab.host_path(gone, "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists(), "{gone} keeps its marker");
+        assert!(!lab.host_path(gone, "/etc/kubernetes/manifests/etcd.yaml").unwrap().exists());
+    }
+    assert_eq!(vip_holders(&lab).len(), 1, "{:?}", vip_holders(&lab));
+    // The inventory still lists them: init refuses and says what to do.
+    let out = kubeha(&lab, &["init", "--timeout", "1m"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("was removed from the cluster with `kubeha remove-node`"), "{}", text(&out));
     lab.down().unwrap();
 }
