@@ -405,3 +405,105 @@ impl<R: Remote> Gates<R> for NoGates {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::fake::{self, MemoryConnector};
+    use crate::actions::session::HostLockOptions;
+    use crate::actions::wait::WaitOptions;
+    use crate::transport::{Call, MemoryRemote};
+
+    fn options() -> JoinOptions {
+        JoinOptions {
+            session: SessionOptions {
+                parallel: 4,
+                dry_run: false,
+                wait: WaitOptions { timeout: Duration::from_millis(200), interval: Duration::from_millis(50) },
+                kubelet_sync: Duration::ZERO,
+                host_lock: Some(HostLockOptions {
+                    command: "kubeha join-node".into(),
+                    ttl: Duration::from_secs(60),
+                    force: false,
+                }),
+            },
+            max_clock_skew: Duration::from_secs(5),
+            allow_even_members: false,
+        }
+    }
+
+    fn puts(host: &MemoryRemote) -> Vec<Call> {
+        host.calls().into_iter().filter(|c| matches!(c, Call::Put { .. })).collect()
+    }
+
+    /// The fake inventory with a second worker, and hosts where `init` ran on all but w2.
+    fn running() -> (Plan, MemoryConnector, tempfile::TempDir) {
+        let text = fake::INVENTORY.replace(
+            "    - {name: w1, address: 198.18.0.21, role: worker}\n",
+            "    - {name: w1, address: 198.18.0.21, role: worker}\n    - {name: w2, address: 198.18.0.22, role: worker}\n",
+        );
+        let plan = crate::inventory::parse(&text, std::path::Path::new("/")).unwrap();
+        let hosts = MemoryConnector::new(&plan);
+        let state = tempfile::tempdir().unwrap();
+        let subset = plan.with_hosts(|h| h.name != "w2");
+        pki::generate(&subset, state.path()).unwrap();
+        let files = crate::render::render(&subset, &pki::load(&subset, state.path()).unwrap()).unwrap();
+        for (host, files) in files {
+            for f in files {
+                hosts.host(&host).insert_file(&f.path, f.mode, 0, 0, f.content.clone());
+            }
+        }
+        (plan, hosts, state)
+    }
+
+    #[tokio::test]
+    async fn without_a_cluster_in_the_state_directory_nothing_is_written() {
+        let (plan, hosts, _) = running();
+        let empty = tempfile::tempdir().unwrap();
+        let err = join_node(&plan, &["w2".into()], empty.path(), &options(), &hosts, &Progress::hidden())
+            .await
+            .unwrap_err();
+        let ActionError::Preflight { checks } = &err else { panic!("{err}") };
+        assert!(checks[0].detail.contains("kubeha init"), "{checks:?}");
+        for (name, host) in &hosts.hosts {
+            assert!(puts(host).is_empty(), "{name} was written to");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_whose_etcd_cannot_be_read_gets_nothing_written() {
+        // The in-memory hosts serve no etcd: the member list, read before anything is
+        // written, cannot be had, and the join stops there.
+        let (plan, hosts, state) = running();
+        let err = join_node(&plan, &["w2".into()], state.path(), &options(), &hosts, &Progress::hidden())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ActionError::Etcd(_)), "{err}");
+        for (name, host) in &hosts.hosts {
+            assert!(puts(host).is_empty(), "{name} was written to");
+        }
+        assert!(!state.path().join("nodes/w2").exists(), "w2's kubelet identity was issued before the checks");
+    }
+
+    #[test]
+    fn join_rules_refuse_a_changed_role_and_need_a_running_cluster() {
+        let (plan, _, _) = running();
+        let rules = JoinRules { names: &["w2".to_string()] };
+        let marker = crate::marker::HostMarker {
+            cluster: "mem".into(),
+            cluster_id: "sha256:00".into(),
+            host: "w2".into(),
+            role: "control-plane".into(),
+            control_planes: vec![],
+            files: vec![],
+            etcd_initial_cluster: None,
+            etcd_initial_cluster_state: None,
+        };
+        let w2 = plan.host("w2").unwrap();
+        let rows = rules.host(&plan, w2, &Ownership::Ours(Box::new(marker)));
+        assert_eq!(rows[0].status, Status::Fail, "{rows:?}");
+        assert_eq!(rules.host(&plan, w2, &Ownership::Fresh)[0].detail, "joins as a worker");
+        let none: Vec<(&Host, Ownership)> = plan.hosts.iter().map(|h| (h, Ownership::Fresh)).collect();
+        assert!(rules.cluster(&plan, &none)[0].detail.contains("kubeha init"));
+    }
+}

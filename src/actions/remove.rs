@@ -152,12 +152,16 @@ async fn phases<R: Remote>(
         row.status = Status::Warn;
         row.detail = format!("{} (it is being removed)", row.detail);
     }
-    let found = found.passed()?;
+    // Other problems are shown together with the cluster's health and quorum below.
     let ours = plan.with_hosts(|h| h.name != name && matches!(found.hosts.get(&h.name), Some((_, Ownership::Ours(_)))));
     let pki = pki::load(&ours, session.state_dir())?;
     let interval = session.options.wait.interval;
     let etcd = Etcd::new(&pki, interval)?;
-    let (_, _, members) = etcd.members(session, &ours, &[name.to_string()]).await?;
+    let members = match etcd.members(session, &ours, &[name.to_string()]).await {
+        Ok((_, _, members)) => members,
+        Err(_) if found.failed() => return Err(ActionError::Preflight { checks: found.checks }),
+        Err(e) => return Err(e),
+    };
     let before = membership::running_plan(plan, &members, &found, &[]);
     let standing = membership::standing(&members, target);
     let health = Health::new(&before, &pki, interval)?;
@@ -172,7 +176,7 @@ async fn phases<R: Remote>(
     if !joined && !marked {
         rows.push(Check::new(name, "membership", Status::Fail, "is not part of this cluster: nothing to remove"));
     }
-    if rows.iter().any(|r| r.status == Status::Fail) {
+    if found.failed() || rows.iter().any(|r| r.status == Status::Fail) {
         let mut checks = found.checks;
         checks.extend(rows);
         return Err(ActionError::Preflight { checks });

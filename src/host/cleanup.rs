@@ -109,7 +109,8 @@ mod tests {
         assert!(at("manifests/etcd.yaml") < at("pki/ca.crt"));
         assert!(at("pki/ca.crt") < at("cluster.yaml"));
         assert!(!script.contains("/var/lib/etcd"), "{script}");
-        assert!(Cleanup::everything(&listed, true).script().contains("find /var/lib/etcd -mindepth 1"));
+        let wipe = Cleanup::everything(&listed, true).script();
+        assert!(wipe.contains("/var/lib/etcd") && wipe.contains(" -mindepth 1 -maxdepth 1 -exec rm -rf"), "{wipe}");
         assert_eq!(Cleanup::pods(&listed).paths(), ["/etc/kubernetes/manifests/etcd.yaml"]);
     }
 }

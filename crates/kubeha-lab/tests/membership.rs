@@ -175,3 +175,78 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     assert!(text(&out).contains("was removed from the cluster with `kubeha remove-node`"), "{}", text(&out));
     lab.down().unwrap();
 }
+
+#[test]
+fn a_join_cut_by_a_killed_sshd_is_finished_by_the_rerun_then_reset_and_init_start_afresh() {
+    if !support::require_root() {
+        return;
+    }
+    let lab = lab("jb", 51, 4, 1);
+    init_subset(&lab);
+    assert_ok(&etcdctl_at(&lab, &etcd_endpoints(&lab, &["cp1".into()]), &["put", "kubeha-old", "data"]), "etcd put");
+
+    // sshd killed on the joining host (listener and open sessions) once kubeha writes to it.
+    let child = Command::new(support::kubeha_bin())
+        .args(["join-node", "cp4", "--allow-even-members", "--timeout", "1m", "--kubelet-sync", "3s"])
+        .args(["--command-timeout", "15s", "-i"])
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state(&lab))
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marker = lab.host_path("cp4", "/etc/kubernetes/kubeha/cluster.yaml").unwrap();
+    kubeha_lab::wait_for(Duration::from_secs(120), "kubeha to write to cp4", || marker.exists().then_some(())).unwrap();
+    lab.ssh_stop("cp4").unwrap();
+    let killed = lab.kill_ssh_sessions("cp4").unwrap();
+    let out = child.wait_with_output().unwrap();
+    println!("killed {killed} session(s)\n{}", text(&out));
+    assert!(!out.status.success(), "the join succeeded with cp4's sshd killed:\n{}", text(&out));
+    let msg = text(&out);
+    let step = ["writing its", "promoting its etcd learner", "waiting for its etcd", "starting its keepalived"];
+    assert!(msg.contains("error: cp4: joining as a control plane: cp4: "), "{msg}");
+    assert!(step.iter().any(|s| msg.contains(s)), "no step named: {msg}");
+    // The rest of the cluster is healthy.
+    let health = etcdctl_at(&lab, &etcd_endpoints(&lab, &control_planes(&lab)[..3]), &["endpoint", "health"]);
+    assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
+    assert_eq!(String::from_utf8_lossy(&curl_healthz(&lab).stdout), "ok");
+
+    // The re-run finishes the join: no second member, no learner left.
+    lab.ssh_start("cp4").unwrap();
+    let out = kubeha(&lab, &["join-node", "cp4", "--allow-even-members", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    println!("{}", text(&out));
+    assert_ok(&out, "the re-run of join-node cp4");
+    let list = members(&lab, &["cp1"]);
+    assert_eq!(list.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["cp1", "cp2", "cp3", "cp4"], "{list:?}");
+    assert!(list.iter().all(|(_, started, learner)| *started && !learner), "{list:?}");
+    assert_eq!(apiserver_readyz(&lab, "cp4"), "ok");
+
+    // reset: a running member is refused; without --yes it only lists.
+    let out = kubeha(&lab, &["reset", "cp2", "--yes"]);
+    assert_eq!(code(&out), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("kubeha remove-node cp2"), "{}", text(&out));
+    let out = kubeha(&lab, &["reset", "--all"]);
+    assert_ok(&out, "reset --all (a listing)");
+    assert!(text(&out).contains("cp1: would remove /etc/kubernetes/manifests/etcd.yaml"), "{}", text(&out));
+    assert!(marker.exists(), "the listing removed something");
+    // reset --all --yes --delete-etcd-data, then init: a fresh cluster.
+    let out = kubeha(&lab, &["reset", "--all", "--yes", "--delete-etcd-data", "--timeout", "2m"]);
+    println!("{}", text(&out));
+    assert_ok(&out, "reset --all --yes --delete-etcd-data");
+    for h in lab.hosts() {
+        assert!(!lab.host_path(&h.name, "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists(), "{}", h.name);
+        assert!(!lab.host_path(&h.name, "/etc/kubernetes/pki/ca.crt").unwrap().exists(), "{}", h.name);
+    }
+    let empty = std::fs::read_dir(lab.host_path("cp1", "/var/lib/etcd").unwrap()).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(empty, 0, "cp1's etcd data is still there");
+    assert_ok(&kubeha(&lab, &["init", "--timeout", "3m"]), "init after reset");
+    let list = members(&lab, &["cp1"]);
+    assert_eq!(list.len(), 4, "{list:?}");
+    let old = etcdctl(&lab, &["get", "kubeha-old", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&old.stdout).trim(), "", "the old cluster's data survived");
+    assert_eq!(String::from_utf8_lossy(&curl_healthz(&lab).stdout), "ok");
+    lab.down().unwrap();
+}
