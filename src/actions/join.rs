@@ -103,7 +103,9 @@ impl Rules for JoinRules<'_> {
                 ),
             )],
             _ if named => vec![Check::new(&host.name, "membership", Status::Ok, format!("joins as a {role}"))],
-            Ownership::Ours(_) => vec![Check::new(&host.name, "membership", Status::Ok, format!("{role} of this cluster"))],
+            Ownership::Ours(_) => {
+                vec![Check::new(&host.name, "membership", Status::Ok, format!("{role} of this cluster"))]
+            }
             _ => Vec::new(),
         }
     }
@@ -138,7 +140,10 @@ async fn phases<R: Remote>(
             "cluster",
             "state",
             Status::Fail,
-            format!("{} holds no cluster CA: bring the cluster up with `kubeha init` first", session.state_dir().display()),
+            format!(
+                "{} holds no cluster CA: bring the cluster up with `kubeha init` first",
+                session.state_dir().display()
+            ),
         );
         return Err(ActionError::Preflight { checks: vec![row] });
     }
@@ -159,8 +164,7 @@ async fn phases<R: Remote>(
     let joining_cps: Vec<&Host> = plan.control_planes().filter(|h| names.contains(&h.name)).collect();
     let voting = before.control_planes().filter(|h| !names.contains(&h.name)).count();
     let after = voting + joining_cps.len();
-    if let Some(why) = membership::even_refusal(after, options.allow_even_members).filter(|_| !joining_cps.is_empty())
-    {
+    if let Some(why) = membership::even_refusal(after, options.allow_even_members).filter(|_| !joining_cps.is_empty()) {
         rows.push(Check::new("cluster", "members", Status::Fail, why));
     }
     if rows.iter().any(|r| r.status == Status::Fail) {
@@ -177,7 +181,8 @@ async fn phases<R: Remote>(
 
     let mut report = JoinReport { warnings: found.warnings(), ..JoinReport::default() };
     for h in plan.hosts.iter().filter(|h| names.contains(&h.name)) {
-        let member = h.role == Role::ControlPlane && matches!(membership::standing(&members, h), Standing::Voting { .. });
+        let member =
+            h.role == Role::ControlPlane && matches!(membership::standing(&members, h), Standing::Voting { .. });
         let worker = h.role == Role::Worker && matches!(found.hosts.get(&h.name), Some((_, Ownership::Ours(_))));
         if member || worker { report.already.push(h.name.clone()) } else { report.joined.push(h.name.clone()) }
     }
@@ -197,10 +202,10 @@ async fn phases<R: Remote>(
     if !workers.is_empty() {
         let running = found.with_node_settings(&membership::running_plan(plan, &members, &found, &workers));
         let files = crate::render::render(&running, &pki)?;
-        let only: BTreeMap<String, Vec<File>> =
-            files.into_iter().filter(|(h, _)| workers.contains(h)).collect();
-        let rollout = rollout::converge(session, &only, &found.previous_files(), &Policy::new(Restart::Changed), &NoGates)
-            .await?;
+        let only: BTreeMap<String, Vec<File>> = files.into_iter().filter(|(h, _)| workers.contains(h)).collect();
+        let rollout =
+            rollout::converge(session, &only, &found.previous_files(), &Policy::new(Restart::Changed), &NoGates)
+                .await?;
         report.pushed.extend(rollout.reports);
         session.lap("workers");
     }
@@ -269,7 +274,8 @@ async fn join_control_plane<R: Remote>(
         }
         Standing::Learner { .. } | Standing::Absent => {
             progress.step(&host.name, format!("adding its etcd member as a learner (through {})", via.name));
-            let (id, members) = etcd.add_learner((via, via_remote), host, members).await.map_err(step("adding its etcd learner"))?;
+            let (id, members) =
+                etcd.add_learner((via, via_remote), host, members).await.map_err(step("adding its etcd learner"))?;
             let initial = membership::initial_cluster(&members, host).map_err(|detail| ActionError::Membership {
                 host: host.name.clone(),
                 step: "starting its etcd member".into(),
@@ -294,7 +300,9 @@ async fn join_control_plane<R: Remote>(
 
     // 2. Certificates, configs and the etcd manifest: etcd starts as a learner.
     let first = pick(&|f| !f.path.starts_with(MANIFESTS_DIR) || f.path == etcd_manifest);
-    let pushed = rollout::converge(session, &first, &none, &quick, &NoGates).await.map_err(step("writing its certificates, configs and etcd manifest"))?;
+    let pushed = rollout::converge(session, &first, &none, &quick, &NoGates)
+        .await
+        .map_err(step("writing its certificates, configs and etcd manifest"))?;
     report.pushed.extend(pushed.reports);
 
     // 3. Promotion once caught up.
@@ -314,12 +322,16 @@ async fn join_control_plane<R: Remote>(
 
     // 4. The control-plane pods and haproxy, waited for.
     let second = pick(&|f| f.path != keepalived);
-    let pushed = rollout::converge(session, &second, &none, &quick, &NoGates).await.map_err(step("writing its static pods"))?;
+    let pushed =
+        rollout::converge(session, &second, &none, &quick, &NoGates).await.map_err(step("writing its static pods"))?;
     report.pushed.extend(pushed.reports);
     let health = Health::new(&running, pki, session.options.wait.interval)?;
     let waiting = Instant::now();
     let deadline = Instant::now() + session.options.wait.timeout;
-    health.control_plane(host, remote, deadline, progress).await.map_err(|e| step("waiting for its etcd and kube-apiserver")(e.into()))?;
+    health
+        .control_plane(host, remote, deadline, progress)
+        .await
+        .map_err(|e| step("waiting for its etcd and kube-apiserver")(e.into()))?;
     waited += waiting.elapsed();
 
     // 5. Every other member learns of it, one control plane at a time, the VIP holder last.
@@ -330,7 +342,9 @@ async fn join_control_plane<R: Remote>(
     let holders = membership::vip_holders(session).await;
     let policy = Policy::new(Restart::Changed).last(holders.clone());
     let gates = membership::HandOver { inner: &health, plan: &running, holders, files: &others };
-    let rolled = rollout::converge(session, &others, &previous, &policy, &gates).await.map_err(step("updating the other hosts"))?;
+    let rolled = rollout::converge(session, &others, &previous, &policy, &gates)
+        .await
+        .map_err(step("updating the other hosts"))?;
     waited += rolled.waited;
     report.pushed.extend(rolled.reports.into_iter().filter(|(h, _)| *h != host.name));
 
@@ -339,7 +353,8 @@ async fn join_control_plane<R: Remote>(
     let full = BTreeMap::from([(host.name.clone(), own.clone())]);
     let previous: BTreeMap<String, Vec<PathBuf>> =
         found.previous_files().into_iter().filter(|(h, _)| *h == host.name).collect();
-    let pushed = rollout::converge(session, &full, &previous, &quick, &health).await.map_err(step("starting its keepalived"))?;
+    let pushed =
+        rollout::converge(session, &full, &previous, &quick, &health).await.map_err(step("starting its keepalived"))?;
     waited += pushed.waited;
     report.pushed.extend(pushed.reports);
     progress.finish(&host.name, "joined");
@@ -386,8 +401,8 @@ async fn dry_run<R: Remote>(
         });
     }
     let files = crate::render::render(&running, pki)?;
-    let rollout = rollout::converge(session, &files, &found.previous_files(), &Policy::new(Restart::Changed), &NoGates)
-        .await?;
+    let rollout =
+        rollout::converge(session, &files, &found.previous_files(), &Policy::new(Restart::Changed), &NoGates).await?;
     report.pushed = rollout.reports;
     Ok(())
 }
@@ -460,9 +475,8 @@ mod tests {
     async fn without_a_cluster_in_the_state_directory_nothing_is_written() {
         let (plan, hosts, _) = running();
         let empty = tempfile::tempdir().unwrap();
-        let err = join_node(&plan, &["w2".into()], empty.path(), &options(), &hosts, &Progress::hidden())
-            .await
-            .unwrap_err();
+        let err =
+            join_node(&plan, &["w2".into()], empty.path(), &options(), &hosts, &Progress::hidden()).await.unwrap_err();
         let ActionError::Preflight { checks } = &err else { panic!("{err}") };
         assert!(checks[0].detail.contains("kubeha init"), "{checks:?}");
         for (name, host) in &hosts.hosts {
@@ -475,9 +489,8 @@ mod tests {
         // The in-memory hosts serve no etcd: the member list, read before anything is
         // written, cannot be had, and the join stops there.
         let (plan, hosts, state) = running();
-        let err = join_node(&plan, &["w2".into()], state.path(), &options(), &hosts, &Progress::hidden())
-            .await
-            .unwrap_err();
+        let err =
+            join_node(&plan, &["w2".into()], state.path(), &options(), &hosts, &Progress::hidden()).await.unwrap_err();
         assert!(matches!(err, ActionError::Etcd(_)), "{err}");
         for (name, host) in &hosts.hosts {
             assert!(puts(host).is_empty(), "{name} was written to");

@@ -86,10 +86,7 @@ pub fn initial_cluster(members: &[Member], joining: &Host) -> Result<EtcdInitial
         } else if m.is_started() {
             entries.extend(m.peer_urls.iter().map(|u| format!("{}={u}", m.name)));
         } else {
-            return Err(format!(
-                "etcd lists {} that never started; finish or undo that join first",
-                describe(m)
-            ));
+            return Err(format!("etcd lists {} that never started; finish or undo that join first", describe(m)));
         }
     }
     if !members.iter().any(|m| m.peer_urls.contains(&own)) {
@@ -160,7 +157,8 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn new(pki: &Pki, interval: Duration) -> Result<Etcd, ActionError> {
-        let identity = pki.apiserver_etcd_client().identity("apiserver-etcd-client.crt", "apiserver-etcd-client.key")?;
+        let identity =
+            pki.apiserver_etcd_client().identity("apiserver-etcd-client.crt", "apiserver-etcd-client.key")?;
         let tls = TlsClient::new(pki.etcd_ca_cert_pem(), Some(&identity))?.with_timeout(Duration::from_secs(10));
         Ok(Etcd { tls, interval })
     }
@@ -306,10 +304,8 @@ pub async fn health_rows<R: Remote>(
     health: &super::wait::Health<'_>,
     skip: &[String],
 ) -> Vec<Check> {
-    let hosts: Vec<(&Host, &R)> = session
-        .control_planes()
-        .filter(|(h, _)| plan.host(&h.name).is_some() && !skip.contains(&h.name))
-        .collect();
+    let hosts: Vec<(&Host, &R)> =
+        session.control_planes().filter(|(h, _)| plan.host(&h.name).is_some() && !skip.contains(&h.name)).collect();
     let results = session.each(&hosts, |(host, remote)| async move { health.now(host, *remote).await }).await;
     let mut rows: Vec<Check> = results
         .into_iter()
@@ -391,7 +387,9 @@ impl<R: Remote, G: super::rollout::Gates<R>> super::rollout::Gates<R> for HandOv
 /// The connected control planes that hold the VIP now (asked afresh: an earlier step of the
 /// same run may have moved it).
 pub async fn vip_holders<R: Remote>(session: &Session<'_, R>) -> Vec<String> {
-    let crate::plan::LoadBalancer::KeepalivedHaproxy { vip, .. } = &session.plan.load_balancer else { return Vec::new() };
+    let crate::plan::LoadBalancer::KeepalivedHaproxy { vip, .. } = &session.plan.load_balancer else {
+        return Vec::new();
+    };
     let cps: Vec<(&Host, &R)> = session.control_planes().collect();
     let found = session.each(&cps, |(_, remote)| crate::host::facts::gather(*remote)).await;
     found

@@ -208,13 +208,21 @@ async fn phases<R: Remote>(
     if let (Some(remote), Role::ControlPlane) = (remote, target.role) {
         let keepalived = PathBuf::from(manifest("keepalived"));
         let holds = membership::vip_holders(session).await.iter().any(|h| h == name);
-        report.steps.push(format!("{name}: stop its static pods (keepalived first{})", if holds { ", the VIP moves" } else { "" }));
+        report.steps.push(format!(
+            "{name}: stop its static pods (keepalived first{})",
+            if holds { ", the VIP moves" } else { "" }
+        ));
         if !session.options.dry_run {
             let first = Cleanup { manifests: vec![keepalived.clone()], ..Cleanup::default() };
-            first.run(remote).await.map_err(|e| step("stopping its keepalived")(ActionError::host("removing files", e)))?;
+            first
+                .run(remote)
+                .await
+                .map_err(|e| step("stopping its keepalived")(ActionError::host("removing files", e)))?;
             if holds {
                 let waiting = Instant::now();
-                membership::wait_vip_elsewhere(session, &after, name).await.map_err(|e| step("moving the VIP away")(e.into()))?;
+                membership::wait_vip_elsewhere(session, &after, name)
+                    .await
+                    .map_err(|e| step("moving the VIP away")(e.into()))?;
                 waited += waiting.elapsed();
             }
             Cleanup::pods(&listed)
@@ -231,7 +239,9 @@ async fn phases<R: Remote>(
         let health = Health::new(&after, &pki, interval)?;
         let policy = Policy::new(Restart::Changed).last(holders.clone());
         let gates = membership::HandOver { inner: &health, plan: &after, holders, files: &files };
-        let rolled = rollout::converge(session, &files, &previous, &policy, &gates).await.map_err(step("updating the other hosts"))?;
+        let rolled = rollout::converge(session, &files, &previous, &policy, &gates)
+            .await
+            .map_err(step("updating the other hosts"))?;
         waited += rolled.waited;
         report.pushed = rolled.reports;
     } else {
@@ -283,9 +293,12 @@ async fn delete_node<R: Remote>(
     };
     let identity = pki.super_admin().identity("super-admin.conf", "super-admin.conf")?;
     let api = ApiServerClient::new(remote, plan, host, pki.ca_cert_pem(), Some(&identity))?;
-    let response = api.request(&Request::delete(&format!("/api/v1/nodes/{name}"))).await.map_err(|e| {
-        ActionError::Membership { host: name.to_string(), step: "deleting its Node object".into(), detail: e.to_string() }
-    })?;
+    let response =
+        api.request(&Request::delete(&format!("/api/v1/nodes/{name}"))).await.map_err(|e| ActionError::Membership {
+            host: name.to_string(),
+            step: "deleting its Node object".into(),
+            detail: e.to_string(),
+        })?;
     if response.is_success() || response.status == 404 {
         Ok(())
     } else {

@@ -212,7 +212,11 @@ async fn wait_stopped<R: Remote>(
         || async {
             let facts = facts::gather(remote).await.map_err(|e| Failure::Fatal(e.to_string()))?;
             let busy: Vec<String> = ports.iter().filter(|p| facts.listening.contains(p)).map(u16::to_string).collect();
-            if busy.is_empty() { Ok(()) } else { Err(Failure::Retry(format!("ports {} still listen", busy.join(", ")))) }
+            if busy.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::Retry(format!("ports {} still listen", busy.join(", "))))
+            }
         },
         |last| progress.detail(&host.name, last),
     )

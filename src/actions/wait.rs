@@ -284,7 +284,8 @@ impl<R: Remote> Gates<R> for Health<'_> {
     async fn before(&self, session: &Session<'_, R>, host: &Host) -> Result<(), ActionError> {
         let deadline = Instant::now() + session.options.wait.timeout;
         // The plan's members only: the inventory may list control planes that have not joined.
-        let members = session.control_planes().filter(|(h, _)| h.name != host.name && self.plan.host(&h.name).is_some());
+        let members =
+            session.control_planes().filter(|(h, _)| h.name != host.name && self.plan.host(&h.name).is_some());
         for (other, remote) in members {
             until(
                 &format!("{}: etcd (must be healthy before {} restarts)", other.name, host.name),

@@ -32,8 +32,10 @@ impl Args {
         self.change.dry_run |= !self.yes;
         let dry_run = self.change.dry_run;
         let state_dir = self.change.cluster.state_dir(&plan, dry_run)?;
-        let options =
-            ResetOptions { session: self.change.session(&plan, "kubeha reset"), delete_etcd_data: self.delete_etcd_data };
+        let options = ResetOptions {
+            session: self.change.session(&plan, "kubeha reset"),
+            delete_etcd_data: self.delete_etcd_data,
+        };
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
         let connector = self.change.remote.connector(&credentials);

@@ -163,7 +163,8 @@ impl Lab {
         let mut state = self.state.clone();
         state.hosts.retain(|h| hosts.contains(&h.name.as_str()));
         let path = self.state.dir.join(file);
-        std::fs::write(&path, inventory::render(&state)).map_err(|source| LabError::Io { path: path.clone(), source })?;
+        std::fs::write(&path, inventory::render(&state))
+            .map_err(|source| LabError::Io { path: path.clone(), source })?;
         Ok(path)
     }
 

@@ -114,7 +114,8 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     assert_eq!(String::from_utf8_lossy(&curl_healthz(&lab).stdout), "ok");
     assert_eq!(vip_holders(&lab).len(), 1, "{:?}", vip_holders(&lab));
     // w2's kubelet identity authenticates through the endpoint (anonymous users get 403).
-    let kubectl = lab.exec("w2", &["kubectl", "--kubeconfig", "/etc/kubernetes/kubelet.conf", "get", "--raw", "/api"]).unwrap();
+    let kubectl =
+        lab.exec("w2", &["kubectl", "--kubeconfig", "/etc/kubernetes/kubelet.conf", "get", "--raw", "/api"]).unwrap();
     assert!(kubectl.status.success(), "{}", text(&kubectl));
     assert!(String::from_utf8_lossy(&kubectl.stdout).contains("APIVersions"), "{}", text(&kubectl));
     assert!(!lab.host_path("w2", "/etc/kubernetes/pki/ca.key").unwrap().exists(), "w2 holds the CA key");
@@ -148,7 +149,8 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     let load = Load::start(&lab, &original, "kubeha-remove-load");
     std::thread::sleep(Duration::from_secs(3));
     let removing = Instant::now();
-    let first = kubeha(&lab, &["remove-node", "cp5", "--allow-even-members", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let first =
+        kubeha(&lab, &["remove-node", "cp5", "--allow-even-members", "--timeout", "3m", "--kubelet-sync", "3s"]);
     let second = kubeha(&lab, &["remove-node", "cp4", "--timeout", "3m", "--kubelet-sync", "3s"]);
     let took = removing.elapsed();
     std::thread::sleep(Duration::from_secs(3));
@@ -165,7 +167,10 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
         assert_eq!(haproxy_backends(&lab, cp), 3, "{cp}'s haproxy");
     }
     for gone in ["cp4", "cp5"] {
-        assert!(!lab.host_path(gone, "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists(), "{gone} keeps its marker");
+        assert!(
+            !lab.host_path(gone, "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists(),
+            "{gone} keeps its marker"
+        );
         assert!(!lab.host_path(gone, "/etc/kubernetes/manifests/etcd.yaml").unwrap().exists());
     }
     assert_eq!(vip_holders(&lab).len(), 1, "{:?}", vip_holders(&lab));
