@@ -58,7 +58,7 @@ pub enum ActionError {
     HostsLocked { held: Vec<(String, String)> },
     /// An etcd call failed (the error names the host and the operation).
     #[error(transparent)]
-    Etcd(#[from] crate::host::etcd::EtcdError),
+    Etcd(Box<crate::host::etcd::EtcdError>),
     /// A membership step on `host` cannot go on, and why.
     #[error("{host}: {step}: {detail}")]
     Membership { host: String, step: String, detail: String },
@@ -70,6 +70,12 @@ pub enum ActionError {
         #[source]
         source: Box<ActionError>,
     },
+}
+
+impl From<crate::host::etcd::EtcdError> for ActionError {
+    fn from(e: crate::host::etcd::EtcdError) -> Self {
+        ActionError::Etcd(Box::new(e))
+    }
 }
 
 impl ActionError {

@@ -214,7 +214,8 @@ async fn phases<R: Remote>(
     order.sort_by_key(|h| !matches!(membership::standing(&members, h), Standing::Learner { .. }));
     let mut initials = BTreeMap::new();
     for host in order {
-        let joined = join_control_plane(session, &found, &etcd, &pki, host, &workers, &mut initials, &mut report).await;
+        let shared = Shared { found: &found, etcd: &etcd, pki: &pki, workers: &workers };
+        let joined = join_control_plane(session, &shared, host, &mut initials, &mut report).await;
         waited += joined.map_err(|e| ActionError::Step {
             host: host.name.clone(),
             step: "joining as a control plane".into(),
@@ -238,17 +239,25 @@ async fn phases<R: Remote>(
 }
 
 /// Steps 1–6 of the module's sequence for one control plane; returns the time spent waiting.
+/// What every control plane's join shares.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    found: &'a Outcome,
+    etcd: &'a Etcd,
+    pki: &'a Pki,
+    /// The workers this run joined.
+    workers: &'a [String],
+}
+
 async fn join_control_plane<R: Remote>(
     session: &Session<'_, R>,
-    found: &Outcome,
-    etcd: &Etcd,
-    pki: &Pki,
+    shared: &Shared<'_>,
     host: &Host,
-    workers: &[String],
     initials: &mut BTreeMap<String, crate::plan::EtcdInitial>,
     report: &mut JoinReport,
 ) -> Result<Duration, ActionError> {
     let (plan, progress) = (session.plan, session.progress);
+    let Shared { found, etcd, pki, workers } = *shared;
     let remote = session.connected().find(|(h, _)| h.name == host.name).map(|(_, r)| r).ok_or_else(|| {
         ActionError::Membership { host: host.name.clone(), step: "connecting".into(), detail: "not connected".into() }
     })?;

@@ -102,7 +102,7 @@ pub fn quorum(voting: usize) -> usize {
 
 /// The refusal of an even member count at the end of a change, unless allowed.
 pub fn even_refusal(after: usize, allow_even: bool) -> Option<String> {
-    (after % 2 == 0 && after > 0 && !allow_even).then(|| {
+    (after.is_multiple_of(2) && after > 0 && !allow_even).then(|| {
         format!(
             "the cluster would end with {after} etcd members: an even count tolerates no more failures than {} \
              (both lose quorum after {} failure(s)) and needs a larger quorum ({} instead of {}); add or remove one \
@@ -186,7 +186,7 @@ impl Etcd {
             }
         }
         Err(match last {
-            Some(e) => ActionError::Etcd(e),
+            Some(e) => e.into(),
             None => ActionError::Membership {
                 host: "cluster".into(),
                 step: "reading the etcd member list".into(),
