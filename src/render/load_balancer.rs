@@ -34,8 +34,17 @@ const APISERVER_CERT_NAME: &str = "kubernetes";
 /// keepalived's PASS authentication uses at most this many characters of the password.
 const VRRP_PASSWORD_LEN: usize = 8;
 
-/// The priority of the first control plane; each later one gets one less.
-const TOP_PRIORITY: usize = 150;
+/// The priority of the first control plane; each later one gets [`priority_step`] less.
+const TOP_PRIORITY: usize = 250;
+
+/// How far apart the control planes' priorities are: 10 while they fit. When the master
+/// announces priority 0 (its keepalived stops), each backup takes over after
+/// `(256 - priority) / 256` s; priorities 10 apart make that 39 ms apart, so the first backup's
+/// advertisement reaches the others before they claim the VIP too (1 apart, 4 ms, loses that
+/// race to scheduling jitter, and two hosts answer for the VIP for an instant).
+fn priority_step(count: usize) -> usize {
+    (TOP_PRIORITY / count.max(1)).clamp(1, 10)
+}
 
 #[derive(Serialize)]
 struct HaproxyConfig<'a> {
@@ -88,7 +97,7 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
     };
     let index = ctx.control_plane_index().unwrap_or_default();
     let priority = TOP_PRIORITY
-        .checked_sub(index)
+        .checked_sub(index * priority_step(plan.control_planes().count()))
         .filter(|p| *p > 0)
         .ok_or(RenderError::TooManyControlPlanes { count: plan.control_planes().count() })?;
     let endpoint_port = plan.control_plane_endpoint.port;
