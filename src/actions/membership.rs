@@ -328,13 +328,14 @@ pub async fn health_rows<R: Remote>(
 
 /// Gates that hand the VIP over before its holder's load balancer restarts: the holder's
 /// keepalived is stopped (it announces priority 0, and a peer, already rolled, takes the VIP at
-/// once) and kubeha waits until another control plane of the plan holds the VIP; only then is
+/// once) and kubeha waits until another control plane of the plan holds the VIP and the
+/// endpoint answers through it; only then is
 /// the holder written, so its haproxy and keepalived restart while it serves nothing (without
 /// this, its haproxy could stop while it still held the VIP). Its keepalived comes back as a
 /// backup (`nopreempt`), written by the rollout or, if its manifest did not change, put back
 /// after the host is healthy.
-pub struct HandOver<'a, G> {
-    pub inner: &'a G,
+pub struct HandOver<'a> {
+    pub inner: &'a super::wait::Health<'a>,
     pub plan: &'a Plan,
     /// The hosts that hold the VIP now.
     pub holders: Vec<String>,
@@ -342,14 +343,14 @@ pub struct HandOver<'a, G> {
     pub files: &'a BTreeMap<String, Vec<crate::files::File>>,
 }
 
-impl<G> HandOver<'_, G> {
+impl HandOver<'_> {
     fn manifest(&self, host: &str, pod: &str) -> Option<&crate::files::File> {
         let path = crate::host::layout::manifest(pod);
         self.files.get(host)?.iter().find(|f| f.path == std::path::Path::new(&path))
     }
 }
 
-impl<R: Remote, G: super::rollout::Gates<R>> super::rollout::Gates<R> for HandOver<'_, G> {
+impl<R: Remote> super::rollout::Gates<R> for HandOver<'_> {
     async fn before(&self, session: &Session<'_, R>, host: &Host) -> Result<(), ActionError> {
         self.inner.before(session, host).await?;
         if !self.holders.contains(&host.name) {
@@ -369,6 +370,8 @@ impl<R: Remote, G: super::rollout::Gates<R>> super::rollout::Gates<R> for HandOv
         let stop = crate::host::cleanup::Cleanup { manifests: vec![keepalived], ..Default::default() };
         stop.run(remote).await.map_err(|e| ActionError::host("stopping keepalived", e))?;
         wait_vip_elsewhere(session, self.plan, &host.name).await?;
+        // And the endpoint answers through its new holder (from here, as clients reach it).
+        self.inner.endpoint(Instant::now() + session.options.wait.timeout, session.progress).await?;
         Ok(())
     }
 

@@ -202,4 +202,14 @@ mod tests {
             assert!(vrrp_auth_pass(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    #[test]
+    fn priorities_are_ten_apart_while_they_fit_and_always_distinct_and_positive() {
+        assert_eq!((priority_step(1), priority_step(3), priority_step(25)), (10, 10, 10));
+        assert_eq!((priority_step(26), priority_step(250)), (9, 1));
+        for count in [3, 25, 26, 89, 250] {
+            let last = TOP_PRIORITY - (count - 1) * priority_step(count);
+            assert!(last >= 1, "{count} control planes: the last gets {last}");
+        }
+    }
 }

@@ -142,6 +142,14 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
         (text(&etcdctl(&lab, &["endpoint", "health"])).matches("is healthy").count() == 5).then_some(())
     })
     .unwrap();
+    // The reconnected apiserver reads etcd again only every 2 s: let the cluster settle.
+    for cp in control_planes(&lab) {
+        kubeha_lab::wait_for(Duration::from_secs(60), "every apiserver to be ready", || {
+            (apiserver_readyz(&lab, &cp) == "ok").then_some(())
+        })
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(5));
     assert_eq!(members(&lab, &["cp1"]).len(), 5, "the refusal changed etcd");
     assert!(lab.host_path("cp5", "/etc/kubernetes/kubeha/cluster.yaml").unwrap().exists());
 
