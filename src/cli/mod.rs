@@ -97,12 +97,23 @@ struct InventoryArgs {
     /// supported minor's kubeadm rules (with a warning).
     #[arg(long)]
     allow_unsupported_version: bool,
+    /// The OpenSSH client configuration for host aliases, users, ports, identity files and
+    /// jump hosts (`none`: read none); overrides spec.ssh.configFile [default: ~/.ssh/config
+    /// when it exists]
+    #[arg(long, value_name = "PATH")]
+    ssh_config: Option<PathBuf>,
 }
 
 impl InventoryArgs {
     /// The validated plan; warns when it is rendered with another minor's rules.
     fn load(&self) -> Result<crate::plan::Plan, InventoryError> {
-        let options = crate::inventory::ParseOptions { allow_unsupported_version: self.allow_unsupported_version };
+        let ssh_config = match &self.ssh_config {
+            Some(path) if path.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
+            Some(path) => crate::inventory::SshConfigChoice::File(path.clone()),
+            None => crate::inventory::SshConfigChoice::UserDefault,
+        };
+        let options =
+            crate::inventory::ParseOptions { allow_unsupported_version: self.allow_unsupported_version, ssh_config };
         let plan = crate::inventory::load_with(&self.inventory, options)?;
         if let Some(unsupported) = plan.unsupported_version() {
             tracing::warn!("{}", unsupported.warning());

@@ -13,12 +13,14 @@ mod checks;
 mod fields;
 mod image;
 mod manifest;
+mod reach;
 mod spec;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use fields::Problem;
+pub use reach::{MAX_JUMPS, SshConfigChoice};
 
 use crate::plan::Plan;
 
@@ -48,11 +50,13 @@ pub enum InventoryError {
 }
 
 /// Choices the command line makes about how strictly an inventory is read.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ParseOptions {
     /// Accept a `kubernetesVersion` outside the supported minors; it is rendered with the
     /// nearest supported minor's rules (`Plan::kubeadm_release`).
     pub allow_unsupported_version: bool,
+    /// The SSH configuration file read when `spec.ssh.configFile` does not name one.
+    pub ssh_config: SshConfigChoice,
 }
 
 /// Reads and validates an inventory file (`-`: standard input, with relative paths in it
@@ -107,7 +111,7 @@ pub fn parse_with(text: &str, base: &Path, options: ParseOptions) -> Result<Plan
     let doc: serde_json::Value =
         serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax(syntax_message(&e.to_string())))?;
     let mut problems = fields::Problems::default();
-    let draft = spec::read_document(&doc, base, &mut problems);
+    let draft = spec::read_document(&doc, base, &options.ssh_config, &mut problems);
     if let Some(version) = draft.kubernetes_version
         && !options.allow_unsupported_version
         && let Err(unsupported) = crate::version::KubeadmRelease::exact(version)

@@ -24,6 +24,18 @@ pub enum TransportError {
         source: std::io::Error,
     },
 
+    #[error("{host}: cannot resolve {name}: {source}")]
+    Resolve {
+        host: String,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A jump host on the way to `host` failed; `source` names the hop (`jump host <name>`).
+    #[error("{host}: {}", hop_text(hop, source))]
+    Jump { host: String, hop: String, source: Box<TransportError> },
+
     #[error("{host}: SSH connection to {address} failed: {source}")]
     Handshake {
         host: String,
@@ -150,6 +162,8 @@ impl TransportError {
         match self {
             Timeout { host, .. }
             | Connect { host, .. }
+            | Resolve { host, .. }
+            | Jump { host, .. }
             | Handshake { host, .. }
             | UnknownHostKey { host, .. }
             | HostKeyChanged { host, .. }
@@ -251,6 +265,12 @@ fn damaged_text(files: &[DamagedFile]) -> String {
             format!("{} files did not arrive intact (sha256 mismatch): {list}", files.len())
         }
     }
+}
+
+/// A hop's error: it starts with the hop's label, or is a local problem (a key file) that does
+/// not, and then gets it.
+fn hop_text(hop: &str, source: &TransportError) -> String {
+    if source.host().is_some() { source.to_string() } else { format!("{hop}: {source}") }
 }
 
 fn join_lines(lines: &[usize]) -> String {

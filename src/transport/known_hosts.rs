@@ -58,6 +58,13 @@ pub fn host_name(ip: IpAddr, port: u16) -> String {
     if port == 22 { ip.to_string() } else { format!("[{ip}]:{port}") }
 }
 
+/// The name a host dialled as `host` (a name or an address) has in known_hosts, as `ssh` looks
+/// it up: lowercase, bare for port 22, `[host]:port` otherwise.
+pub fn name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 { host } else { format!("[{host}]:{port}") }
+}
+
 impl KnownHosts {
     /// Reads `file`; a missing file is an empty one.
     pub fn load(file: &Path) -> Result<KnownHosts, TransportError> {
