@@ -9,10 +9,9 @@
 //! keyword is ignored, and so are `Match` blocks (kubeha cannot evaluate their conditions; their
 //! settings never apply).
 //!
-//! kubeha has its own small parser rather than a crate: the candidates on crates.io either
-//! apply the last value instead of the first or sort `Host` blocks (ssh2-config did until a
-//! breaking fix in 2025), fail on keywords they do not know, or leave `Include` out; these seven
-//! keywords are simple to read exactly as OpenSSH does.
+//! A small parser of its own rather than a crate: ssh2-config, the most used one, sorted `Host`
+//! blocks and let later values win until a breaking release in 2025 and refuses unknown keywords
+//! by default; these seven keywords are simple to read exactly as OpenSSH does.
 
 use std::path::{Path, PathBuf};
 

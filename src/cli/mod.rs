@@ -112,9 +112,8 @@ impl InventoryArgs {
             Some(path) => crate::inventory::SshConfigChoice::File(path.clone()),
             None => crate::inventory::SshConfigChoice::UserDefault,
         };
-        let options =
-            crate::inventory::ParseOptions { allow_unsupported_version: self.allow_unsupported_version, ssh_config };
-        let plan = crate::inventory::load_with(&self.inventory, options)?;
+        let options = crate::inventory::ParseOptions { allow_unsupported_version: self.allow_unsupported_version };
+        let plan = crate::inventory::load_with_ssh_config(&self.inventory, options, &ssh_config)?;
         if let Some(unsupported) = plan.unsupported_version() {
             tracing::warn!("{}", unsupported.warning());
         }

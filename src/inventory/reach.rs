@@ -288,7 +288,7 @@ fn jump(hop: &JumpSpec, found: ssh_config::HostConfig, spec: &SshFields, home: &
 mod tests {
     use std::path::Path;
 
-    use crate::inventory::{ParseError, ParseOptions, SshConfigChoice, parse_with};
+    use crate::inventory::{ParseError, SshConfigChoice, parse_with_ssh_config};
     use crate::plan::{Jump, Plan};
 
     /// A valid inventory with `ssh` as `spec.ssh` and `cp1` as the first host's line.
@@ -302,8 +302,7 @@ mod tests {
     }
 
     fn plan(dir: &Path, ssh: &str, cp1: &str, choice: SshConfigChoice) -> Result<Plan, Vec<String>> {
-        let options = ParseOptions { ssh_config: choice, ..Default::default() };
-        parse_with(&inventory(ssh, cp1), dir, options).map_err(|e| match e {
+        parse_with_ssh_config(&inventory(ssh, cp1), dir, Default::default(), &choice).map_err(|e| match e {
             ParseError::Invalid(problems) => problems.iter().map(|p| p.to_string()).collect(),
             ParseError::Syntax(s) => vec![s],
         })
@@ -446,6 +445,22 @@ Host *
             Default::default(),
         );
         assert!(problems.is_ok(), "root with sudo: false is fine");
+    }
+
+    #[test]
+    fn a_dns_name_as_address_points_to_ssh_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp1 = "{name: cp1, address: cp1.example.com, role: control-plane}";
+        let problems = plan(dir.path(), "{}", cp1, Default::default()).unwrap_err();
+        assert_eq!(
+            problems[0],
+            "spec.hosts[0].address: \"cp1.example.com\" is not an IP address: address is the node IP that \
+             certificates and manifests carry; to dial a DNS name, set ssh.host: cp1.example.com and the node's IP here"
+        );
+        let cp1 = "{name: cp1, address: 198.18.0.11, role: control-plane, ssh: {host: CP1.Example.com}}";
+        let plan = plan(dir.path(), "{}", cp1, Default::default()).unwrap();
+        assert_eq!(plan.hosts[0].ssh.host.as_deref(), Some("cp1.example.com"));
+        assert_eq!(plan.hosts[0].address.to_string(), "198.18.0.11");
     }
 
     #[test]

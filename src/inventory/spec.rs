@@ -500,8 +500,19 @@ fn read_host(path: &str, v: &Value, reach: &Reach, p: &mut Problems) -> Option<H
     let mut h = Object::new(path, v, p)?;
     let before = p.0.len();
     let name = h.required_string("name", p).filter(|n| check(&h.child("name"), node_name(n), p));
-    let address =
-        h.required_string("address", p).and_then(|a| usable_address(&h.child("address"), &a, "a host address", p));
+    let address = h.required_string("address", p).and_then(|a| {
+        if a.parse::<IpAddr>().is_err() && dns_name(&a).is_ok() {
+            // A name here would have to become the node IP in certificates and manifests.
+            p.push(
+                h.child("address"),
+                format!(
+                    "{a:?} is not an IP address: address is the node IP that certificates and manifests carry; to dial a DNS name, set ssh.host: {a} and the node's IP here"
+                ),
+            );
+            return None;
+        }
+        usable_address(&h.child("address"), &a, "a host address", p)
+    });
     let role = match h.required_string("role", p).as_deref() {
         Some("control-plane") => Some(Role::ControlPlane),
         Some("worker") => Some(Role::Worker),

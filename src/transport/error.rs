@@ -332,6 +332,28 @@ mod tests {
     }
 
     #[test]
+    fn a_hop_error_names_the_host_and_the_hop() {
+        let refused = TransportError::Connect {
+            host: "jump host bastion".into(),
+            address: "10.0.0.5:22".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let e = TransportError::Jump { host: "cp1".into(), hop: "jump host bastion".into(), source: Box::new(refused) };
+        assert_eq!(e.to_string(), "cp1: jump host bastion: cannot connect to 10.0.0.5:22: connection refused");
+        assert_eq!(e.host(), Some("cp1"));
+        // A local problem (a key file) has no host of its own: the hop is added.
+        let key = TransportError::IdentityFile { path: "/k".into(), reason: "missing".into() };
+        let e = TransportError::Jump { host: "cp1".into(), hop: "jump host bastion".into(), source: Box::new(key) };
+        assert_eq!(e.to_string(), "cp1: jump host bastion: identity file /k: missing");
+        let dns = TransportError::Resolve {
+            host: "cp1".into(),
+            name: "cp1.invalid".into(),
+            source: std::io::Error::other("no such name"),
+        };
+        assert_eq!(dns.to_string(), "cp1: cannot resolve cp1.invalid: no such name");
+    }
+
+    #[test]
     fn changed_key_names_file_and_lines() {
         let key = Box::new(PresentedKey {
             address: "[2001:db8::1]:2222".into(),

@@ -339,6 +339,20 @@ mod tests {
     }
 
     #[test]
+    fn names_are_looked_up_as_dialled_also_hashed() {
+        assert_eq!(name("CP1.Example.com", 22), "cp1.example.com");
+        assert_eq!(name("cp1.example.com", 2222), "[cp1.example.com]:2222");
+        assert_eq!(name("2001:db8::1", 2222), "[2001:db8::1]:2222");
+        let text = format!("{} {KEY_A}\n[bastion.example]:2200 {KEY_B}\n", hashed_name("cp1.example.com"));
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        assert_eq!(kh.check(&name("cp1.example.com", 22), &key(KEY_A)), Verdict::Known);
+        assert_eq!(kh.check(&name("cp1.example.com", 22), &key(KEY_B)), Verdict::Changed { lines: vec![1] });
+        assert_eq!(kh.check(&name("cp1.example.com", 2200), &key(KEY_A)), Verdict::Unknown);
+        assert_eq!(kh.check(&name("bastion.example", 2200), &key(KEY_B)), Verdict::Known);
+        assert_eq!(kh.check(&name("bastion.example", 22), &key(KEY_B)), Verdict::Unknown);
+    }
+
+    #[test]
     fn preferred_algorithms_put_recorded_first() {
         let kh = KnownHosts::parse(Path::new("kh"), &format!("h {KEY_A}\n"));
         let defaults = [Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, Algorithm::Ed25519];
