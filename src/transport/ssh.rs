@@ -681,6 +681,75 @@ impl Remote for SshHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Host, Jump, Role, Ssh};
+    use crate::transport::PassphrasePrompt;
+
+    fn host(target: &str, port: u16, jumps: Vec<Jump>, dir: &std::path::Path) -> Host {
+        Host {
+            name: "cp1".into(),
+            address: "198.18.0.11".parse().unwrap(),
+            role: Role::ControlPlane,
+            ssh: Ssh {
+                user: "root".into(),
+                port,
+                identity_file: dir.join("id_ed25519"),
+                known_hosts_file: dir.join("known_hosts"),
+                sudo: false,
+                host: Some(target.into()),
+                jumps,
+            },
+            node: Default::default(),
+        }
+    }
+
+    fn jump(target: &str, port: u16, dir: &std::path::Path) -> Jump {
+        Jump {
+            name: format!("{target}:{port}"),
+            host: target.into(),
+            port,
+            user: "root".into(),
+            identity_file: dir.join("id_ed25519"),
+        }
+    }
+
+    /// A port on 127.0.0.1 where nothing listens (just released).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    async fn failure(host: &Host) -> String {
+        let options = SshOptions { connect_timeout: Duration::from_millis(500), ..SshOptions::default() };
+        let credentials = Credentials::new(None, PassphrasePrompt::Never);
+        SshHost::connect(host, &options, &credentials).await.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn each_failure_names_the_host_and_the_hop() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // DNS: `.invalid` never resolves (RFC 6761).
+        let e = failure(&host("nothing.invalid", 22, vec![], d)).await;
+        assert!(e.starts_with("cp1: cannot resolve nothing.invalid: "), "{e}");
+        let e = failure(&host("198.18.0.11", 22, vec![jump("nothing.invalid", 22, d)], d)).await;
+        assert!(e.starts_with("cp1: jump host nothing.invalid:22: cannot resolve nothing.invalid: "), "{e}");
+        // Refused: a closed port.
+        let port = closed_port();
+        let e = failure(&host("127.0.0.1", port, vec![], d)).await;
+        assert!(e.starts_with(&format!("cp1: cannot connect to 127.0.0.1:{port}: Connection refused")), "{e}");
+        let e = failure(&host("198.18.0.11", 22, vec![jump("127.0.0.1", port, d)], d)).await;
+        let hop = format!("jump host 127.0.0.1:{port}");
+        assert!(e.starts_with(&format!("cp1: {hop}: cannot connect to 127.0.0.1:{port}: Connection refused")), "{e}");
+        // Timeout: a port that accepts but never speaks SSH.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let e = failure(&host("127.0.0.1", port, vec![], d)).await;
+        assert_eq!(e, format!("cp1: SSH handshake with 127.0.0.1:{port} timed out after 500ms"));
+        let e = failure(&host("198.18.0.11", 22, vec![jump("127.0.0.1", port, d)], d)).await;
+        assert_eq!(
+            e,
+            format!("cp1: jump host 127.0.0.1:{port}: SSH handshake with 127.0.0.1:{port} timed out after 500ms")
+        );
+    }
 
     #[test]
     fn sudo_password_prompt_is_recognised() {
