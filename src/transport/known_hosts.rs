@@ -238,6 +238,22 @@ pub fn append(file: &Path, name: &str, key: &PublicKey) -> Result<(), TransportE
     f.sync_all().map_err(io_err)
 }
 
+/// Records `key` for `name` unless the file, as it is now, already has a say: connections to
+/// the same new host in parallel (several hosts behind one jump host) record it once, and a
+/// different key recorded meanwhile is reported (`Changed`), not added beside it. Returns the
+/// verdict of the file before: `Unknown` when the key was appended.
+pub fn record(file: &Path, name: &str, key: &PublicKey) -> Result<Verdict, TransportError> {
+    let _guard = RECORD.lock().unwrap_or_else(|e| e.into_inner());
+    let verdict = KnownHosts::load(file)?.check(name, key);
+    if verdict == Verdict::Unknown {
+        append(file, name, key)?;
+    }
+    Ok(verdict)
+}
+
+/// Serializes [`record`]'s check-then-append within this process.
+static RECORD: Mutex<()> = Mutex::new(());
+
 /// `SHA256:...` as `ssh` and `ssh-keygen -l` print it.
 pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
@@ -336,6 +352,16 @@ mod tests {
         assert_eq!(kh.check("10.0.0.2", &key(KEY_B)), Verdict::Known);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn recording_twice_writes_once_and_a_different_key_is_not_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        assert_eq!(record(&file, "bastion", &key(KEY_A)).unwrap(), Verdict::Unknown);
+        assert_eq!(record(&file, "bastion", &key(KEY_A)).unwrap(), Verdict::Known);
+        assert_eq!(record(&file, "bastion", &key(KEY_B)).unwrap(), Verdict::Changed { lines: vec![1] });
+        assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
     }
 
     #[test]

@@ -137,7 +137,17 @@ impl Client {
         match self.known_hosts.check(&self.known_hosts_name, key) {
             Verdict::Known => Ok(()),
             Verdict::Unknown if self.accept_new => {
-                known_hosts::append(&file, &self.known_hosts_name, key)?;
+                match known_hosts::record(&file, &self.known_hosts_name, key)? {
+                    // Another connection of this run recorded it meanwhile.
+                    Verdict::Known => return Ok(()),
+                    Verdict::Unknown => {}
+                    Verdict::Changed { lines } => {
+                        return Err(TransportError::HostKeyChanged { host, key: presented(), lines });
+                    }
+                    Verdict::Revoked { line } => {
+                        return Err(TransportError::HostKeyRevoked { host, key: presented(), line });
+                    }
+                }
                 let fingerprint = known_hosts::fingerprint(key);
                 // The operator accepted unknown keys: say which, so they can be checked later.
                 tracing::warn!(
