@@ -172,7 +172,8 @@ pub fn resolve(
     let user = fields.user.clone().or(found.user).unwrap_or_else(|| "root".into());
     let sudo = match &fields.sudo {
         Some((false, path)) if user != "root" => {
-            p.push(
+            push_once(
+                p,
                 path.clone(),
                 format!(
                     "user {user:?} is not root, so kubeha needs passwordless sudo to write /etc/kubernetes: remove \
@@ -212,7 +213,7 @@ fn lookup(config: Option<&SshConfig>, name: &str, at: &str, p: &mut Problems) ->
     match config.map(|c| c.lookup(name)).transpose() {
         Ok(found) => Some(found.unwrap_or_default()),
         Err(e) => {
-            p.push(at, e.to_string());
+            push_once(p, at, e.to_string());
             None
         }
     }
@@ -229,10 +230,10 @@ fn jumps(
     home: &Path,
     p: &mut Problems,
 ) -> Option<Vec<Jump>> {
-    let list = ssh_config::parse_jumps(value).map_err(|e| p.push(at, e)).ok()?;
-    let chain = chain(&list, spec, config, home, 0).map_err(|e| p.push(at, e)).ok()?;
+    let list = ssh_config::parse_jumps(value).map_err(|e| push_once(p, at, e)).ok()?;
+    let chain = chain(&list, spec, config, home, 0).map_err(|e| push_once(p, at, e)).ok()?;
     if chain.len() > MAX_JUMPS {
-        p.push(at, format!("more than {MAX_JUMPS} jump hosts"));
+        push_once(p, at, format!("more than {MAX_JUMPS} jump hosts"));
         return None;
     }
     Some(chain)
@@ -281,6 +282,15 @@ fn jump(hop: &JumpSpec, found: ssh_config::HostConfig, spec: &SshFields, home: &
             .identity_file
             .or_else(|| spec.identity_file.clone())
             .unwrap_or_else(|| default_identity(home)),
+    }
+}
+
+/// Records a problem unless it is already there: hosts that inherit one bad `spec.ssh` field
+/// (say `sudo: false` with a non-root user) each meet it, and it is reported once.
+fn push_once(p: &mut Problems, path: impl Into<String>, message: impl Into<String>) {
+    let (path, message) = (path.into(), message.into());
+    if !p.0.iter().any(|x| x.path == path && x.message == message) {
+        p.push(path, message);
     }
 }
 
@@ -478,5 +488,6 @@ Host *
         let cp1 = "{name: cp1, address: 198.18.0.11, role: control-plane}";
         let problems = plan(dir.path(), "{configFile: ssh_config, sudo: false}", cp1, Default::default()).unwrap_err();
         assert!(problems[0].starts_with("spec.ssh.sudo: user \"ops\" is not root"), "{problems:?}");
+        assert_eq!(problems.len(), 1, "reported once for the three hosts: {problems:?}");
     }
 }
