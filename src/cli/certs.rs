@@ -34,13 +34,23 @@ pub enum Command {
     /// Create every missing certificate, key and kubeconfig; keep valid existing ones, and
     /// re-issue (with the same key) leaf certificates that no longer fit the inventory or end
     /// within --renew-before.
+    #[command(after_help = "Examples:\n  \
+        kubeha certs generate -i cluster.yaml\n  \
+        kubeha certs generate -i cluster.yaml --renew-before 60d")]
     Generate(GenerateArgs),
     /// List every certificate on every host (PKI files and kubeconfigs) with its expiry; exit
     /// code 4 when one has expired or ends within --error.
+    #[command(after_help = "Examples:\n  \
+        kubeha certs check-expiration -i cluster.yaml\n  \
+        kubeha certs check-expiration -i cluster.yaml --warn 60d --error 14d -o json")]
     CheckExpiration(super::expiry::Args),
     /// Re-issue certificates and kubeconfigs by kubeadm's names (or all) from the same CAs, and
     /// roll them out one control plane at a time (backup of each replaced file, etcd snapshot
     /// first).
+    #[command(after_help = "Examples:\n  \
+        kubeha certs renew -i cluster.yaml all\n  \
+        kubeha certs renew -i cluster.yaml apiserver --host cp2\n  \
+        kubeha certs renew -i cluster.yaml all --new-keys --dry-run")]
     Renew(super::renew::Args),
 }
 

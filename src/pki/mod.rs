@@ -25,6 +25,7 @@ mod record;
 mod secrets;
 pub mod state_dir;
 mod store;
+mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use sha2::Digest;
 pub use error::PkiError;
 pub use reconcile::Renew;
 pub use state_dir::StateDirError;
+pub use user::{UserKubeconfig, user_kubeconfig};
 
 use crate::files::File;
 use crate::plan::{Host, Plan};
