@@ -11,6 +11,9 @@ pub struct GenerateArgs {
     cluster: super::ClusterArgs,
     #[command(flatten)]
     renew: RenewBefore,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
+    output: super::Format,
 }
 
 /// `--renew-before`, shared by `certs generate` and `init`.
@@ -57,19 +60,14 @@ pub enum Command {
 impl Command {
     pub fn exec(self) -> anyhow::Result<()> {
         match self {
-            Command::Generate(GenerateArgs { cluster: args, renew }) => {
+            Command::Generate(GenerateArgs { cluster: args, renew, output }) => {
                 let plan = args.inventory.load()?;
                 let dir = args.state_dir(&plan, false)?;
                 let _lock = crate::actions::lock::lock(&dir)?;
                 let renew = crate::pki::Renew { window: renew.window(&plan), ..Default::default() };
                 let report = crate::pki::generate_with(&plan, &dir, &renew)
                     .with_context(|| format!("cannot generate the PKI in {}", dir.display()))?;
-                for path in &report.created {
-                    super::output::println(format_args!("created {}", path.display()))?;
-                }
-                for renewal in &report.renewed {
-                    super::output::println(format_args!("renewed {} ({})", renewal.path.display(), renewal.reason))?;
-                }
+                super::print_report(output, &report, || generated(&report))?;
                 eprintln!(
                     "{} created, {} renewed, {} kept in {}",
                     report.created.len(),
@@ -83,4 +81,11 @@ impl Command {
             Command::Renew(args) => args.exec(),
         }
     }
+}
+
+/// One line per file `certs generate` created or renewed.
+fn generated(report: &crate::pki::GenerateReport) -> String {
+    let created = report.created.iter().map(|path| format!("created {}\n", path.display()));
+    let renewed = report.renewed.iter().map(|r| format!("renewed {} ({})\n", r.path.display(), r.reason));
+    created.chain(renewed).collect()
 }

@@ -16,7 +16,7 @@ use crate::transport::{FileState, Remote, TransportError};
 use super::layout::MANIFESTS_DIR as MANIFESTS;
 
 /// What a push did (or, in a dry run, would do) on one host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PushReport {
     /// Paths written (or to be written), in write order.
     pub written: Vec<PathBuf>,

@@ -50,7 +50,7 @@ pub fn default_state_dir(cluster: &str) -> PathBuf {
 
 /// What `generate` did, file by file (paths relative to the state directory), in the order of
 /// the certificate list.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct GenerateReport {
     pub created: Vec<PathBuf>,
     pub kept: Vec<PathBuf>,
@@ -61,7 +61,7 @@ pub struct GenerateReport {
 }
 
 /// A file (or directory) `generate` rewrote or restricted, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Renewal {
     pub path: PathBuf,
     pub reason: String,
