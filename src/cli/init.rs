@@ -24,9 +24,10 @@ pub struct Args {
     /// Connect, run preflight and show which files would change; write nothing anywhere.
     #[arg(long)]
     dry_run: bool,
-    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
-    /// fileCheckFrequency). When running control-plane pods must restart, kubeha restarts them
-    /// one host at a time and waits this long before checking that host's health.
+    /// The longest the hosts' kubelets may take to restart a static pod after its manifest
+    /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
+    /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
+    /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
     /// Take over the hosts' locks even if another kubeha run holds them. Only when that run is

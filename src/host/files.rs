@@ -99,6 +99,20 @@ impl HostPush<'_> {
         !self.restarting.is_empty()
     }
 
+    /// The static pods that restart or stop, and how to see it (pods kubeha does not know are
+    /// left out).
+    pub fn watched_pods(&self, plan: &crate::plan::Plan) -> Vec<super::pods::Watched> {
+        self.restarting
+            .iter()
+            .filter_map(|path| {
+                let pod = path.file_stem()?.to_str()?;
+                let probe = super::pods::probe(plan, pod)?;
+                let stops = self.retired.contains(path);
+                Some(super::pods::Watched { pod: pod.to_string(), probe, stops })
+            })
+            .collect()
+    }
+
     /// The names of the static pods that restart or stop.
     pub fn restarting_pods(&self) -> Vec<&str> {
         self.restarting.iter().filter_map(|p| p.file_stem()?.to_str()).collect()

@@ -413,7 +413,7 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     assert!(!dry_out.contains("etcd.yaml"), "etcd's image did not change: {dry_out}");
     assert_eq!(pods_before.len(), pods(&lab).len());
     let holder = vip_holders(&lab).pop().unwrap();
-    let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with a new Kubernetes version");
     let mut started = Vec::new();
     for cp in ["cp1", "cp2", "cp3"] {
@@ -444,7 +444,7 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     );
     std::fs::write(&renamed, with_san).unwrap();
     let pods_before = pods(&lab);
-    let out = kubeha(&lab, &renamed, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha(&lab, &renamed, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with a new apiserver certificate name");
     let pods_after = pods(&lab);
     let restarted = |name: &str| -> Vec<String> {
