@@ -21,4 +21,5 @@ pub mod rollout;
 pub mod scratch;
 pub mod session;
 pub mod snapshot;
+pub mod status;
 pub mod wait;

@@ -9,6 +9,7 @@ mod preflight;
 mod remote;
 mod render;
 mod renew;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ pub mod exit {
     pub const PREFLIGHT_FAILED: u8 = 3;
     /// `certs check-expiration`: a certificate has expired or ends within the error threshold.
     pub const CERTIFICATES_EXPIRING: u8 = 4;
+    /// `status`: the cluster is degraded (a host unreachable, a member or component unhealthy,
+    /// the endpoint failing …); the report says what.
+    pub const DEGRADED: u8 = 5;
     /// Interrupted (Ctrl-C); running the command again converges.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -62,6 +66,9 @@ enum Command {
     Preflight(preflight::Args),
     /// Turn the inventory's hosts into a running HA control plane (or converge one).
     Init(init::Args),
+    /// The whole cluster on one screen: hosts, static pods, etcd, apiservers, VIP, haproxy,
+    /// clocks and certificates (exit code 5 when degraded).
+    Status(status::Args),
 }
 
 /// The operator pressed Ctrl-C.
@@ -185,6 +192,7 @@ pub fn main() -> ExitCode {
         Command::Render(args) => args.exec(),
         Command::Preflight(args) => args.exec(),
         Command::Init(args) => args.exec(),
+        Command::Status(args) => args.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,6 +240,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         exit::PREFLIGHT_FAILED
     } else if e.chain().any(|c| c.downcast_ref::<expiry::Expiring>().is_some()) {
         exit::CERTIFICATES_EXPIRING
+    } else if e.chain().any(|c| c.downcast_ref::<status::Degraded>().is_some()) {
+        exit::DEGRADED
     } else if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) {
         exit::INTERRUPTED
     } else {

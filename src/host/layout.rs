@@ -23,6 +23,10 @@ pub const SCHEDULER_CONF: &str = "/etc/kubernetes/scheduler.conf";
 
 pub const HAPROXY_DIR: &str = "/etc/kubernetes/haproxy";
 pub const HAPROXY_CFG: &str = "/etc/kubernetes/haproxy/haproxy.cfg";
+/// haproxy's runtime directory (mounted into its pod) and its stats socket there, which
+/// `kubeha status` reads (`show stat`).
+pub const HAPROXY_RUN_DIR: &str = "/run/haproxy";
+pub const HAPROXY_STATS_SOCKET: &str = "/run/haproxy/admin.sock";
 pub const KEEPALIVED_DIR: &str = "/etc/kubernetes/keepalived";
 pub const KEEPALIVED_CONF: &str = "/etc/kubernetes/keepalived/keepalived.conf";
 pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver.sh";

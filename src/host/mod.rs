@@ -8,3 +8,4 @@ pub mod facts;
 pub mod files;
 pub mod layout;
 pub mod lock;
+pub mod status;
