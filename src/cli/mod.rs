@@ -2,6 +2,7 @@
 //! and prints; all error printing and exit codes live here.
 
 mod certs;
+mod etcd;
 mod expiry;
 mod init;
 mod output;
@@ -69,6 +70,9 @@ enum Command {
     /// The whole cluster on one screen: hosts, static pods, etcd, apiservers, VIP, haproxy,
     /// clocks and certificates (exit code 5 when degraded).
     Status(status::Args),
+    /// etcd backups: `etcd snapshot save` and `etcd snapshot restore`.
+    #[command(subcommand)]
+    Etcd(etcd::Command),
 }
 
 /// The operator pressed Ctrl-C.
@@ -193,6 +197,7 @@ pub fn main() -> ExitCode {
         Command::Preflight(args) => args.exec(),
         Command::Init(args) => args.exec(),
         Command::Status(args) => args.exec(),
+        Command::Etcd(cmd) => cmd.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,6 +219,7 @@ fn invalid_input(c: &(dyn std::error::Error + 'static)) -> bool {
     use crate::pki::{PkiError, StateDirError};
     c.downcast_ref::<InventoryError>().is_some()
         || c.downcast_ref::<renew::BadTarget>().is_some()
+        || c.downcast_ref::<crate::actions::restore::SnapshotError>().is_some()
         || c.downcast_ref::<StateDirError>().is_some()
         || matches!(c.downcast_ref::<PkiError>(), Some(PkiError::StateDir(_)))
         || matches!(c.downcast_ref::<LockError>(), Some(LockError::StateDir(_)))

@@ -211,7 +211,7 @@ pub fn container_of(manifest: &str) -> Option<(String, String)> {
 }
 
 /// Whether one of `processes` (the first words of each command line) runs `program`.
-fn runs(processes: &[Vec<&str>], program: &str) -> bool {
+pub fn runs(processes: &[Vec<&str>], program: &str) -> bool {
     let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
     processes.iter().any(|words| {
         words.first().is_some_and(|w| base(w) == program) || words.iter().skip(1).take(2).any(|w| *w == program)
