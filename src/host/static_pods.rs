@@ -38,8 +38,8 @@ pub fn move_script(verb: &str, pod: &str, from: &str, to: &str) -> String {
 /// Which of `programs` still run on the host (see [`super::status`] for how processes are
 /// matched to programs).
 pub async fn running<R: Remote>(remote: &R, programs: &[&str]) -> Result<Vec<String>, TransportError> {
-    let script = "# listing processes\nps -e -o args= 2>/dev/null | cut -d ' ' -f 1-3\n";
-    let out = remote.run(script, b"").await?;
+    let script = format!("# listing processes\n{}", super::status::PROCESSES);
+    let out = remote.run(&script, b"").await?;
     let text = out.stdout_text();
     let processes: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
     Ok(programs.iter().filter(|p| super::status::runs(&processes, p)).map(|p| p.to_string()).collect())

@@ -5,10 +5,10 @@
 //! Whether a static pod runs is found in one of two ways, and the report says which:
 //! - **crictl**, where it is installed and answers: a running container with the manifest's
 //!   container name;
-//! - otherwise the **process table**: a process whose command line starts with the manifest's
+//! - otherwise the **process table**: a process in the host's network namespace (static pods
+//!   of the control plane use `hostNetwork`) whose command line starts with the manifest's
 //!   program (`kube-apiserver`, `etcd`, `haproxy` …), or has it as its second or third word (a
-//!   wrapper such as `kubeha-lab stand-in kube-apiserver`). This sees processes of the host's
-//!   PID namespace, which includes containers' processes; it cannot tell a container started
+//!   wrapper such as `kubeha-lab stand-in kube-apiserver`). It cannot tell a container started
 //!   by the kubelet from the same program started by hand.
 //!
 //! haproxy's `show stat` comes from its stats socket ([`layout::HAPROXY_STATS_SOCKET`], root
@@ -35,12 +35,7 @@ for f in %MANIFESTS%/*; do
   echo
 done
 echo @@processes
-if command -v ps >/dev/null 2>&1; then
-  ps -e -o args= 2>/dev/null | cut -d ' ' -f 1-3
-else
-  for p in /proc/[0-9]*; do tr '\0' ' ' < "$p/cmdline" 2>/dev/null | cut -d ' ' -f 1-3; done
-fi
-echo @@crictl
+%PROCESSES%echo @@crictl
 if command -v crictl >/dev/null 2>&1; then timeout 10 crictl ps -o json 2>/dev/null; fi
 echo @@haproxy
 if [ -S %SOCKET% ]; then
@@ -73,7 +68,17 @@ fn script() -> String {
         .replace("%MANIFESTS%", layout::MANIFESTS_DIR)
         .replace("%SOCKET%", layout::HAPROXY_STATS_SOCKET)
         .replace("%HAPROXY_CFG%", layout::HAPROXY_CFG)
+        .replace("%PROCESSES%", PROCESSES)
 }
+
+/// Prints the first three words of the command line of every process in the host's network
+/// namespace, one per line. Control-plane static pods run with `hostNetwork`, so theirs are
+/// there; processes of other network namespaces (other containers' pods, or other hosts of a
+/// lab sharing one kernel) are not.
+pub const PROCESSES: &str = r#"me=$(readlink /proc/self/ns/net)
+ls -l /proc/[0-9]*/ns/net 2>/dev/null | awk -v me="$me" '$NF == me { split($(NF-2), a, "/"); print a[3] }' |
+  while read -r p; do { tr '\0' ' ' < "/proc/$p/cmdline"; echo; } 2>/dev/null; done | cut -d ' ' -f 1-3
+"#;
 
 /// How a static pod was found running (or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

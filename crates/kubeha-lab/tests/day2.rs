@@ -117,3 +117,130 @@ fn status_is_green_on_a_healthy_cluster_and_names_a_host_cut_off() {
     lab.reconnect(&holder).unwrap();
     lab.down().unwrap();
 }
+
+/// The keys under `/day2/`.
+fn day2_keys(lab: &Lab) -> Vec<String> {
+    let out = etcdctl(lab, &["get", "/day2/", "--prefix", "--keys-only"]);
+    assert_ok(&out, "etcdctl get");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+fn put_keys(lab: &Lab, range: std::ops::RangeInclusive<u32>) {
+    for i in range {
+        assert_ok(&etcdctl(lab, &["put", &format!("/day2/k{i:02}"), &format!("v{i}")]), "etcdctl put");
+    }
+}
+
+/// Each control plane's etcd member id, from `etcdctl endpoint status`.
+fn member_ids(lab: &Lab) -> String {
+    let out = etcdctl(lab, &["endpoint", "status", "-w", "simple"]);
+    let mut lines: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split(", ").take(2).collect::<Vec<_>>().join(" ")).collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[test]
+fn snapshot_save_keeps_n_and_restore_brings_back_exactly_the_snapshot() {
+    if !support::require_root() {
+        return;
+    }
+    let lab = lab("dsn", 71);
+    assert_ok(&kubeha(&lab, &["init", "--timeout", "3m"]), "kubeha init");
+    put_keys(&lab, 1..=5);
+
+    // Three saves with --keep 2: the newest two stay, each with its checksum file.
+    let mut saved = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let out = kubeha(&lab, &["etcd", "snapshot", "save", "--keep", "2", "-o", "json"]);
+        assert_ok(&out, "etcd snapshot save");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        println!("saved in {:.1}s: {json}", started.elapsed().as_secs_f64());
+        saved.push(json);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let dir = state(&lab).join("snapshots");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let newest = std::path::PathBuf::from(saved[2]["path"].as_str().unwrap());
+    let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("dsn-") && name.contains("-rev") && name.ends_with(".db"), "{name}");
+    assert!(names.contains(&name) && names.contains(&format!("{name}.sha256")), "{names:?}");
+    assert!(saved[2]["pruned"].as_array().unwrap().len() == 1, "{}", saved[2]);
+    let check = std::process::Command::new("sha256sum").arg("-c").arg(format!("{name}.sha256")).current_dir(&dir).output().unwrap();
+    assert_ok(&check, "sha256sum -c");
+    let status = std::process::Command::new("etcdctl").args(["snapshot", "status", "-w", "json"]).arg(&newest).env("ETCDCTL_API", "3").output().unwrap();
+    assert_ok(&status, "etcdctl snapshot status");
+
+    // Writes after the snapshot.
+    put_keys(&lab, 6..=10);
+    let all: Vec<String> = (1..=10).map(|i| format!("/day2/k{i:02}")).collect();
+    assert_eq!(day2_keys(&lab), all);
+    let ids = member_ids(&lab);
+
+    // Without --yes: the plan, and nothing changes.
+    let out = kubeha(&lab, &["etcd", "snapshot", "restore", newest.to_str().unwrap()]);
+    assert_ok(&out, "etcd snapshot restore (plan)");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    println!("{plan}");
+    assert!(plan.contains("stop etcd on cp1, cp2, cp3") && plan.contains("nothing was changed"), "{plan}");
+    assert_eq!(day2_keys(&lab), all);
+    assert_eq!(member_ids(&lab), ids);
+    for cp in control_planes(&lab) {
+        assert!(lab.host_path(&cp, "/etc/kubernetes/manifests/etcd.yaml").unwrap().exists());
+        assert!(!lab.host_path(&cp, "/etc/kubernetes/kubeha/lock").unwrap().exists(), "a dry run left a lock");
+    }
+
+    // A damaged copy is refused before anything connects.
+    let bad_dir = lab.dir().join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let bad = bad_dir.join(&name);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&bad, &bytes).unwrap();
+    std::fs::copy(dir.join(format!("{name}.sha256")), bad_dir.join(format!("{name}.sha256"))).unwrap();
+    let out = kubeha(&lab, &["etcd", "snapshot", "restore", bad.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("refusing the snapshot"), "{}", text(&out));
+    assert_eq!(day2_keys(&lab), all);
+    assert_eq!(member_ids(&lab), ids);
+
+    // The restore.
+    let started = Instant::now();
+    let out = kubeha(&lab, &["etcd", "snapshot", "restore", newest.to_str().unwrap(), "--yes", "--timeout", "3m"]);
+    println!("restore took {:.1}s:\n{}", started.elapsed().as_secs_f64(), text(&out));
+    assert_ok(&out, "etcd snapshot restore --yes");
+    assert_eq!(day2_keys(&lab), all[..5].to_vec(), "the cluster holds exactly the snapshot's keys");
+    assert_ne!(member_ids(&lab), ids, "the members were not rebuilt");
+    let health = etcdctl(&lab, &["endpoint", "health"]);
+    assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
+    assert_eq!(String::from_utf8_lossy(&curl_healthz(&lab).stdout), "ok");
+    for cp in control_planes(&lab) {
+        let aside: Vec<_> = std::fs::read_dir(lab.host_path(&cp, "/var/lib/etcd").unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".kubeha-before-restore-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{cp}: {aside:?}");
+        let old = lab.host_path(&cp, format!("/var/lib/etcd/{}/member", aside[0])).unwrap();
+        assert!(old.join("snap").is_dir(), "{cp}: the old data is kept at {}", old.display());
+        assert!(lab.host_path(&cp, "/etc/kubernetes/manifests/kube-apiserver.yaml").unwrap().exists());
+        assert!(std::fs::read_dir(lab.host_path(&cp, "/etc/kubernetes/kubeha/restore").unwrap()).unwrap().next().is_none());
+    }
+    // Writes work again, and status is green.
+    put_keys(&lab, 11..=11);
+    let started = Instant::now();
+    let out = loop {
+        let out = kubeha(&lab, &["status"]);
+        if out.status.success() || started.elapsed() > Duration::from_secs(30) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_ok(&out, "kubeha status after the restore");
+    lab.down().unwrap();
+}
