@@ -70,6 +70,40 @@ fn status_is_green_on_a_healthy_cluster_and_names_a_host_cut_off() {
     assert_ok(&yaml, "kubeha status -o yaml");
     assert!(String::from_utf8_lossy(&yaml.stdout).contains("etcdHealthy: 3"));
 
+    // etcd's metrics, as kubeadm configures them: plain HTTP on each host's loopback only.
+    for cp in control_planes(&lab) {
+        let metrics = lab.sh(&cp, "curl -s --max-time 5 http://127.0.0.1:2381/metrics").unwrap();
+        assert!(metrics.contains("etcd_server_has_leader 1"), "{cp}: {}", &metrics[..metrics.len().min(300)]);
+        let address = lab.host(&cp).unwrap().address;
+        let outside = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "3", &format!("http://{address}:2381/metrics")])
+            .output()
+            .unwrap();
+        assert!(!outside.status.success(), "{cp}: etcd's metrics answer outside the host");
+    }
+
+    // --watch: successive reports until Ctrl-C, which ends it cleanly.
+    let mut watch = std::process::Command::new(support::kubeha_bin())
+        .args(["status", "--watch", "--interval", "1s", "-o", "json", "-q", "-i"])
+        .arg(lab.inventory_path())
+        .arg("--state-dir")
+        .arg(state(&lab))
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(watch.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let stopped = Instant::now();
+    let out = watch.wait_with_output().unwrap();
+    let reports = String::from_utf8_lossy(&out.stdout).matches("\"summary\"").count();
+    println!("--watch: {reports} reports in 5s, ended {:.2}s after SIGINT", stopped.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(reports >= 2, "{}", text(&out));
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+
     // The VIP holder cut off the network: it is shown unreachable, etcd has 2 of 3, the VIP
     // moves to another host, and the exit code says degraded.
     lab.cut(&holder).unwrap();
