@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::host::facts::{DirState, Facts, Ownership};
 use crate::host::layout::{
-    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, KUBELET_PORT,
-    MANIFESTS_DIR, SCHEDULER_PORT,
+    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, HAPROXY_STATS_PORT,
+    KUBELET_PORT, MANIFESTS_DIR, SCHEDULER_PORT,
 };
 use crate::plan::{Host, LoadBalancer, Plan, Role};
 
@@ -71,6 +71,7 @@ pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
         ]);
         if matches!(plan.load_balancer, LoadBalancer::KeepalivedHaproxy { .. }) {
             ports.push((plan.control_plane_endpoint.port, "haproxy"));
+            ports.push((HAPROXY_STATS_PORT, "haproxy stats"));
         }
     }
     ports.sort_unstable();

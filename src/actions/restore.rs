@@ -73,7 +73,11 @@ pub fn check_snapshot(path: &Path) -> Result<CheckedSnapshot, SnapshotError> {
             true
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!("{} has no {}: only etcd's own checksum was verified", path.display(), sidecar_path.display());
+            tracing::warn!(
+                "{} has no {}: only etcd's own checksum was verified",
+                path.display(),
+                sidecar_path.display()
+            );
             false
         }
         Err(e) => return Err(damaged(format!("cannot read {}: {e}", sidecar_path.display()))),
@@ -141,7 +145,10 @@ impl RestorePlan {
         let mut out = format!("restore etcd from {} (sha256 {})\n", self.snapshot, self.sha256);
         let steps = [
             format!("upload the snapshot to {} on {hosts}", self.remote_path),
-            format!("stop kube-apiserver on {hosts} (manifests moved to {})", crate::host::layout::STOPPED_MANIFESTS_DIR),
+            format!(
+                "stop kube-apiserver on {hosts} (manifests moved to {})",
+                crate::host::layout::STOPPED_MANIFESTS_DIR
+            ),
             format!("stop etcd on {hosts}, and wait until the processes are gone"),
             format!("move each member's data aside to {aside}/member (nothing is deleted)"),
             format!("restore each member from the snapshot with a new cluster token {}:", self.token),
@@ -210,7 +217,8 @@ pub async fn run<R: Remote>(
 /// Every control plane reachable, with a restore tool and the manifests to stop (in the
 /// manifests directory, or already in kubeha's from an interrupted run).
 async fn preflight<R: Remote>(session: &Session<'_, R>) -> Result<(), ActionError> {
-    let members: Vec<_> = session.hosts.iter().filter(|(h, _)| session.plan.etcd_members().any(|m| m.name == h.name)).collect();
+    let members: Vec<_> =
+        session.hosts.iter().filter(|(h, _)| session.plan.etcd_members().any(|m| m.name == h.name)).collect();
     let results = session
         .each(&members, |(host, conn)| async move {
             let fail = |check, detail: String| Check::new(&host.name, check, Status::Fail, detail);
@@ -290,7 +298,11 @@ async fn stop<R: Remote>(session: &Session<'_, R>, pod: &'static str, deadline: 
 }
 
 /// Waits until every member is healthy and the member list is the plan's.
-async fn wait_for_etcd<R: Remote>(session: &Session<'_, R>, health: &Health<'_>, deadline: Instant) -> Result<(), ActionError> {
+async fn wait_for_etcd<R: Remote>(
+    session: &Session<'_, R>,
+    health: &Health<'_>,
+    deadline: Instant,
+) -> Result<(), ActionError> {
     let members: Vec<_> = session.control_planes().collect();
     let results = session
         .each(&members, |&(host, remote)| async move { health.etcd(host, remote, deadline, session.progress).await })
@@ -314,7 +326,8 @@ mod tests {
         data.extend_from_slice(&hash);
         let path = dir.join("mem-20261130T125300Z-rev42.db");
         std::fs::write(&path, &data).unwrap();
-        let line = super::super::snapshot::sha256_line(&hex::encode(Sha256::digest(&data)), "mem-20261130T125300Z-rev42.db");
+        let line =
+            super::super::snapshot::sha256_line(&hex::encode(Sha256::digest(&data)), "mem-20261130T125300Z-rev42.db");
         std::fs::write(dir.join("mem-20261130T125300Z-rev42.db.sha256"), line).unwrap();
         path
     }
@@ -353,15 +366,23 @@ mod tests {
         let restore = plan_restore(&plan, &checked, "20261130T130000Z");
         assert_eq!(restore.token, "mem-restore-20261130T130000Z");
         assert_eq!(restore.remote_path, "/etc/kubernetes/kubeha/restore/mem-20261130T130000Z.db");
-        let members: Vec<(&str, &str)> = restore.members.iter().map(|m| (m.name.as_str(), m.peer_url.as_str())).collect();
+        let members: Vec<(&str, &str)> =
+            restore.members.iter().map(|m| (m.name.as_str(), m.peer_url.as_str())).collect();
         assert_eq!(
             members,
-            [("cp1", "https://198.18.0.11:2380"), ("cp2", "https://198.18.0.12:2380"), ("cp3", "https://198.18.0.13:2380")]
+            [
+                ("cp1", "https://198.18.0.11:2380"),
+                ("cp2", "https://198.18.0.12:2380"),
+                ("cp3", "https://198.18.0.13:2380")
+            ]
         );
         assert!(restore.members.iter().all(|m| m.initial_cluster
             == "cp1=https://198.18.0.11:2380,cp2=https://198.18.0.12:2380,cp3=https://198.18.0.13:2380"));
         let text = restore.text();
         assert!(text.contains("2. stop kube-apiserver on cp1, cp2, cp3"), "{text}");
-        assert!(text.contains("/var/lib/etcd/.kubeha-before-restore-20261130T130000Z/member (nothing is deleted)"), "{text}");
+        assert!(
+            text.contains("/var/lib/etcd/.kubeha-before-restore-20261130T130000Z/member (nothing is deleted)"),
+            "{text}"
+        );
     }
 }

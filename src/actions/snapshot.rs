@@ -107,9 +107,7 @@ async fn from<R: Remote>(etcd: &EtcdClient<'_, R>, dir: &Path, cluster: &str, at
         Ok::<_, String>(info)
     };
     match written.await {
-        Ok(info) => {
-            Ok(Saved { path, host: etcd.host().to_string(), revision, size: info.size, sha256: info.sha256 })
-        }
+        Ok(info) => Ok(Saved { path, host: etcd.host().to_string(), revision, size: info.size, sha256: info.sha256 }),
         Err(e) => {
             for f in [&tmp, &sums_tmp, &sums] {
                 let _ = std::fs::remove_file(f);
@@ -155,9 +153,7 @@ pub fn to_prune(cluster: &str, names: &[String], keep: usize) -> Vec<String> {
 /// Removes this cluster's snapshots in `dir` beyond the newest `keep` (and their checksum
 /// files); the paths removed.
 pub fn prune(dir: &Path, cluster: &str, keep: usize) -> std::io::Result<Vec<PathBuf>> {
-    let names: Vec<String> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
+    let names: Vec<String> = std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
     let mut removed = Vec::new();
     for name in to_prune(cluster, &names, keep) {
         let path = dir.join(&name);

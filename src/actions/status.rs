@@ -140,10 +140,16 @@ pub struct Observed {
     pub etcd_status: Option<Result<Status, String>>,
     pub etcd_health: Option<Result<(), String>>,
     pub apiserver: Option<Result<(), String>>,
+    /// haproxy's servers (control planes with kubeha's load balancer).
+    pub haproxy: Option<Result<Vec<BackendServer>, String>>,
 }
 
 /// Reads every host and the endpoint; the report, judged.
-pub async fn check<R: Remote>(session: &Session<'_, R>, pki: &Pki, limits: Limits) -> Result<Report, crate::https::HttpsError> {
+pub async fn check<R: Remote>(
+    session: &Session<'_, R>,
+    pki: &Pki,
+    limits: Limits,
+) -> Result<Report, crate::https::HttpsError> {
     let timeout = Duration::from_secs(5);
     let identity =
         pki.etcd_healthcheck_client().identity("etcd/healthcheck-client.crt", "etcd/healthcheck-client.key")?;
@@ -170,8 +176,12 @@ pub async fn check<R: Remote>(session: &Session<'_, R>, pki: &Pki, limits: Limit
             let etcd_status = async { control_plane.then_some(etcd.status().await.map_err(|e| e.to_string())) };
             let etcd_health = async { control_plane.then_some(etcd.health().await.map_err(|e| e.to_string())) };
             let apiserver = async { control_plane.then_some(api.readyz().await.map_err(|e| e.to_string())) };
-            let (status, certs, etcd_status, etcd_health, apiserver) =
-                tokio::join!(script, certs, etcd_status, etcd_health, apiserver);
+            let haproxy_here = control_plane && matches!(plan.load_balancer, LoadBalancer::KeepalivedHaproxy { .. });
+            let loopback = host.loopback().to_string();
+            let haproxy =
+                async { if haproxy_here { Some(host_status::haproxy_servers(remote, &loopback).await) } else { None } };
+            let (status, certs, etcd_status, etcd_health, apiserver, haproxy) =
+                tokio::join!(script, certs, etcd_status, etcd_health, apiserver, haproxy);
             session.progress.finish(&host.name, "status read");
             Observed {
                 status: Some(status),
@@ -179,6 +189,7 @@ pub async fn check<R: Remote>(session: &Session<'_, R>, pki: &Pki, limits: Limit
                 etcd_status,
                 etcd_health,
                 apiserver,
+                haproxy,
                 ..seen
             }
         }
@@ -253,8 +264,7 @@ pub fn judge(plan: &Plan, observed: &[Observed], endpoint: Result<(), String>, l
         problems.push(format!("{} of {} hosts unreachable", summary.hosts - summary.reachable, summary.hosts));
     }
     if etcd_healthy < members {
-        let quorum_text =
-            if etcd_healthy >= quorum { "quorum holds".to_string() } else { "QUORUM LOST".to_string() };
+        let quorum_text = if etcd_healthy >= quorum { "quorum holds".to_string() } else { "QUORUM LOST".to_string() };
         problems.push(format!("etcd: {etcd_healthy} of {members} members healthy ({quorum_text})"));
     }
     let leaders: BTreeSet<&str> = hosts
@@ -263,7 +273,10 @@ pub fn judge(plan: &Plan, observed: &[Observed], endpoint: Result<(), String>, l
         .map(|e| e.leader_id.as_str())
         .collect();
     if leaders.len() > 1 {
-        problems.push(format!("etcd members name different leaders: {}", leaders.into_iter().collect::<Vec<_>>().join(", ")));
+        problems.push(format!(
+            "etcd members name different leaders: {}",
+            leaders.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     if !summary.endpoint_ok {
         problems.push(format!("endpoint {}: {}", summary.endpoint, summary.endpoint_error));
@@ -312,26 +325,24 @@ fn judge_host(plan: &Plan, o: &Observed, vip: Option<std::net::IpAddr>, limits: 
             if let Some(skew) = status.clock_skew.filter(|s| s.abs() > limits.clock_skew.as_secs_f64()) {
                 problems.push(format!("clock differs from this machine's by {skew:+.1}s"));
             }
-            report.haproxy = status.haproxy.as_ref().map(|h| match h {
-                Ok(servers) => HaproxyReport { servers: servers.clone(), error: String::new() },
-                Err(e) => HaproxyReport { servers: Vec::new(), error: e.clone() },
-            });
-            if let Some(h) = &report.haproxy {
-                if !h.error.is_empty() {
-                    problems.push(format!("haproxy: {}", h.error));
-                }
-                for s in h.servers.iter().filter(|s| !s.is_up()) {
-                    problems.push(format!("haproxy: {} server {} is {}", s.backend, s.server, s.status));
-                }
-            } else if role == Role::ControlPlane && vip.is_some() {
-                problems.push("haproxy: no configuration".into());
-            }
         }
         Some(Err(e)) => {
             report.error = e.clone();
             problems.push(format!("status: {e}"));
         }
         None => {}
+    }
+    report.haproxy = o.haproxy.as_ref().map(|h| match h {
+        Ok(servers) => HaproxyReport { servers: servers.clone(), error: String::new() },
+        Err(e) => HaproxyReport { servers: Vec::new(), error: e.clone() },
+    });
+    if let Some(h) = &report.haproxy {
+        if !h.error.is_empty() {
+            problems.push(format!("haproxy: {}", h.error));
+        }
+        for s in h.servers.iter().filter(|s| !s.is_up()) {
+            problems.push(format!("haproxy: {} server {} is {}", s.backend, s.server, s.status));
+        }
     }
     match &o.certificates {
         Some(Ok(Some(end))) => {
@@ -448,10 +459,7 @@ fn row(h: &HostReport) -> [String; 11] {
         Some(r) => format!("{}/{} up", r.servers.iter().filter(|s| s.is_up()).count(), r.servers.len()),
     };
     let clock = h.clock_skew_seconds.map_or_else(dash, |s| format!("{s:+.2}s"));
-    let certs = h
-        .nearest_certificate
-        .as_ref()
-        .map_or_else(dash, |c| super::expiry::residual(c.remaining_seconds));
+    let certs = h.nearest_certificate.as_ref().map_or_else(dash, |c| super::expiry::residual(c.remaining_seconds));
     [h.host.clone(), h.role.clone(), pods, apiserver, etcd, raft, db, vip, haproxy, clock, certs]
 }
 
@@ -482,7 +490,10 @@ mod tests {
 
     fn plan() -> Plan {
         let text = fake::INVENTORY
-            .replace("loadBalancer: {type: external}", "loadBalancer: {type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}")
+            .replace(
+                "loadBalancer: {type: external}",
+                "loadBalancer: {type: keepalived-haproxy, vip: 198.18.0.10, interface: eth0}",
+            )
             .replace("198.18.0.10:6443", "198.18.0.10:8443");
         crate::inventory::parse(&text, std::path::Path::new("/")).unwrap()
     }
@@ -505,12 +516,7 @@ mod tests {
         }
         let control_plane = host.role == Role::ControlPlane;
         let pods = expected_pods(plan, host.role).into_iter().map(|p| pod(p, true)).collect();
-        let status = HostStatus {
-            clock_skew: Some(0.01),
-            addresses,
-            static_pods: pods,
-            haproxy: control_plane.then(|| Ok(["cp1", "cp2", "cp3"].map(|s| server(s, "UP")).to_vec())),
-        };
+        let status = HostStatus { clock_skew: Some(0.01), addresses, static_pods: pods };
         let etcd = Status {
             cluster_id: 9,
             member_id: id,
@@ -538,6 +544,7 @@ mod tests {
             etcd_status: control_plane.then_some(Ok(etcd)),
             etcd_health: control_plane.then_some(Ok(())),
             apiserver: control_plane.then_some(Ok(())),
+            haproxy: control_plane.then(|| Ok(["cp1", "cp2", "cp3"].map(|s| server(s, "UP")).to_vec())),
         }
     }
 
@@ -561,7 +568,10 @@ mod tests {
         assert_eq!(report.hosts.len(), 4);
         assert!(report.hosts.iter().all(|h| h.problems.is_empty()));
         let text = text(&report);
-        assert!(text.contains("healthy: 4/4 hosts reachable; etcd 3/3 healthy (quorum margin 1), leader cp1"), "{text}");
+        assert!(
+            text.contains("healthy: 4/4 hosts reachable; etcd 3/3 healthy (quorum margin 1), leader cp1"),
+            "{text}"
+        );
         assert!(text.contains("1 leader") && text.contains("6/6") && text.contains("3/3 up"), "{text}");
         let json: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(json["hosts"][0]["etcd"]["memberId"], "1");
@@ -583,9 +593,7 @@ mod tests {
             s.addresses.insert("198.18.0.10".parse().unwrap());
         }
         for o in &mut seen[1..3] {
-            if let Some(Ok(s)) = &mut o.status {
-                s.haproxy = Some(Ok(vec![server("cp1", "DOWN"), server("cp2", "UP"), server("cp3", "UP")]));
-            }
+            o.haproxy = Some(Ok(vec![server("cp1", "DOWN"), server("cp2", "UP"), server("cp3", "UP")]));
         }
         let report = judge(&plan, &seen, Ok(()), LIMITS);
         let s = &report.summary;
@@ -607,6 +615,7 @@ mod tests {
         let mut seen = cluster(&plan);
         seen[1].etcd_health = Some(Err("cp2: etcd /health: no leader".into()));
         seen[1].apiserver = Some(Err("cp2: /readyz answered 500".into()));
+        seen[2].haproxy = Some(Err("cp3: cannot open a tunnel to 127.0.0.1:8404".into()));
         seen[2].certificates = Some(Ok(Some(CertificateEnd {
             path: "/etc/kubernetes/pki/apiserver.crt".into(),
             not_after: "2026-12-01T00:00:00Z".into(),
@@ -616,7 +625,6 @@ mod tests {
             s.clock_skew = Some(-9.0);
             s.static_pods.retain(|p| p.name != "kube-scheduler");
             s.static_pods[0].running = false;
-            s.haproxy = Some(Err("no stats socket at /run/haproxy/admin.sock".into()));
             s.addresses.insert("198.18.0.10".parse().unwrap());
         }
         let report = judge(&plan, &seen, Err("connection refused".into()), LIMITS);
@@ -627,7 +635,7 @@ mod tests {
             "static pod kube-scheduler: no manifest",
             "static pod etcd: not running",
             "clock differs from this machine's by -9.0s",
-            "haproxy: no stats socket",
+            "haproxy: cp3: cannot open a tunnel to 127.0.0.1:8404",
             "certificate /etc/kubernetes/pki/apiserver.crt ends 2026-12-01T00:00:00Z (1d)",
         ] {
             assert!(cp3.contains(expected), "{expected} not in {cp3}");

@@ -73,7 +73,10 @@ impl Args {
                         .format(&time::format_description::well_known::Rfc3339)
                         .unwrap_or_default();
                     let every = humantime::format_duration(self.interval);
-                    super::output::println(format!("kubeha status {} at {at}, every {every} (Ctrl-C ends)", plan.name))?;
+                    super::output::println(format!(
+                        "kubeha status {} at {at}, every {every} (Ctrl-C ends)",
+                        plan.name
+                    ))?;
                 }
                 self.print(&report)?;
                 last = Some(report);

@@ -93,9 +93,13 @@ mod tests {
         };
         let s = script(&m);
         assert!(s.starts_with("# restoring etcd member cp1\n"));
-        assert!(s.contains("--name 'cp1' --initial-cluster 'cp1=https://198.18.0.11:2380,cp2=https://198.18.0.12:2380'"));
+        assert!(
+            s.contains("--name 'cp1' --initial-cluster 'cp1=https://198.18.0.11:2380,cp2=https://198.18.0.12:2380'")
+        );
         assert!(s.contains("--initial-cluster-token 'lab-restore-20261130T125300Z'"));
-        assert!(s.contains("mv -- '/var/lib/etcd'/member '/var/lib/etcd/.kubeha-before-restore-20261130T125300Z'/member"));
+        assert!(
+            s.contains("mv -- '/var/lib/etcd'/member '/var/lib/etcd/.kubeha-before-restore-20261130T125300Z'/member")
+        );
         // The only removal is of kubeha's own temporary directory.
         let removals: Vec<&str> = s.lines().filter(|l| l.contains("rm ")).collect();
         assert_eq!(removals, ["rm -rf -- '/var/lib/etcd/.kubeha-restore'"]);

@@ -23,10 +23,6 @@ pub const SCHEDULER_CONF: &str = "/etc/kubernetes/scheduler.conf";
 
 pub const HAPROXY_DIR: &str = "/etc/kubernetes/haproxy";
 pub const HAPROXY_CFG: &str = "/etc/kubernetes/haproxy/haproxy.cfg";
-/// haproxy's runtime directory (mounted into its pod) and its stats socket there, which
-/// `kubeha status` reads (`show stat`).
-pub const HAPROXY_RUN_DIR: &str = "/run/haproxy";
-pub const HAPROXY_STATS_SOCKET: &str = "/run/haproxy/admin.sock";
 pub const KEEPALIVED_DIR: &str = "/etc/kubernetes/keepalived";
 pub const KEEPALIVED_CONF: &str = "/etc/kubernetes/keepalived/keepalived.conf";
 pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver.sh";
@@ -70,6 +66,9 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 pub const ETCD_METRICS_PORT: u16 = 2381;
 pub const CONTROLLER_MANAGER_PORT: u16 = 10257;
 pub const SCHEDULER_PORT: u16 = 10259;
+/// haproxy's stats socket (its runtime API at `level user`), on the host's loopback: what
+/// `kubeha status` reads (`show stat`) through its SSH tunnel.
+pub const HAPROXY_STATS_PORT: u16 = 8404;
 
 /// Manifests hold flags only, but kubeadm writes them 0600 and kubelet does not care.
 pub const MANIFEST_MODE: u32 = 0o600;

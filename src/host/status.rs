@@ -1,6 +1,6 @@
-//! What `kubeha status` reads on a host in one read-only command: the clock, the addresses
-//! (who holds the VIP), the static-pod manifests and what runs of them, and haproxy's backend
-//! states from its stats socket.
+//! What `kubeha status` reads on a host: in one read-only command the clock, the addresses
+//! (who holds the VIP), the static-pod manifests and what runs of them; and haproxy's backend
+//! states from its stats socket on the host's loopback, through the SSH tunnel.
 //!
 //! Whether a static pod runs is found in one of two ways, and the report says which:
 //! - **crictl**, where it is installed and answers: a running container with the manifest's
@@ -11,9 +11,10 @@
 //!   wrapper such as `kubeha-lab stand-in kube-apiserver`). It cannot tell a container started
 //!   by the kubelet from the same program started by hand.
 //!
-//! haproxy's `show stat` comes from its stats socket ([`layout::HAPROXY_STATS_SOCKET`], root
-//! only) through `socat` or, without it, `python3`; a host with neither says so.
-//! Everything here is parsed by pure functions, tested without a host.
+//! haproxy's `show stat` comes from its stats socket ([`layout::HAPROXY_STATS_PORT`] on
+//! loopback, `level user`: read-only), asked through an SSH tunnel like etcd and the apiserver,
+//! so the host needs no tool for it. Everything here is parsed by pure functions, tested
+//! without a host.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -37,38 +38,11 @@ done
 echo @@processes
 %PROCESSES%echo @@crictl
 if command -v crictl >/dev/null 2>&1; then timeout 10 crictl ps -o json 2>/dev/null; fi
-echo @@haproxy
-if [ -S %SOCKET% ]; then
-  if command -v socat >/dev/null 2>&1; then
-    echo 'show stat' | timeout 5 socat stdio UNIX-CONNECT:%SOCKET% 2>&1
-  elif command -v python3 >/dev/null 2>&1; then
-    timeout 5 python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(4)
-s.connect(sys.argv[1])
-s.sendall(b"show stat\n")
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    sys.stdout.write(d.decode("utf-8", "replace"))
-' %SOCKET% 2>&1
-  else
-    echo "@@haproxy-error neither socat nor python3 is installed to read %SOCKET%"
-  fi
-elif [ -f %HAPROXY_CFG% ]; then
-  echo "@@haproxy-error no stats socket at %SOCKET%"
-fi
 echo @@end
 "#;
 
 fn script() -> String {
-    SCRIPT_TEMPLATE
-        .replace("%MANIFESTS%", layout::MANIFESTS_DIR)
-        .replace("%SOCKET%", layout::HAPROXY_STATS_SOCKET)
-        .replace("%HAPROXY_CFG%", layout::HAPROXY_CFG)
-        .replace("%PROCESSES%", PROCESSES)
+    SCRIPT_TEMPLATE.replace("%MANIFESTS%", layout::MANIFESTS_DIR).replace("%PROCESSES%", PROCESSES)
 }
 
 /// Prints the first three words of the command line of every process in the host's network
@@ -128,8 +102,6 @@ pub struct HostStatus {
     pub clock_skew: Option<f64>,
     pub addresses: BTreeSet<IpAddr>,
     pub static_pods: Vec<StaticPod>,
-    /// haproxy's servers, or why they could not be read; `None` where haproxy is not configured.
-    pub haproxy: Option<Result<Vec<BackendServer>, String>>,
 }
 
 /// Runs the status script on `remote`.
@@ -152,16 +124,13 @@ pub fn parse(text: &str) -> HostStatus {
         .iter()
         .filter_map(|l| l.split_whitespace().nth(3)?.split('/').next()?.parse().ok())
         .collect();
-    let processes: Vec<Vec<&str>> =
-        lines(text, "@@processes").iter().map(|l| l.split_whitespace().collect()).collect();
+    let processes: Vec<Vec<&str>> = lines(text, "@@processes").iter().map(|l| l.split_whitespace().collect()).collect();
     let crictl = crictl_running(&lines(text, "@@crictl").join("\n"));
     let static_pods = manifests(text)
         .into_iter()
         .map(|(path, content)| {
-            let name = std::path::Path::new(path)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name =
+                std::path::Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let (container, program) = container_of(&content).unwrap_or_default();
             let (running, detected_by) = match &crictl {
                 Some(names) => (names.contains(&container), Detection::Crictl),
@@ -170,14 +139,27 @@ pub fn parse(text: &str) -> HostStatus {
             StaticPod { name, program, running, detected_by }
         })
         .collect();
-    let haproxy_lines = lines(text, "@@haproxy");
-    let haproxy_error = text.lines().find_map(|l| l.strip_prefix("@@haproxy-error ")).map(str::to_string);
-    let haproxy = match haproxy_error {
-        Some(e) => Some(Err(e)),
-        None if haproxy_lines.iter().all(|l| l.trim().is_empty()) => None,
-        None => Some(parse_show_stat(&haproxy_lines.join("\n"))),
+    HostStatus { clock_skew: None, addresses, static_pods }
+}
+
+/// haproxy's servers from `show stat` on its stats socket on `address` (the host's loopback),
+/// through the host's tunnel.
+pub async fn haproxy_servers<R: Remote>(remote: &R, address: &str) -> Result<Vec<BackendServer>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = layout::HAPROXY_STATS_PORT;
+    let ask = async {
+        let mut tunnel = remote.open_tcp(address, port).await.map_err(|e| e.to_string())?;
+        tunnel.write_all(b"show stat\n").await.map_err(|e| format!("stats socket: {e}"))?;
+        tunnel.flush().await.map_err(|e| format!("stats socket: {e}"))?;
+        let mut answer = Vec::new();
+        // haproxy closes the connection after answering one command.
+        (&mut tunnel).take(16 << 20).read_to_end(&mut answer).await.map_err(|e| format!("stats socket: {e}"))?;
+        Ok::<_, String>(answer)
     };
-    HostStatus { clock_skew: None, addresses, static_pods, haproxy }
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| format!("the stats socket on {address}:{port} did not answer within 5s"))??;
+    parse_show_stat(&String::from_utf8_lossy(&answer))
 }
 
 /// The lines after `header` up to the next `@@` line.
@@ -305,15 +287,18 @@ spec:
              @@manifest /etc/kubernetes/manifests/kube-apiserver.yaml\n{APISERVER}\n\
              @@manifest /etc/kubernetes/manifests/etcd.yaml\n{{\"spec\":{{\"containers\":[{{\"name\":\"etcd\",\"command\":[\"/usr/local/bin/etcd\",\"--name=cp1\"]}}]}}}}\n\
              @@manifest /etc/kubernetes/manifests/broken.yaml\nnot: [a pod\n\
-             @@processes\n{processes}@@crictl\n{crictl}@@haproxy\n{SHOW_STAT}@@end\n"
+             @@processes\n{processes}@@crictl\n{crictl}@@end\n"
         )
     }
 
     #[test]
     fn static_pods_are_found_in_the_process_table_without_crictl() {
         let status = parse(&output("/sbin/init\nkubeha-lab stand-in kube-apiserver\nsh -c echo\n", ""));
-        let pods: Vec<(&str, &str, bool, Detection)> =
-            status.static_pods.iter().map(|p| (p.name.as_str(), p.program.as_str(), p.running, p.detected_by)).collect();
+        let pods: Vec<(&str, &str, bool, Detection)> = status
+            .static_pods
+            .iter()
+            .map(|p| (p.name.as_str(), p.program.as_str(), p.running, p.detected_by))
+            .collect();
         assert_eq!(
             pods,
             [
@@ -327,7 +312,6 @@ spec:
         assert!(!status.static_pods[0].running, "etcd is not kube-apiserver");
         let ips: Vec<String> = status.addresses.iter().map(|a| a.to_string()).collect();
         assert_eq!(ips, ["127.0.0.1", "198.18.0.10", "198.18.0.11"]);
-        assert_eq!(status.haproxy.unwrap().unwrap().len(), 3);
     }
 
     #[test]
@@ -340,10 +324,22 @@ spec:
         assert_eq!(crictl_running("FATA[0000] connect: no such file"), None);
     }
 
-    #[test]
-    fn haproxy_absent_or_unreadable() {
-        assert_eq!(parse("@@haproxy\n@@end\n").haproxy, None);
-        let text = "@@haproxy\n@@haproxy-error neither socat nor python3 is installed\n@@end\n";
-        assert_eq!(parse(text).haproxy, Some(Err("neither socat nor python3 is installed".into())));
+    #[tokio::test]
+    async fn show_stat_is_asked_through_the_tunnel() {
+        let remote = crate::transport::MemoryRemote::new("cp1");
+        remote.listen_tcp("127.0.0.1", layout::HAPROXY_STATS_PORT, |mut stream| {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut line = [0u8; 10];
+                stream.read_exact(&mut line).await.unwrap();
+                assert_eq!(&line, b"show stat\n");
+                stream.write_all(SHOW_STAT.as_bytes()).await.unwrap();
+                stream.shutdown().await.unwrap();
+            });
+        });
+        let servers = haproxy_servers(&remote, "127.0.0.1").await.unwrap();
+        assert_eq!(servers.len(), 3);
+        let err = haproxy_servers(&remote, "::1").await.unwrap_err();
+        assert!(err.contains("cp1"), "{err}");
     }
 }

@@ -26,8 +26,7 @@ use super::engine::Engine;
 use super::pod::{HostPathVolume, Probe, StaticPod};
 use crate::files::File;
 use crate::host::layout::{
-    CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, HAPROXY_RUN_DIR, HAPROXY_STATS_SOCKET, KEEPALIVED_CONF,
-    KEEPALIVED_DIR,
+    CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, HAPROXY_STATS_PORT, KEEPALIVED_CONF, KEEPALIVED_DIR,
 };
 use crate::plan::{LoadBalancer, join_host_port};
 
@@ -47,7 +46,7 @@ struct HaproxyConfig<'a> {
     bind: String,
     ca_file: &'static str,
     verify_name: &'static str,
-    stats_socket: &'static str,
+    stats_address: String,
     servers: Vec<Backend<'a>>,
 }
 
@@ -109,7 +108,7 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
             },
             ca_file: CA_CERT,
             verify_name: APISERVER_CERT_NAME,
-            stats_socket: HAPROXY_STATS_SOCKET,
+            stats_address: join_host_port(ctx.host.loopback(), HAPROXY_STATS_PORT),
             servers: plan
                 .control_planes()
                 .map(|h| Backend { name: &h.name, address: join_host_port(h.address, plan.api_server_bind_port) })
@@ -154,8 +153,6 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
     .mount([
         HostPathVolume::existing_file("ca-cert", CA_CERT),
         HostPathVolume::existing_dir("haproxy-config", HAPROXY_DIR),
-        // The stats socket's directory, on the host so that `kubeha status` reaches it.
-        HostPathVolume::dir("haproxy-run", HAPROXY_RUN_DIR, false),
     ]);
     haproxy.liveness_probe = Some(Probe::tcp_liveness("127.0.0.1", endpoint_port));
 

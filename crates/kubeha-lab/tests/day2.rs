@@ -114,9 +114,11 @@ fn status_is_green_on_a_healthy_cluster_and_names_a_host_cut_off() {
         let etcd_two = json["summary"]["etcdHealthy"] == 2;
         // haproxy on the others has marked it down (not "UP 1/2", on its way down).
         let marked_down = json["hosts"].as_array().is_some_and(|hosts| {
-            hosts.iter().filter_map(|h| h["haproxy"]["servers"].as_array()).flatten().all(|s| {
-                (s["server"] == holder.as_str()) == (s["status"] == "DOWN")
-            })
+            hosts
+                .iter()
+                .filter_map(|h| h["haproxy"]["servers"].as_array())
+                .flatten()
+                .all(|s| (s["server"] == holder.as_str()) == (s["status"] == "DOWN"))
         });
         if (moved && etcd_two && marked_down) || started.elapsed() > Duration::from_secs(40) {
             break (code, json, out);
@@ -133,7 +135,11 @@ fn status_is_green_on_a_healthy_cluster_and_names_a_host_cut_off() {
     let new_holder = summary["vipHolders"][0].as_str().unwrap();
     assert_ne!(new_holder, holder);
     assert_eq!(summary["endpointOk"], true, "the VIP moved: {summary}");
-    let others = json["hosts"].as_array().unwrap().iter().filter(|h| h["host"] != holder.as_str() && h["role"] == "control-plane");
+    let others = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["host"] != holder.as_str() && h["role"] == "control-plane");
     for h in others {
         let down: Vec<&str> = h["haproxy"]["servers"]
             .as_array()
@@ -168,8 +174,10 @@ fn put_keys(lab: &Lab, range: std::ops::RangeInclusive<u32>) {
 /// Each control plane's etcd member id, from `etcdctl endpoint status`.
 fn member_ids(lab: &Lab) -> String {
     let out = etcdctl(lab, &["endpoint", "status", "-w", "simple"]);
-    let mut lines: Vec<String> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split(", ").take(2).collect::<Vec<_>>().join(" ")).collect();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(", ").take(2).collect::<Vec<_>>().join(" "))
+        .collect();
     lines.sort();
     lines.join("\n")
 }
@@ -204,9 +212,19 @@ fn snapshot_save_keeps_n_and_restore_brings_back_exactly_the_snapshot() {
     assert!(name.starts_with("dsn-") && name.contains("-rev") && name.ends_with(".db"), "{name}");
     assert!(names.contains(&name) && names.contains(&format!("{name}.sha256")), "{names:?}");
     assert!(saved[2]["pruned"].as_array().unwrap().len() == 1, "{}", saved[2]);
-    let check = std::process::Command::new("sha256sum").arg("-c").arg(format!("{name}.sha256")).current_dir(&dir).output().unwrap();
+    let check = std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{name}.sha256"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
     assert_ok(&check, "sha256sum -c");
-    let status = std::process::Command::new("etcdctl").args(["snapshot", "status", "-w", "json"]).arg(&newest).env("ETCDCTL_API", "3").output().unwrap();
+    let status = std::process::Command::new("etcdctl")
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(&newest)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
     assert_ok(&status, "etcdctl snapshot status");
 
     // Writes after the snapshot.
@@ -263,7 +281,9 @@ fn snapshot_save_keeps_n_and_restore_brings_back_exactly_the_snapshot() {
         let old = lab.host_path(&cp, format!("/var/lib/etcd/{}/member", aside[0])).unwrap();
         assert!(old.join("snap").is_dir(), "{cp}: the old data is kept at {}", old.display());
         assert!(lab.host_path(&cp, "/etc/kubernetes/manifests/kube-apiserver.yaml").unwrap().exists());
-        assert!(std::fs::read_dir(lab.host_path(&cp, "/etc/kubernetes/kubeha/restore").unwrap()).unwrap().next().is_none());
+        assert!(
+            std::fs::read_dir(lab.host_path(&cp, "/etc/kubernetes/kubeha/restore").unwrap()).unwrap().next().is_none()
+        );
     }
     // Writes work again, and status is green.
     put_keys(&lab, 11..=11);
