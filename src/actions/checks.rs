@@ -448,7 +448,7 @@ mod tests {
         let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
         assert_eq!(checks.len(), 10);
-        assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
+        assert!(checks[3].detail.contains("2379 2380 2381 6443 8404 8443 10250 10257 10259 free"), "{:?}", checks[3]);
     }
 
     #[test]
