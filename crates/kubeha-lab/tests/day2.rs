@@ -83,7 +83,7 @@ fn status_is_green_on_a_healthy_cluster_and_names_a_host_cut_off() {
     }
 
     // --watch: successive reports until Ctrl-C, which ends it cleanly.
-    let mut watch = std::process::Command::new(support::kubeha_bin())
+    let watch = std::process::Command::new(support::kubeha_bin())
         .args(["status", "--watch", "--interval", "1s", "-o", "json", "-q", "-i"])
         .arg(lab.inventory_path())
         .arg("--state-dir")
