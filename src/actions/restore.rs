@@ -358,6 +358,59 @@ mod tests {
         assert!(check_snapshot(&dir.path().join("missing.db")).unwrap_err().to_string().contains("cannot read"));
     }
 
+    /// Answers the restore tool lookup on `host` as a host with etcdctl would.
+    fn with_etcdctl(hosts: &crate::actions::fake::MemoryConnector, host: &str) {
+        hosts.host(host).on_exec(|command, _| {
+            let stdout =
+                if command.starts_with("# looking for etcdutl") { b"/usr/bin/etcdctl\n".to_vec() } else { Vec::new() };
+            crate::transport::Output { status: 0, stdout, stderr: Vec::new() }
+        });
+    }
+
+    #[tokio::test]
+    async fn preflight_names_hosts_without_a_restore_tool_and_a_dry_run_writes_nothing() {
+        use crate::actions::fake::MemoryConnector;
+        use crate::actions::progress::Progress;
+        use crate::actions::session::SessionOptions;
+        let plan = crate::actions::fake::plan();
+        let hosts = MemoryConnector::new(&plan);
+        with_etcdctl(&hosts, "cp1");
+        with_etcdctl(&hosts, "cp2");
+        let state = tempfile::tempdir().unwrap();
+        crate::pki::generate(&plan, state.path()).unwrap();
+        let pki = crate::pki::load(&plan, state.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let checked = check_snapshot(&snapshot_file(dir.path(), 100)).unwrap();
+        let progress = Progress::hidden();
+        let options = SessionOptions { dry_run: true, ..Default::default() };
+        let session = Session::open(&plan, state.path(), options.clone(), &hosts, &progress).await.unwrap();
+        let err = run(&session, &pki, &checked, "20261130T130000Z").await.unwrap_err();
+        session.close(&hosts).await;
+        let ActionError::Preflight { checks } = &err else { panic!("{err}") };
+        let failed: Vec<(&str, &str)> =
+            checks.iter().filter(|c| c.status == Status::Fail).map(|c| (c.host.as_str(), c.check)).collect();
+        assert_eq!(failed, [("cp3", "restore tool")]);
+        assert!(checks.iter().any(|c| c.detail.contains("etcd-client")), "{err}");
+
+        with_etcdctl(&hosts, "cp3");
+        let session = Session::open(&plan, state.path(), options, &hosts, &progress).await.unwrap();
+        let restore = run(&session, &pki, &checked, "20261130T130000Z").await.unwrap();
+        session.close(&hosts).await;
+        assert_eq!(restore.members.len(), 3);
+        for name in ["cp1", "cp2", "cp3", "w1"] {
+            let calls = hosts.host(name).calls();
+            let changed = calls.iter().any(|c| match c {
+                crate::transport::Call::Put { .. } => true,
+                crate::transport::Call::Exec { command, .. } => {
+                    command.starts_with("# stopping") || command.starts_with("# restoring")
+                }
+                _ => false,
+            });
+            assert!(!changed, "{name}: {calls:?}");
+            assert_eq!(name == "w1", calls.is_empty(), "{name}: only control planes are asked: {calls:?}");
+        }
+    }
+
     #[test]
     fn the_plan_gives_each_member_its_name_and_peer_url_and_a_new_token() {
         let plan = crate::actions::fake::plan();
