@@ -23,7 +23,7 @@ use super::session::Session;
 use super::wait::{self, Health};
 use crate::files::File;
 use crate::host::etcd_restore::{self, Member};
-use crate::host::layout::{ETCD_PEER_PORT, RESTORE_DIR};
+use crate::host::layout::{ETCD_PEER_PORT, MANIFESTS_DIR, RESTORE_DIR, STOPPED_MANIFESTS_DIR};
 use crate::host::static_pods;
 use crate::pki::Pki;
 use crate::plan::{Plan, join_host_port};
@@ -237,8 +237,11 @@ async fn preflight<R: Remote>(session: &Session<'_, R>) -> Result<(), ActionErro
                 )),
                 Err(e) => checks.push(fail("restore tool", e.to_string())),
             }
-            let script = "# checking the manifests to stop\nfor p in etcd kube-apiserver; do\n  [ -f /etc/kubernetes/manifests/$p.yaml ] || [ -f /etc/kubernetes/kubeha/stopped/$p.yaml ] || echo \"$p\"\ndone\n";
-            match remote.run(script, b"").await {
+            let script = format!(
+                "# checking the manifests to stop\nfor p in etcd kube-apiserver; do\n  \
+                 [ -f {MANIFESTS_DIR}/$p.yaml ] || [ -f {STOPPED_MANIFESTS_DIR}/$p.yaml ] || echo \"$p\"\ndone\n"
+            );
+            match remote.run(&script, b"").await {
                 Ok(out) => {
                     for missing in out.stdout_text().split_whitespace() {
                         checks.push(fail("manifests", format!("no {missing}.yaml manifest to stop and start")));
