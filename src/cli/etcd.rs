@@ -17,8 +17,14 @@ pub enum Command {
 #[derive(Debug, clap::Subcommand)]
 pub enum SnapshotCommand {
     /// Stream a snapshot of etcd through SSH to this machine, checked, with a .sha256 file.
+    #[command(after_help = "Examples:\n  \
+        kubeha etcd snapshot save -i cluster.yaml\n  \
+        kubeha etcd snapshot save -i cluster.yaml --out /var/backups/etcd --keep 48")]
     Save(SaveArgs),
     /// Restore every etcd member from a snapshot (stops etcd and the apiservers; needs --yes).
+    #[command(after_help = "Examples:\n  \
+        kubeha etcd snapshot restore -i cluster.yaml /var/backups/etcd/prod-20261130T120000Z-rev81234.db\n  \
+        kubeha etcd snapshot restore -i cluster.yaml /var/backups/etcd/prod-20261130T120000Z-rev81234.db --yes")]
     Restore(RestoreArgs),
 }
 

@@ -2,9 +2,12 @@
 //! and prints; all error printing and exit codes live here.
 
 mod certs;
+mod config;
 mod etcd;
 mod expiry;
+mod generate;
 mod init;
+mod kubeconfig;
 mod output;
 mod preflight;
 mod remote;
@@ -12,6 +15,7 @@ mod render;
 mod renew;
 mod status;
 mod validate;
+mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,18 +61,61 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check an inventory and print the resolved plan, or every problem in it.
+    #[command(after_help = "Examples:\n  \
+        kubeha validate -i cluster.yaml\n  \
+        kubeha validate -i cluster.yaml -o json | jq '.hosts[].name'\n  \
+        kubeha config example | kubeha validate -i -")]
     Validate(validate::Args),
     /// Manage the cluster PKI in the local state directory.
     #[command(subcommand)]
     Certs(certs::Command),
     /// Write every file each host should receive under DIR/<host>/<absolute path>.
+    #[command(after_help = "Examples:\n  \
+        kubeha render -i cluster.yaml --out rendered/\n  \
+        diff -r rendered/cp1 old-rendered/cp1")]
     Render(render::Args),
     /// Check every host before anything is written (exit code 3 when a check fails).
+    #[command(after_help = "Examples:\n  \
+        kubeha preflight -i cluster.yaml\n  \
+        kubeha preflight -i cluster.yaml --accept-new-host-keys -o json")]
     Preflight(preflight::Args),
     /// Turn the inventory's hosts into a running HA control plane (or converge one).
+    #[command(after_help = "Examples:\n  \
+        kubeha init -i cluster.yaml\n  \
+        kubeha init -i cluster.yaml --dry-run\n  \
+        kubeha init -i cluster.yaml --parallel 20 --timeout 15m")]
     Init(init::Args),
+    /// Print a kubeconfig: the admin's, or a new client certificate for any user and group.
+    #[command(after_help = "Examples:\n  \
+        kubeha kubeconfig -i cluster.yaml > ~/.kube/config\n  \
+        kubeha kubeconfig -i cluster.yaml --user alice --group devs --validity 8h > alice.conf\n  \
+        kubeha kubeconfig -i cluster.yaml --server https://198.18.0.11:6443 > cp1-direct.conf")]
+    Kubeconfig(kubeconfig::Args),
+    /// Help with writing an inventory.
+    #[command(subcommand)]
+    Config(config::Command),
+    /// Print kubeha's version and the Kubernetes and etcd versions it supports.
+    #[command(after_help = "Examples:\n  \
+        kubeha version\n  \
+        kubeha version -o json | jq -r '.kubernetes[].minor'")]
+    Version(version::Args),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        kubeha completion bash > /etc/bash_completion.d/kubeha\n  \
+        kubeha completion zsh > \"${fpath[1]}/_kubeha\"\n  \
+        kubeha completion fish > ~/.config/fish/completions/kubeha.fish")]
+    Completion(generate::CompletionArgs),
+    /// Print kubeha's man page, or write one page per command into a directory.
+    #[command(after_help = "Examples:\n  \
+        kubeha man | man -l -\n  \
+        kubeha man --out /usr/local/share/man/man1")]
+    Man(generate::ManArgs),
     /// The whole cluster on one screen: hosts, static pods, etcd, apiservers, VIP, haproxy,
     /// clocks and certificates (exit code 5 when degraded).
+    #[command(after_help = "Examples:\n  \
+        kubeha status -i cluster.yaml\n  \
+        kubeha status -i cluster.yaml -o json | jq '.summary'\n  \
+        kubeha status -i cluster.yaml --watch --interval 10s")]
     Status(status::Args),
     /// etcd backups: `etcd snapshot save` and `etcd snapshot restore`.
     #[command(subcommand)]
@@ -196,6 +243,11 @@ pub fn main() -> ExitCode {
         Command::Render(args) => args.exec(),
         Command::Preflight(args) => args.exec(),
         Command::Init(args) => args.exec(),
+        Command::Kubeconfig(args) => args.exec(),
+        Command::Config(cmd) => cmd.exec(),
+        Command::Version(args) => args.exec(),
+        Command::Completion(args) => args.exec(),
+        Command::Man(args) => args.exec(),
         Command::Status(args) => args.exec(),
         Command::Etcd(cmd) => cmd.exec(),
     };
@@ -252,5 +304,36 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         exit::INTERRUPTED
     } else {
         exit::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod conventions {
+    use clap::CommandFactory;
+
+    /// Every command operators run (not the groups) shows examples in its `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let subcommands: Vec<_> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+            if subcommands.is_empty() {
+                let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !help.contains("Examples:\n  kubeha ") {
+                    missing.push(path.clone());
+                }
+            }
+            for sub in subcommands {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no examples in --help of: {missing:?}");
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -43,8 +43,10 @@ pub struct Args {
     /// How long to wait for each control plane's etcd and apiserver to be healthy again.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
-    /// fileCheckFrequency); each control plane is given this long before its health is checked.
+    /// The longest the hosts' kubelets may take to restart a static pod after its manifest
+    /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
+    /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
+    /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
 }

@@ -9,5 +9,6 @@ pub mod facts;
 pub mod files;
 pub mod layout;
 pub mod lock;
+pub mod pods;
 pub mod static_pods;
 pub mod status;

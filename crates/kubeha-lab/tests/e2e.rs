@@ -225,6 +225,29 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     let kubectl = run("kubectl", &["--kubeconfig", &admin.to_string_lossy(), "get", "--raw", "/healthz"]);
     assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{}", text(&kubectl));
 
+    // `kubeha kubeconfig`: the admin's as kubeha keeps it, and a new user's from the cluster CA,
+    // through the VIP and straight at one apiserver.
+    let dir = tempfile::tempdir().unwrap();
+    let cp1 = format!("https://{}:6443", lab.host("cp1").unwrap().address);
+    for (name, args) in [
+        ("admin", vec!["kubeconfig"]),
+        ("alice", vec!["kubeconfig", "--user", "alice", "--group", "kubeadm:cluster-admins", "--validity", "1h"]),
+        ("alice-cp1", vec!["kubeconfig", "--user", "alice", "--server", &cp1]),
+    ] {
+        let out = kubeha(&lab, &lab.inventory_path(), &args);
+        assert_ok(&out, &format!("kubeha {}", args.join(" ")));
+        let file = dir.path().join(name);
+        std::fs::write(&file, &out.stdout).unwrap();
+        let kubectl = run("kubectl", &["--kubeconfig", &file.to_string_lossy(), "get", "--raw", "/healthz"]);
+        assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{name}: {}", text(&kubectl));
+    }
+    // init's result as JSON: a re-run changes nothing.
+    let out = kubeha(&lab, &lab.inventory_path(), &["init", "--dry-run", "-o", "json"]);
+    assert_ok(&out, "kubeha init --dry-run -o json");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["dryRun"].as_bool(), summary["changed"].as_bool()), (Some(true), Some(false)), "{summary}");
+    assert_eq!(summary["hosts"].as_array().unwrap().len(), lab.hosts().len(), "{summary}");
+
     // The cluster objects: in the apiserver (the stand-in stores them in etcd), applied by
     // kubeha; read with the real kubectl through the VIP as super-admin.conf.
     assert!(text(&out).contains("cluster objects: "), "{}", text(&out));
@@ -390,7 +413,7 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     assert!(!dry_out.contains("etcd.yaml"), "etcd's image did not change: {dry_out}");
     assert_eq!(pods_before.len(), pods(&lab).len());
     let holder = vip_holders(&lab).pop().unwrap();
-    let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with a new Kubernetes version");
     let mut started = Vec::new();
     for cp in ["cp1", "cp2", "cp3"] {
@@ -421,7 +444,7 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     );
     std::fs::write(&renamed, with_san).unwrap();
     let pods_before = pods(&lab);
-    let out = kubeha(&lab, &renamed, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha(&lab, &renamed, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with a new apiserver certificate name");
     let pods_after = pods(&lab);
     let restarted = |name: &str| -> Vec<String> {
