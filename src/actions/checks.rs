@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::host::facts::{DirState, Facts, Ownership};
 use crate::host::layout::{
-    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, KUBELET_PORT,
-    MANIFESTS_DIR, SCHEDULER_PORT,
+    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, HAPROXY_STATS_PORT,
+    KUBELET_PORT, MANIFESTS_DIR, SCHEDULER_PORT,
 };
 use crate::plan::{Host, LoadBalancer, Plan, Role};
 
@@ -71,6 +71,7 @@ pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
         ]);
         if matches!(plan.load_balancer, LoadBalancer::KeepalivedHaproxy { .. }) {
             ports.push((plan.control_plane_endpoint.port, "haproxy"));
+            ports.push((HAPROXY_STATS_PORT, "haproxy stats"));
         }
     }
     ports.sort_unstable();
@@ -447,7 +448,7 @@ mod tests {
         let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
         assert_eq!(checks.len(), 10);
-        assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
+        assert!(checks[3].detail.contains("2379 2380 2381 6443 8404 8443 10250 10257 10259 free"), "{:?}", checks[3]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod certs;
 mod config;
+mod etcd;
 mod expiry;
 mod generate;
 mod init;
@@ -12,6 +13,7 @@ mod preflight;
 mod remote;
 mod render;
 mod renew;
+mod status;
 mod validate;
 mod version;
 
@@ -35,6 +37,9 @@ pub mod exit {
     pub const PREFLIGHT_FAILED: u8 = 3;
     /// `certs check-expiration`: a certificate has expired or ends within the error threshold.
     pub const CERTIFICATES_EXPIRING: u8 = 4;
+    /// `status`: the cluster is degraded (a host unreachable, a member or component unhealthy,
+    /// the endpoint failing …); the report says what.
+    pub const DEGRADED: u8 = 5;
     /// Interrupted (Ctrl-C); running the command again converges.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -105,6 +110,16 @@ enum Command {
         kubeha man | man -l -\n  \
         kubeha man --out /usr/local/share/man/man1")]
     Man(generate::ManArgs),
+    /// The whole cluster on one screen: hosts, static pods, etcd, apiservers, VIP, haproxy,
+    /// clocks and certificates (exit code 5 when degraded).
+    #[command(after_help = "Examples:\n  \
+        kubeha status -i cluster.yaml\n  \
+        kubeha status -i cluster.yaml -o json | jq '.summary'\n  \
+        kubeha status -i cluster.yaml --watch --interval 10s")]
+    Status(status::Args),
+    /// etcd backups: `etcd snapshot save` and `etcd snapshot restore`.
+    #[command(subcommand)]
+    Etcd(etcd::Command),
 }
 
 /// The operator pressed Ctrl-C.
@@ -243,6 +258,8 @@ pub fn main() -> ExitCode {
         Command::Version(args) => args.exec(),
         Command::Completion(args) => args.exec(),
         Command::Man(args) => args.exec(),
+        Command::Status(args) => args.exec(),
+        Command::Etcd(cmd) => cmd.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -264,6 +281,7 @@ fn invalid_input(c: &(dyn std::error::Error + 'static)) -> bool {
     use crate::pki::{PkiError, StateDirError};
     c.downcast_ref::<InventoryError>().is_some()
         || c.downcast_ref::<renew::BadTarget>().is_some()
+        || c.downcast_ref::<crate::actions::restore::SnapshotError>().is_some()
         || c.downcast_ref::<StateDirError>().is_some()
         || matches!(c.downcast_ref::<PkiError>(), Some(PkiError::StateDir(_)))
         || matches!(c.downcast_ref::<LockError>(), Some(LockError::StateDir(_)))
@@ -290,6 +308,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         exit::PREFLIGHT_FAILED
     } else if e.chain().any(|c| c.downcast_ref::<expiry::Expiring>().is_some()) {
         exit::CERTIFICATES_EXPIRING
+    } else if e.chain().any(|c| c.downcast_ref::<status::Degraded>().is_some()) {
+        exit::DEGRADED
     } else if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) {
         exit::INTERRUPTED
     } else {

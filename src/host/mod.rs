@@ -4,8 +4,11 @@
 pub mod apiserver;
 pub mod certs;
 pub mod etcd;
+pub mod etcd_restore;
 pub mod facts;
 pub mod files;
 pub mod layout;
 pub mod lock;
 pub mod pods;
+pub mod static_pods;
+pub mod status;

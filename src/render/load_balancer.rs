@@ -25,7 +25,9 @@ use super::context::HostContext;
 use super::engine::Engine;
 use super::pod::{HostPathVolume, Probe, StaticPod};
 use crate::files::File;
-use crate::host::layout::{CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR};
+use crate::host::layout::{
+    CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, HAPROXY_STATS_PORT, KEEPALIVED_CONF, KEEPALIVED_DIR,
+};
 use crate::plan::{LoadBalancer, join_host_port};
 
 /// A DNS name in every apiserver serving certificate; haproxy verifies it on health checks.
@@ -44,6 +46,7 @@ struct HaproxyConfig<'a> {
     bind: String,
     ca_file: &'static str,
     verify_name: &'static str,
+    stats_address: String,
     servers: Vec<Backend<'a>>,
 }
 
@@ -105,6 +108,7 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
             },
             ca_file: CA_CERT,
             verify_name: APISERVER_CERT_NAME,
+            stats_address: join_host_port(ctx.host.loopback(), HAPROXY_STATS_PORT),
             servers: plan
                 .control_planes()
                 .map(|h| Backend { name: &h.name, address: join_host_port(h.address, plan.api_server_bind_port) })
