@@ -13,6 +13,7 @@
 //! blocks and let later values win until a breaking release in 2025 and refuses unknown keywords
 //! by default; these seven keywords are simple to read exactly as OpenSSH does.
 
+use crate::text::glob;
 use std::path::{Path, PathBuf};
 
 /// How deep `Include` may nest (OpenSSH's limit too), so a file including itself stops.
@@ -364,30 +365,6 @@ pub fn host_matches(name: &str, patterns: &[String]) -> bool {
         }
     }
     matched
-}
-
-/// `*` matches any run of characters, `?` exactly one.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// A `ProxyJump` value: `none` (no jump host: `Ok(vec![])`) or a comma-separated list of

@@ -20,6 +20,7 @@ use hmac::{KeyInit, Mac};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 
 use super::TransportError;
+use crate::text::glob;
 
 /// One usable line of the file.
 #[derive(Debug, Clone)]
@@ -183,30 +184,6 @@ fn hashed_matches(name: &str, salt_and_hash: &str) -> bool {
     let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
     mac.update(name.as_bytes());
     mac.verify_slice(&hash).is_ok()
-}
-
-/// `*` matches any run of characters, `?` exactly one.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// Serializes appends from concurrent connections within this process.
