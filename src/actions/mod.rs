@@ -17,6 +17,7 @@ pub mod objects;
 pub mod preflight;
 pub mod progress;
 pub mod renew;
+pub mod rotate;
 pub mod rollout;
 pub mod scratch;
 pub mod session;

@@ -42,6 +42,10 @@ pub enum Command {
     /// roll them out one control plane at a time (backup of each replaced file, etcd snapshot
     /// first).
     Renew(super::renew::Args),
+    /// Replace CAs (kubernetes, etcd, front-proxy or all) in three stages: trust the old and new
+    /// CA everywhere, re-issue every certificate and kubeconfig from the new one, trust only the
+    /// new one; each rolled out one control plane at a time; re-run to continue a stopped one.
+    RotateCa(super::rotate::Args),
 }
 
 impl Command {
@@ -71,6 +75,7 @@ impl Command {
             }
             Command::CheckExpiration(args) => args.exec(),
             Command::Renew(args) => args.exec(),
+            Command::RotateCa(args) => args.exec(),
         }
     }
 }

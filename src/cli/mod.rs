@@ -9,6 +9,7 @@ mod preflight;
 mod remote;
 mod render;
 mod renew;
+mod rotate;
 mod validate;
 
 use std::path::PathBuf;
