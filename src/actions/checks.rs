@@ -427,7 +427,11 @@ mod tests {
     }
 
     fn expect(id: Option<&str>) -> Expectations {
-        Expectations { max_clock_skew: Duration::from_secs(5), cluster_id: id.map(str::to_string), also_cluster_id: None }
+        Expectations {
+            max_clock_skew: Duration::from_secs(5),
+            cluster_id: id.map(str::to_string),
+            also_cluster_id: None,
+        }
     }
 
     fn healthy() -> Facts {

@@ -311,8 +311,7 @@ mod tests {
         // Hosts carrying either CA's id are this cluster's: the re-run gets past preflight to
         // the same stage (and stops at the same gate).
         rotation::advance(state.path(), &mut pending.clone()).unwrap();
-        let err =
-            rotate(&plan, state.path(), &options(false, None), &hosts, &Progress::hidden()).await.unwrap_err();
+        let err = rotate(&plan, state.path(), &options(false, None), &hosts, &Progress::hidden()).await.unwrap_err();
         assert!(matches!(&err, ActionError::Stopped { .. }), "{err}");
         assert_eq!(rotation::pending(state.path()).unwrap().unwrap().stage, Stage::Reissue);
         let markers: Vec<String> = ["w1", "cp1"]
@@ -325,8 +324,7 @@ mod tests {
         assert_ne!(markers[0], markers[1], "w1 has the new CA's id, cp1 (not reached) the old one");
         let new_id = crate::pki::existing_cluster_id(state.path()).unwrap().unwrap();
         assert_eq!(markers[0], new_id);
-        let err =
-            rotate(&plan, state.path(), &options(false, None), &hosts, &Progress::hidden()).await.unwrap_err();
+        let err = rotate(&plan, state.path(), &options(false, None), &hosts, &Progress::hidden()).await.unwrap_err();
         assert!(matches!(&err, ActionError::Stopped { .. }), "preflight accepts both ids: {err}");
     }
 }

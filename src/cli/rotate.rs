@@ -109,7 +109,11 @@ impl Args {
 
     fn print(&self, report: &RotateReport) -> anyhow::Result<()> {
         if let Some(stage) = report.resumed {
-            eprintln!("continuing the rotation of {} started at {}, at stage {stage}", rotation::names(&report.cas), report.started);
+            eprintln!(
+                "continuing the rotation of {} started at {}, at stage {stage}",
+                rotation::names(&report.cas),
+                report.started
+            );
         }
         for stage in &report.stages {
             if self.dry_run {
@@ -125,7 +129,11 @@ impl Args {
             } else {
                 eprintln!("stage {}: {} file(s) rewritten in the state directory", stage.stage, stage.renewed.len());
                 for (host, pushed) in stage.pushed.iter().filter(|(_, p)| !p.is_empty()) {
-                    eprintln!("  {host}: {} (replaced files kept in {})", pushed.summary(false), stage.backup.display());
+                    eprintln!(
+                        "  {host}: {} (replaced files kept in {})",
+                        pushed.summary(false),
+                        stage.backup.display()
+                    );
                 }
             }
         }
@@ -144,7 +152,10 @@ impl Args {
             return Ok(());
         }
         if let Some(archive) = &report.archived {
-            eprintln!("the old CAs (certificates and keys) are kept in {}; remove it once no host needs rolling back", archive.display());
+            eprintln!(
+                "the old CAs (certificates and keys) are kept in {}; remove it once no host needs rolling back",
+                archive.display()
+            );
         }
         println(format_args!(
             "rotated {} (kubeha worked {:.2}s, waited {:.2}s for the components)",

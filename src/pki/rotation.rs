@@ -242,8 +242,11 @@ pub fn pending(state_dir: &Path) -> Result<Option<Rotation>, PkiError> {
     let store = Store::new(state_dir);
     let Some(bytes) = store.read(Path::new(RECORD))? else { return Ok(None) };
     let path = store.path(Path::new(RECORD));
-    let text = String::from_utf8(bytes)
-        .map_err(|_| PkiError::Corrupt { path: path.clone(), what: "rotation record", detail: "not UTF-8".into() })?;
+    let text = String::from_utf8(bytes).map_err(|_| PkiError::Corrupt {
+        path: path.clone(),
+        what: "rotation record",
+        detail: "not UTF-8".into(),
+    })?;
     Rotation::parse(&text, &path).map(Some)
 }
 
@@ -418,10 +421,15 @@ mod tests {
 
     #[test]
     fn the_record_round_trips_and_a_bad_one_is_named() {
-        let r = Rotation { started: "20261130T120000Z".into(), cas: vec![Ca::Etcd, Ca::FrontProxy], stage: Stage::Reissue };
+        let r =
+            Rotation { started: "20261130T120000Z".into(), cas: vec![Ca::Etcd, Ca::FrontProxy], stage: Stage::Reissue };
         assert_eq!(Rotation::parse(&r.render(), Path::new("x")).unwrap(), r);
         let err = Rotation::parse("started: a\ncas: [etcd]\nstage: later\n", Path::new("/s/pki/rotation/stage"));
-        assert!(err.unwrap_err().to_string().contains("/s/pki/rotation/stage is not a valid rotation record (unknown stage"));
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .contains("/s/pki/rotation/stage is not a valid rotation record (unknown stage")
+        );
     }
 
     /// Walks a whole rotation in a state directory: what the active files, the record and the
@@ -444,7 +452,9 @@ mod tests {
         assert!(begin(&plan, state, &[Ca::Etcd], "later").unwrap_err().to_string().contains("is in progress"));
         let new_ca = read("pki/rotation/new/ca.crt");
         assert_eq!(read("pki/rotation/old/ca.crt"), old_ca);
-        for key in ["pki/rotation/new/ca.key", "pki/rotation/old/ca.key", "pki/rotation/new/etcd/ca.key", "pki/rotation/stage"] {
+        for key in
+            ["pki/rotation/new/ca.key", "pki/rotation/old/ca.key", "pki/rotation/new/etcd/ca.key", "pki/rotation/stage"]
+        {
             let mode = std::fs::metadata(state.join(key)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{key}");
         }
@@ -473,7 +483,13 @@ mod tests {
         assert_eq!(crate::pki::existing_cluster_id(state).unwrap().unwrap(), new_id);
         assert_eq!(other_cluster_id(state).unwrap().unwrap(), old_id);
         let renewed: Vec<String> = report.renewed.iter().map(|r| r.path.display().to_string()).collect();
-        for path in ["nodes/cp1/pki/apiserver.crt", "nodes/cp2/pki/etcd/peer.crt", "pki/apiserver-etcd-client.crt", "admin.conf", "nodes/w1/kubelet.conf"] {
+        for path in [
+            "nodes/cp1/pki/apiserver.crt",
+            "nodes/cp2/pki/etcd/peer.crt",
+            "pki/apiserver-etcd-client.crt",
+            "admin.conf",
+            "nodes/w1/kubelet.conf",
+        ] {
             assert!(renewed.iter().any(|r| r == path), "{path} was not re-issued: {renewed:?}");
         }
         assert!(!renewed.iter().any(|r| r == "pki/front-proxy-client.crt"), "{renewed:?}");
