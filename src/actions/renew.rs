@@ -108,6 +108,19 @@ async fn phases<R: Remote>(
     started: Instant,
 ) -> Result<RenewReport, ActionError> {
     let plan = session.plan;
+    if let Some(rotation) = pki::rotation::pending(session.state_dir())? {
+        // Its stages decide what every certificate is signed by and what each host trusts.
+        return Err(pki::PkiError::Rotation {
+            path: session.state_dir().join(pki::rotation::ROTATION_DIR),
+            detail: format!(
+                "a rotation of {} started at {} is in progress (stage {}); finish it first with kubeha certs rotate-ca",
+                pki::rotation::names(&rotation.cas),
+                rotation.started,
+                rotation.stage
+            ),
+        }
+        .into());
+    }
     let expect = Expectations {
         max_clock_skew: options.max_clock_skew,
         cluster_id: pki::existing_cluster_id(session.state_dir())?,

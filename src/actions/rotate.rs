@@ -254,7 +254,7 @@ mod tests {
             .collect()
     }
 
-    fn written<'r>(stage: &'r StageReport, host: &str) -> Vec<String> {
+    fn written(stage: &StageReport, host: &str) -> Vec<String> {
         let (_, pushed) = stage.pushed.iter().find(|(h, _)| h == host).unwrap();
         pushed.written.iter().map(|p| p.display().to_string()).collect()
     }
@@ -297,6 +297,22 @@ mod tests {
         assert_eq!((pending.stage, pending.cas.as_slice()), (Stage::TrustBoth, &[Ca::Kubernetes][..]));
         let w1_ca = hosts.host("w1").file("/etc/kubernetes/pki/ca.crt").unwrap().content;
         assert!(w1_ca.starts_with(&old_ca) && w1_ca.len() > old_ca.len(), "the worker got the bundle");
+
+        // certs renew waits for the rotation, and writes nothing.
+        let renew = crate::actions::renew::RenewOptions {
+            session: options(false, None).session,
+            max_clock_skew: Duration::from_secs(5),
+            targets: vec!["admin.conf".into()],
+            new_keys: false,
+            no_snapshot: true,
+        };
+        for h in hosts.hosts.values() {
+            h.take_calls();
+        }
+        let err =
+            crate::actions::renew::renew(&plan, state.path(), &renew, &hosts, &Progress::hidden()).await.unwrap_err();
+        assert!(err.to_string().contains("finish it first with kubeha certs rotate-ca"), "{err}");
+        assert!(writes(&hosts).is_empty());
 
         // Another CA than the one being rotated is refused, and nothing is written.
         for h in hosts.hosts.values() {
