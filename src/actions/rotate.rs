@@ -184,6 +184,9 @@ async fn phases<R: Remote>(
         let rollout = rollout::certificates(session, &found, &backup).await?;
         report.waited += rollout.waited;
         report.stages.push(StageReport { stage, renewed, pushed: rollout.reports, backup });
+        if stage.next().is_none() && rotation.cas.contains(&Ca::Kubernetes) && !session.options.dry_run {
+            publish_ca(session).await?;
+        }
         if rotation::advance(session.state_dir(), &mut rotation)?.is_none() {
             break;
         }
@@ -198,6 +201,18 @@ async fn phases<R: Remote>(
     report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();
     Ok(report)
+}
+
+/// Applies kubeha's cluster objects again: `kube-public/cluster-info`, which nodes joining the
+/// cluster read its CA from, names the new cluster CA.
+async fn publish_ca<R: Remote>(session: &Session<'_, R>) -> Result<(), ActionError> {
+    let pki = pki::load(session.plan, session.state_dir())?;
+    let own = crate::objects::kubeha_objects(session.plan, &pki);
+    if let Some((host, remote)) = session.control_planes().next() {
+        super::objects::apply(session, host, remote, &pki, &own, &[]).await?;
+    }
+    session.lap("objects");
+    Ok(())
 }
 
 fn state_archive(state_dir: &Path, rotation: &Rotation) -> PathBuf {
