@@ -102,14 +102,17 @@ fn assert_rotated(lab: &Lab, old_cas: &[Vec<u8>]) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{}", text(&kubectl));
-    // Nodes joining later read the cluster CA from kube-public/cluster-info.
+    // Nodes joining later read the cluster CA from kube-public/cluster-info (the stand-in lets
+    // only system:masters read objects: super-admin.conf).
+    let super_admin = state(lab).join("super-admin.conf");
     let info = Command::new("kubectl")
-        .args(["--kubeconfig", &admin.to_string_lossy(), "get", "configmap", "cluster-info", "-n", "kube-public"])
+        .args(["--kubeconfig", &super_admin.to_string_lossy(), "get", "configmap", "cluster-info", "-n", "kube-public"])
         .args(["-o", "jsonpath={.data.kubeconfig}"])
         .output()
         .unwrap();
+    let shown = text(&info);
     let info = String::from_utf8_lossy(&info.stdout).into_owned();
-    let data = info.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data:")).expect(&info);
+    let data = info.lines().find_map(|l| l.trim().strip_prefix("certificate-authority-data:")).expect(&shown);
     let published = base64::engine::general_purpose::STANDARD.decode(data.trim()).unwrap();
     assert_eq!(ders(&published), ders(&std::fs::read(state(lab).join("pki/ca.crt")).unwrap()), "cluster-info");
     let health = etcdctl(lab, &["endpoint", "health"]);
