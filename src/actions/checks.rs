@@ -52,6 +52,20 @@ pub struct Expectations {
     pub max_clock_skew: Duration,
     /// This cluster's CA hash, when the state directory already has a CA.
     pub cluster_id: Option<String>,
+    /// During a rotation of the cluster CA, the hash of the other CA of the rotation: hosts a
+    /// stopped stage did not reach still carry it.
+    pub also_cluster_id: Option<String>,
+}
+
+impl Expectations {
+    /// The cluster id a host with `marker_id` in its marker is checked against: the other CA
+    /// of a rotation in progress when that is the marker's, else this cluster's.
+    pub fn cluster_id_for(&self, marker_id: Option<&str>) -> Option<&str> {
+        match (&self.also_cluster_id, marker_id) {
+            (Some(also), Some(id)) if also == id => Some(also),
+            _ => self.cluster_id.as_deref(),
+        }
+    }
 }
 
 /// Above this, etcd starts logging clock-drift warnings between members.
@@ -414,7 +428,11 @@ mod tests {
     }
 
     fn expect(id: Option<&str>) -> Expectations {
-        Expectations { max_clock_skew: Duration::from_secs(5), cluster_id: id.map(str::to_string) }
+        Expectations {
+            max_clock_skew: Duration::from_secs(5),
+            cluster_id: id.map(str::to_string),
+            also_cluster_id: None,
+        }
     }
 
     fn healthy() -> Facts {

@@ -19,6 +19,7 @@ pub mod progress;
 pub mod renew;
 pub mod restore;
 pub mod rollout;
+pub mod rotate;
 pub mod scratch;
 pub mod session;
 pub mod snapshot;

@@ -177,7 +177,8 @@ async fn host_checks<R: Remote>(
     );
     let found = match facts {
         Ok(facts) => {
-            let ownership = facts::ownership(&facts, expect.cluster_id.as_deref());
+            let marker_id = facts.marker.as_deref().and_then(crate::marker::HostMarker::parse).map(|m| m.cluster_id);
+            let ownership = facts::ownership(&facts, expect.cluster_id_for(marker_id.as_deref()));
             rows.extend(checks::evaluate(plan, host, &facts, &ownership, expect));
             rows.extend(rules.host(plan, host, &ownership));
             Some((facts, ownership))

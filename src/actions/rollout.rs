@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::ActionError;
+use super::preflight::Outcome;
 use super::session::Session;
+use super::wait::Health;
 use crate::files::File;
 use crate::host::files::{self, HostPush, PushReport};
 use crate::host::pods;
@@ -146,6 +148,32 @@ pub async fn converge<R: Remote, G: Gates<R>>(
         })?;
     }
     Ok(Rollout { reports, waited })
+}
+
+/// Renders the PKI now in the session's state directory for the hosts preflight `found` and
+/// rolls it out with [`Restart::Changed`] behind the [`Health`] gates, the VIP holders last and
+/// every replaced file backed up into `backup` on its host; then waits for the whole cluster
+/// (not in a dry run). The step every certificate command ends with.
+pub async fn certificates<R: Remote>(
+    session: &Session<'_, R>,
+    found: &Outcome,
+    backup: &Path,
+) -> Result<Rollout, ActionError> {
+    let plan = session.plan;
+    let pki = crate::pki::load(plan, session.state_dir())?;
+    let files = crate::render::render(&found.with_node_settings(plan), &pki)?;
+    session.lap("render");
+    let health = Health::new(plan, &pki, session.options.wait.interval)?;
+    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan)).backup(backup);
+    let mut rollout = converge(session, &files, &found.previous_files(), &policy, &health).await?;
+    session.lap("push");
+    if !session.options.dry_run {
+        let waiting = Instant::now();
+        health.cluster(session).await?;
+        rollout.waited += waiting.elapsed();
+        session.lap("wait");
+    }
+    Ok(rollout)
 }
 
 /// Rolls one control plane: its gate before, its files, the kubelet's sync period, its gate

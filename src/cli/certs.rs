@@ -55,6 +55,14 @@ pub enum Command {
         kubeha certs renew -i cluster.yaml apiserver --host cp2\n  \
         kubeha certs renew -i cluster.yaml all --new-keys --dry-run")]
     Renew(super::renew::Args),
+    /// Replace CAs (kubernetes, etcd, front-proxy or all) in three stages: trust the old and new
+    /// CA everywhere, re-issue every certificate and kubeconfig from the new one, trust only the
+    /// new one; each rolled out one control plane at a time; re-run to continue a stopped one.
+    #[command(after_help = "Examples:\n  \
+        kubeha certs rotate-ca -i cluster.yaml --dry-run\n  \
+        kubeha certs rotate-ca -i cluster.yaml\n  \
+        kubeha certs rotate-ca -i cluster.yaml --ca etcd")]
+    RotateCa(super::rotate::Args),
 }
 
 impl Command {
@@ -79,6 +87,7 @@ impl Command {
             }
             Command::CheckExpiration(args) => args.exec(),
             Command::Renew(args) => args.exec(),
+            Command::RotateCa(args) => args.exec(),
         }
     }
 }

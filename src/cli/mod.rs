@@ -13,6 +13,7 @@ mod preflight;
 mod remote;
 mod render;
 mod renew;
+mod rotate;
 mod status;
 mod validate;
 mod version;

@@ -22,6 +22,7 @@ mod modes;
 mod parallel;
 mod reconcile;
 mod record;
+pub mod rotation;
 mod secrets;
 pub mod state_dir;
 mod store;
