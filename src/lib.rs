@@ -15,6 +15,7 @@ pub mod objects;
 pub mod pki;
 pub mod plan;
 pub mod render;
+pub mod ssh_config;
 pub mod text;
 pub mod transport;
 pub mod version;

@@ -369,6 +369,50 @@ pub struct Ssh {
     pub known_hosts_file: PathBuf,
     /// Run remote commands through `sudo -n` (for a non-root `user`).
     pub sudo: bool,
+    /// The name or address to dial (`ssh.host`, or `HostName` from the SSH configuration);
+    /// `None`: the host's `address`. Host keys are looked up under this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Jump hosts, in the order they are dialled: the first from this machine, each next one
+    /// (and finally the host) through a TCP forwarding channel of the previous one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jumps: Vec<Jump>,
+}
+
+impl Ssh {
+    /// What kubeha dials for a host at `address`: [`Ssh::host`] or the address itself.
+    pub fn target(&self, address: IpAddr) -> String {
+        self.host.clone().unwrap_or_else(|| address.to_string())
+    }
+
+    /// `user@target:port`, and the jump hosts, for messages.
+    pub fn describe(&self, address: IpAddr) -> String {
+        let mut text = format!("{}@{}", self.user, join_name_port(&self.target(address), self.port));
+        if !self.jumps.is_empty() {
+            let hops: Vec<&str> = self.jumps.iter().map(|j| j.name.as_str()).collect();
+            text.push_str(&format!(" via {}", hops.join(", ")));
+        }
+        text
+    }
+}
+
+/// A jump host (bastion) on the way to a host, with the settings of its own login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Jump {
+    /// How the inventory or the SSH configuration names it (an alias, `user@host:port`), for
+    /// messages.
+    pub name: String,
+    /// The name or address dialled (resolved by the previous hop, or here for the first).
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: PathBuf,
+}
+
+/// `name:port`, with brackets around an IPv6 address.
+pub fn join_name_port(name: &str, port: u16) -> String {
+    if name.contains(':') { format!("[{name}]:{port}") } else { format!("{name}:{port}") }
 }
 
 /// `host:port`, with brackets around IPv6 addresses.

@@ -1,4 +1,5 @@
-//! Text for people: tables for terminal output and errors on one line.
+//! Text for people: tables for terminal output and errors on one line; and OpenSSH's host
+//! name patterns, which `known_hosts` and `ssh_config` share.
 
 use std::error::Error;
 use std::fmt::Write;
@@ -37,6 +38,30 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
         line(row.each_ref().map(String::as_str));
     }
     out
+}
+
+/// OpenSSH's pattern match: `*` matches any run of characters, `?` exactly one.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

@@ -172,6 +172,11 @@ const CASES: &[Case] = &[
         expect: &["spec.controlPlaneEndpoint: port 2379 is the etcd client port"],
     },
     Case {
+        name: "endpoint port is haproxy's statistics port",
+        edits: &[("198.18.0.10:8443", "198.18.0.10:8404")],
+        expect: &["spec.controlPlaneEndpoint: port 8404 is haproxy's statistics port on the control planes"],
+    },
+    Case {
         name: "endpoint is not the VIP",
         edits: &[("198.18.0.10:8443", "198.18.0.9:8443")],
         expect: &["spec.controlPlaneEndpoint: host 198.18.0.9 is not the VIP 198.18.0.10"],

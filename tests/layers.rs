@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use modules of its own layer or lower ones.
 const LAYERS: &[&[&str]] = &[
-    &["files", "text", "version", "https", "host::layout"],
+    &["files", "text", "version", "https", "host::layout", "ssh_config"],
     &["plan", "inventory"],
     &["pki", "marker"],
     &["render", "objects"],

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::host::facts::{DirState, Facts, Ownership};
 use crate::host::layout::{
-    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, KUBELET_PORT,
-    MANIFESTS_DIR, SCHEDULER_PORT,
+    CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, ETCD_DATA_DIR, ETCD_METRICS_PORT, ETCD_PEER_PORT, HAPROXY_STATS_PORT,
+    KUBELET_PORT, MANIFESTS_DIR, SCHEDULER_PORT,
 };
 use crate::plan::{Host, LoadBalancer, Plan, Role};
 
@@ -52,6 +52,20 @@ pub struct Expectations {
     pub max_clock_skew: Duration,
     /// This cluster's CA hash, when the state directory already has a CA.
     pub cluster_id: Option<String>,
+    /// During a rotation of the cluster CA, the hash of the other CA of the rotation: hosts a
+    /// stopped stage did not reach still carry it.
+    pub also_cluster_id: Option<String>,
+}
+
+impl Expectations {
+    /// The cluster id a host with `marker_id` in its marker is checked against: the other CA
+    /// of a rotation in progress when that is the marker's, else this cluster's.
+    pub fn cluster_id_for(&self, marker_id: Option<&str>) -> Option<&str> {
+        match (&self.also_cluster_id, marker_id) {
+            (Some(also), Some(id)) if also == id => Some(also),
+            _ => self.cluster_id.as_deref(),
+        }
+    }
 }
 
 /// Above this, etcd starts logging clock-drift warnings between members.
@@ -71,6 +85,7 @@ pub fn required_ports(plan: &Plan, host: &Host) -> Vec<(u16, &'static str)> {
         ]);
         if matches!(plan.load_balancer, LoadBalancer::KeepalivedHaproxy { .. }) {
             ports.push((plan.control_plane_endpoint.port, "haproxy"));
+            ports.push((HAPROXY_STATS_PORT, "haproxy stats"));
         }
     }
     ports.sort_unstable();
@@ -415,7 +430,11 @@ mod tests {
     }
 
     fn expect(id: Option<&str>) -> Expectations {
-        Expectations { max_clock_skew: Duration::from_secs(5), cluster_id: id.map(str::to_string) }
+        Expectations {
+            max_clock_skew: Duration::from_secs(5),
+            cluster_id: id.map(str::to_string),
+            also_cluster_id: None,
+        }
     }
 
     fn healthy() -> Facts {
@@ -449,7 +468,7 @@ mod tests {
         let checks = eval(&plan, &plan.hosts[0], &healthy(), &expect(None));
         assert!(checks.iter().all(|c| c.status == Status::Ok), "{}", table(&checks));
         assert_eq!(checks.len(), 10);
-        assert!(checks[3].detail.contains("2379 2380 2381 6443 8443 10250 10257 10259 free"), "{:?}", checks[3]);
+        assert!(checks[3].detail.contains("2379 2380 2381 6443 8404 8443 10250 10257 10259 free"), "{:?}", checks[3]);
     }
 
     #[test]

@@ -89,6 +89,7 @@ async fn phases<R: Remote>(
     let expect = Expectations {
         max_clock_skew: options.max_clock_skew,
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
+        also_cluster_id: None,
     };
     let mut found = preflight::run(session, vip, &expect, &InitRules).await;
     found.checks.extend(super::removed::checks(plan, session.state_dir()));

@@ -147,7 +147,8 @@ async fn phases<R: Remote>(
         );
         return Err(ActionError::Preflight { checks: vec![row] });
     }
-    let expect = Expectations { max_clock_skew: options.max_clock_skew, cluster_id };
+    pki::rotation::refuse_if_pending(session.state_dir(), "kubeha join-node")?;
+    let expect = Expectations { max_clock_skew: options.max_clock_skew, cluster_id, also_cluster_id: None };
     let found = preflight::run(session, None, &expect, &JoinRules { names }).await.passed()?;
 
     // What runs now, and whether it can take the change.

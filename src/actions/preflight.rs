@@ -18,7 +18,7 @@ use super::error::ActionError;
 use super::session::Session;
 use crate::host::facts::{self, Facts, Ownership};
 use crate::host::layout::ETCD_PEER_PORT;
-use crate::plan::{Host, LoadBalancer, Plan, Role, join_host_port};
+use crate::plan::{Host, LoadBalancer, Plan, Role};
 use crate::transport::{Remote, TransportError};
 
 /// What a command allows of the hosts' current state, on top of the common checks.
@@ -172,12 +172,8 @@ async fn host_checks<R: Remote>(
         "" => String::new(),
         how => format!(" ({how})"),
     };
-    let mut rows = vec![Check::new(
-        &host.name,
-        "ssh",
-        Status::Ok,
-        format!("{}@{}{login}", host.ssh.user, join_host_port(host.address, host.ssh.port)),
-    )];
+    let mut rows =
+        vec![Check::new(&host.name, "ssh", Status::Ok, format!("{}{login}", host.ssh.describe(host.address)))];
     // The three probes are independent: one round trip each, all at once.
     let control_plane = host.role == Role::ControlPlane;
     let peers: Vec<&Host> = plan.control_planes().filter(|p| p.name != host.name).collect();
@@ -188,7 +184,8 @@ async fn host_checks<R: Remote>(
     );
     let found = match facts {
         Ok(facts) => {
-            let ownership = facts::ownership(&facts, expect.cluster_id.as_deref());
+            let marker_id = facts.marker.as_deref().and_then(crate::marker::HostMarker::parse).map(|m| m.cluster_id);
+            let ownership = facts::ownership(&facts, expect.cluster_id_for(marker_id.as_deref()));
             rows.extend(checks::evaluate(plan, host, &facts, &ownership, expect));
             rows.extend(rules.host(plan, host, &ownership));
             Some((facts, ownership))

@@ -142,9 +142,11 @@ async fn phases<R: Remote>(
 ) -> Result<RemoveReport, ActionError> {
     let plan = session.plan;
     let target = plan.host(name).expect("the command line checked the name");
+    pki::rotation::refuse_if_pending(session.state_dir(), "kubeha remove-node")?;
     let expect = Expectations {
         max_clock_skew: options.max_clock_skew,
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
+        also_cluster_id: None,
     };
     let mut found = preflight::run(session, None, &expect, &RemoveRules { name }).await;
     // The host leaving may be broken or gone: what is wrong with it is a warning.

@@ -4,7 +4,7 @@
 //! The sequence: open a session (lock, connect) → preflight with [`RenewRules`] (every host must
 //! be one kubeha set up for this cluster) → an etcd snapshot into the state directory → re-issue
 //! in the state directory (keys kept unless asked) → render → [`rollout::converge`] with
-//! [`Restart::Changed`], a backup of every replaced file on each host, the VIP holder last →
+//! [`rollout::Restart::Changed`], a backup of every replaced file on each host, the VIP holder last →
 //! wait for the whole cluster. Manifests carry a hash of the files their pods mount, so a new
 //! certificate or kubeconfig restarts exactly the pods that use it, one control plane at a time
 //! behind the health gates; workers (kubelet.conf only) are written all at once.
@@ -22,9 +22,8 @@ use super::checks::{Check, Expectations, Status};
 use super::error::ActionError;
 use super::preflight::{self, Rules};
 use super::progress::Progress;
-use super::rollout::{self, Policy, Restart};
+use super::rollout;
 use super::session::{Connector, Session, SessionOptions};
-use super::wait::Health;
 use crate::host::facts::Ownership;
 use crate::host::files::PushReport;
 use crate::host::layout::BACKUP_DIR;
@@ -109,9 +108,11 @@ async fn phases<R: Remote>(
     started: Instant,
 ) -> Result<RenewReport, ActionError> {
     let plan = session.plan;
+    pki::rotation::refuse_if_pending(session.state_dir(), "kubeha certs renew")?;
     let expect = Expectations {
         max_clock_skew: options.max_clock_skew,
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
+        also_cluster_id: None,
     };
     let found = preflight::run(session, vip, &expect, &RenewRules).await.passed()?;
     session.lap("preflight");
@@ -140,23 +141,12 @@ async fn phases<R: Remote>(
         pki::begin_renewal(session.state_dir(), &at)?;
     }
     report.renewed = pki::generate_with(plan, session.state_dir(), &renew)?.renewed;
-    let pki = pki::load(plan, session.state_dir())?;
     session.lap("certificates");
-    let files = crate::render::render(&found.with_node_settings(plan), &pki)?;
-    session.lap("render");
-
-    let health = Health::new(plan, &pki, session.options.wait.interval)?;
-    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan)).backup(&report.backup);
-    let rollout = rollout::converge(session, &files, &found.previous_files(), &policy, &health).await?;
-    session.lap("push");
+    let rollout = rollout::certificates(session, &found, &report.backup).await?;
     report.pushed = rollout.reports;
     report.waited = rollout.waited;
     if !session.options.dry_run {
-        let waiting = Instant::now();
-        health.cluster(session).await?;
-        report.waited += waiting.elapsed();
         pki::end_renewal(session.state_dir())?;
-        session.lap("wait");
     }
     report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();

@@ -18,9 +18,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::ActionError;
+use super::preflight::Outcome;
 use super::session::Session;
+use super::wait::Health;
 use crate::files::File;
 use crate::host::files::{self, HostPush, PushReport};
+use crate::host::pods;
 use crate::plan::{Host, Role};
 use crate::transport::{Remote, TransportError};
 
@@ -147,6 +150,32 @@ pub async fn converge<R: Remote, G: Gates<R>>(
     Ok(Rollout { reports, waited })
 }
 
+/// Renders the PKI now in the session's state directory for the hosts preflight `found` and
+/// rolls it out with [`Restart::Changed`] behind the [`Health`] gates, the VIP holders last and
+/// every replaced file backed up into `backup` on its host; then waits for the whole cluster
+/// (not in a dry run). The step every certificate command ends with.
+pub async fn certificates<R: Remote>(
+    session: &Session<'_, R>,
+    found: &Outcome,
+    backup: &Path,
+) -> Result<Rollout, ActionError> {
+    let plan = session.plan;
+    let pki = crate::pki::load(plan, session.state_dir())?;
+    let files = crate::render::render(&found.with_node_settings(plan), &pki)?;
+    session.lap("render");
+    let health = Health::new(plan, &pki, session.options.wait.interval)?;
+    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan)).backup(backup);
+    let mut rollout = converge(session, &files, &found.previous_files(), &policy, &health).await?;
+    session.lap("push");
+    if !session.options.dry_run {
+        let waiting = Instant::now();
+        health.cluster(session).await?;
+        rollout.waited += waiting.elapsed();
+        session.lap("wait");
+    }
+    Ok(rollout)
+}
+
 /// Rolls one control plane: its gate before, its files, the kubelet's sync period, its gate
 /// after. On failure, whether its files were written, and why.
 async fn roll<R: Remote, G: Gates<R>>(
@@ -168,14 +197,53 @@ async fn roll<R: Remote, G: Gates<R>>(
         progress.step(&host.name, format!("backing up the files it replaces to {}", dir.display()));
         push.back_up(remote, dir).await.map_err(|e| (false, ActionError::host("backing up files", e)))?;
     }
-    write_host(session, host, remote, push, None).await.map_err(|e| (true, ActionError::host("writing files", e)))?;
+    let watched = push.watched_pods(session.plan);
     let kubelet_sync = session.options.kubelet_sync;
-    progress.step(&host.name, format!("waiting {}s for the kubelet to restart pods", kubelet_sync.as_secs()));
+    // Every restarting pod must be one kubeha can watch; otherwise the whole sync period.
+    let before = match kubelet_sync.is_zero() || watched.len() != push.restarting.len() {
+        true => None,
+        false => pods::processes(remote, &watched).await.map_err(|e| (false, ActionError::host("listing pods", e)))?,
+    };
+    write_host(session, host, remote, push, None).await.map_err(|e| (true, ActionError::host("writing files", e)))?;
     let waiting = Instant::now();
-    tokio::time::sleep(kubelet_sync).await;
+    await_restarts(session, host, remote, &watched, before.as_deref()).await.map_err(|e| (true, e))?;
     gates.after(session, host, remote).await.map_err(|e| (true, e))?;
     *waited += waiting.elapsed();
     progress.step(&host.name, push.report().summary(false));
+    Ok(())
+}
+
+/// Waits until the kubelet has replaced the processes of the pods a host's new files restart
+/// (at most `--kubelet-sync`), so the health gates judge the new pods. Where the host cannot
+/// list them (`before` is `None`), or a pod kubeha does not know restarts, waits the whole
+/// sync period as the kubelet may take that long.
+async fn await_restarts<R: Remote>(
+    session: &Session<'_, R>,
+    host: &Host,
+    remote: &R,
+    watched: &[pods::Watched],
+    before: Option<&[std::collections::BTreeSet<pods::Process>]>,
+) -> Result<(), ActionError> {
+    let (progress, limit) = (session.progress, session.options.kubelet_sync);
+    let names: Vec<&str> = watched.iter().map(|w| w.pod.as_str()).collect();
+    let Some(before) = before else {
+        progress.step(&host.name, format!("waiting {}s for the kubelet to restart pods", limit.as_secs()));
+        tokio::time::sleep(limit).await;
+        return Ok(());
+    };
+    progress.step(&host.name, format!("waiting for the kubelet to restart {}", names.join(", ")));
+    let interval = Duration::from_millis(250);
+    let pending = pods::wait_restarted(remote, watched, before, limit, interval)
+        .await
+        .map_err(|e| ActionError::host("watching pods restart", e))?;
+    if !pending.is_empty() {
+        tracing::warn!(
+            "{}: {} not seen restarting within {}s (--kubelet-sync); judging the host by its health checks",
+            host.name,
+            pending.join(", "),
+            limit.as_secs()
+        );
+    }
     Ok(())
 }
 

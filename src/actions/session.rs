@@ -120,7 +120,7 @@ impl<'p, R: Remote> Session<'p, R> {
         let started = Instant::now();
         let lock = if options.dry_run { None } else { Some(lock::lock(state_dir)?) };
         let hosts = fanout::each(&plan.hosts, options.parallel, |host| async move {
-            progress.step(&host.name, format!("connecting to {}@{}", host.ssh.user, host.address));
+            progress.step(&host.name, format!("connecting to {}", host.ssh.describe(host.address)));
             let result = connector.connect(host).await;
             if let Err(e) = &result {
                 progress.finish(&host.name, format!("cannot connect: {e}"));

@@ -224,6 +224,26 @@ impl<'p> Health<'p> {
         apiserver_ready(remote, self.plan, host, &self.api).await.map_err(|f| format!("kube-apiserver: {}", f.text()))
     }
 
+    /// Until the control plane's etcd member answers healthy.
+    pub async fn etcd<R: Remote>(
+        &self,
+        host: &Host,
+        remote: &R,
+        deadline: Instant,
+        progress: &Progress,
+    ) -> Result<(), WaitError> {
+        let name = &host.name;
+        progress.step(name, "waiting for etcd");
+        until(
+            &format!("{name}: etcd"),
+            deadline,
+            self.interval,
+            || etcd_health(remote, host, &self.etcd),
+            |last| progress.detail(name, format!("waiting for etcd: {last}")),
+        )
+        .await
+    }
+
     /// Until the member list, as `host`'s etcd sees it, has every planned member started and
     /// voting.
     pub async fn members<R: Remote>(

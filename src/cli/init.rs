@@ -24,9 +24,10 @@ pub struct Args {
     /// Connect, run preflight and show which files would change; write nothing anywhere.
     #[arg(long)]
     dry_run: bool,
-    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
-    /// fileCheckFrequency). When running control-plane pods must restart, kubeha restarts them
-    /// one host at a time and waits this long before checking that host's health.
+    /// The longest the hosts' kubelets may take to restart a static pod after its manifest
+    /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
+    /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
+    /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
     /// Take over the hosts' locks even if another kubeha run holds them. Only when that run is
@@ -34,6 +35,9 @@ pub struct Args {
     /// without it).
     #[arg(long)]
     force_lock: bool,
+    /// Output format of the result (progress and warnings stay on stderr).
+    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
+    output: super::Format,
 }
 
 impl Args {
@@ -90,6 +94,11 @@ impl Args {
                 eprintln!("  this run renewed the ones kubeha issues (see `kubeha certs check-expiration`)");
             }
         }
+        if !matches!(self.output, super::Format::Text) {
+            print_objects(&report);
+            let json = Summary::new(&plan, &state_dir, self.dry_run, &report);
+            return super::print_report(self.output, &json, String::new);
+        }
         for (host, pushed) in &report.pushed {
             // Plain logs already have this line; live lines were replaced by later steps.
             if progress.is_live() && !pushed.is_empty() {
@@ -130,6 +139,58 @@ impl Args {
 }
 
 /// One line on the cluster objects, and one per object that was not as kubeha left it.
+/// `init`'s result for `-o json|yaml`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'a> {
+    cluster: &'a str,
+    endpoint: String,
+    dry_run: bool,
+    /// Whether any host file was (or would be) written or removed.
+    changed: bool,
+    hosts: Vec<HostSummary<'a>>,
+    certificates_changed: usize,
+    objects: &'a [crate::actions::objects::Applied],
+    warnings: &'a [checks::Check],
+    expiring: &'a [crate::actions::expiry::Row],
+    phases: Vec<(&'static str, f64)>,
+    work_seconds: f64,
+    waited_seconds: f64,
+    admin_kubeconfig: std::path::PathBuf,
+}
+
+#[derive(serde::Serialize)]
+struct HostSummary<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    pushed: &'a crate::host::files::PushReport,
+}
+
+impl<'a> Summary<'a> {
+    fn new(
+        plan: &'a crate::plan::Plan,
+        state_dir: &std::path::Path,
+        dry_run: bool,
+        report: &'a crate::actions::init::InitReport,
+    ) -> Self {
+        Summary {
+            cluster: &plan.name,
+            endpoint: plan.endpoint_url(),
+            dry_run,
+            changed: report.changed_hosts(),
+            hosts: report.pushed.iter().map(|(name, pushed)| HostSummary { name, pushed }).collect(),
+            certificates_changed: report.certificates_changed,
+            objects: &report.objects,
+            warnings: &report.warnings,
+            expiring: &report.expiring,
+            phases: report.phases.iter().map(|(name, d)| (*name, d.as_secs_f64())).collect(),
+            work_seconds: report.work.as_secs_f64(),
+            waited_seconds: report.waited.as_secs_f64(),
+            admin_kubeconfig: state_dir.join("admin.conf"),
+        }
+    }
+}
+
 fn print_objects(report: &crate::actions::init::InitReport) {
     use crate::actions::objects::Outcome;
     if report.objects.is_empty() {

@@ -2,10 +2,14 @@
 //! and prints; all error printing and exit codes live here.
 
 mod certs;
+mod config;
+mod etcd;
 mod expiry;
+mod generate;
 mod init;
 mod join;
 mod membership;
+mod kubeconfig;
 mod output;
 mod preflight;
 mod remote;
@@ -13,7 +17,10 @@ mod remove;
 mod render;
 mod renew;
 mod reset;
+mod rotate;
+mod status;
 mod validate;
+mod version;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +42,9 @@ pub mod exit {
     pub const PREFLIGHT_FAILED: u8 = 3;
     /// `certs check-expiration`: a certificate has expired or ends within the error threshold.
     pub const CERTIFICATES_EXPIRING: u8 = 4;
+    /// `status`: the cluster is degraded (a host unreachable, a member or component unhealthy,
+    /// the endpoint failing …); the report says what.
+    pub const DEGRADED: u8 = 5;
     /// Interrupted (Ctrl-C); running the command again converges.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -56,22 +66,82 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check an inventory and print the resolved plan, or every problem in it.
+    #[command(after_help = "Examples:\n  \
+        kubeha validate -i cluster.yaml\n  \
+        kubeha validate -i cluster.yaml -o json | jq '.hosts[].name'\n  \
+        kubeha config example | kubeha validate -i -")]
     Validate(validate::Args),
     /// Manage the cluster PKI in the local state directory.
     #[command(subcommand)]
     Certs(certs::Command),
     /// Write every file each host should receive under DIR/<host>/<absolute path>.
+    #[command(after_help = "Examples:\n  \
+        kubeha render -i cluster.yaml --out rendered/\n  \
+        diff -r rendered/cp1 old-rendered/cp1")]
     Render(render::Args),
     /// Check every host before anything is written (exit code 3 when a check fails).
+    #[command(after_help = "Examples:\n  \
+        kubeha preflight -i cluster.yaml\n  \
+        kubeha preflight -i cluster.yaml --accept-new-host-keys -o json")]
     Preflight(preflight::Args),
     /// Turn the inventory's hosts into a running HA control plane (or converge one).
+    #[command(after_help = "Examples:\n  \
+        kubeha init -i cluster.yaml\n  \
+        kubeha init -i cluster.yaml --dry-run\n  \
+        kubeha init -i cluster.yaml --parallel 20 --timeout 15m")]
     Init(init::Args),
     /// Join hosts of the inventory to the running cluster (control planes one at a time).
+    #[command(after_help = "Examples:\n  \
+        kubeha join-node -i cluster.yaml w2 w3 w4\n  \
+        kubeha join-node -i cluster.yaml cp4 cp5 --dry-run\n  \
+        kubeha join-node -i cluster.yaml cp4 --allow-even-members")]
     JoinNode(join::Args),
     /// Take one host out of the running cluster (etcd member removed first, quorum kept).
+    #[command(after_help = "Examples:\n  \
+        kubeha remove-node -i cluster.yaml w2\n  \
+        kubeha remove-node -i cluster.yaml cp5 --dry-run")]
     RemoveNode(remove::Args),
     /// Remove everything kubeha wrote from hosts (lists it without --yes).
+    #[command(after_help = "Examples:\n  \
+        kubeha reset -i cluster.yaml w2\n  \
+        kubeha reset -i cluster.yaml w2 --yes\n  \
+        kubeha reset -i cluster.yaml --all --yes --delete-etcd-data")]
     Reset(reset::Args),
+    /// Print a kubeconfig: the admin's, or a new client certificate for any user and group.
+    #[command(after_help = "Examples:\n  \
+        kubeha kubeconfig -i cluster.yaml > ~/.kube/config\n  \
+        kubeha kubeconfig -i cluster.yaml --user alice --group devs --validity 8h > alice.conf\n  \
+        kubeha kubeconfig -i cluster.yaml --server https://198.18.0.11:6443 > cp1-direct.conf")]
+    Kubeconfig(kubeconfig::Args),
+    /// Help with writing an inventory.
+    #[command(subcommand)]
+    Config(config::Command),
+    /// Print kubeha's version and the Kubernetes and etcd versions it supports.
+    #[command(after_help = "Examples:\n  \
+        kubeha version\n  \
+        kubeha version -o json | jq -r '.kubernetes[].minor'")]
+    Version(version::Args),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  \
+        kubeha completion bash > /etc/bash_completion.d/kubeha\n  \
+        kubeha completion zsh > \"${fpath[1]}/_kubeha\"\n  \
+        kubeha completion fish > ~/.config/fish/completions/kubeha.fish")]
+    Completion(generate::CompletionArgs),
+    /// Print kubeha's man page, or write one page per command into a directory.
+    #[command(after_help = "Examples:\n  \
+        kubeha man | man -l -\n  \
+        kubeha man --out /usr/local/share/man/man1")]
+    Man(generate::ManArgs),
+    /// The whole cluster on one screen: hosts, static pods, etcd, apiservers, VIP, haproxy,
+    /// clocks and certificates (exit code 5 when degraded).
+    #[command(after_help = "Examples:\n  \
+        kubeha status -i cluster.yaml\n  \
+        kubeha status -i cluster.yaml -o json | jq '.summary'\n  \
+        kubeha status -i cluster.yaml --watch --interval 10s")]
+    Status(status::Args),
+    /// etcd backups: `etcd snapshot save` and `etcd snapshot restore`.
+    #[command(subcommand)]
+    Etcd(etcd::Command),
 }
 
 /// The operator pressed Ctrl-C.
@@ -107,13 +177,23 @@ struct InventoryArgs {
     /// supported minor's kubeadm rules (with a warning).
     #[arg(long)]
     allow_unsupported_version: bool,
+    /// The OpenSSH client configuration for host aliases, users, ports, identity files and
+    /// jump hosts (`none`: read none); overrides spec.ssh.configFile [default: ~/.ssh/config
+    /// when it exists]
+    #[arg(long, value_name = "PATH")]
+    ssh_config: Option<PathBuf>,
 }
 
 impl InventoryArgs {
     /// The validated plan; warns when it is rendered with another minor's rules.
     fn load(&self) -> Result<crate::plan::Plan, InventoryError> {
+        let ssh_config = match &self.ssh_config {
+            Some(path) if path.as_os_str() == "none" => crate::inventory::SshConfigChoice::Off,
+            Some(path) => crate::inventory::SshConfigChoice::File(path.clone()),
+            None => crate::inventory::SshConfigChoice::UserDefault,
+        };
         let options = crate::inventory::ParseOptions { allow_unsupported_version: self.allow_unsupported_version };
-        let plan = crate::inventory::load_with(&self.inventory, options)?;
+        let plan = crate::inventory::load_with_ssh_config(&self.inventory, options, &ssh_config)?;
         if let Some(unsupported) = plan.unsupported_version() {
             tracing::warn!("{}", unsupported.warning());
         }
@@ -198,6 +278,13 @@ pub fn main() -> ExitCode {
         Command::JoinNode(args) => args.exec(),
         Command::RemoveNode(args) => args.exec(),
         Command::Reset(args) => args.exec(),
+        Command::Kubeconfig(args) => args.exec(),
+        Command::Config(cmd) => cmd.exec(),
+        Command::Version(args) => args.exec(),
+        Command::Completion(args) => args.exec(),
+        Command::Man(args) => args.exec(),
+        Command::Status(args) => args.exec(),
+        Command::Etcd(cmd) => cmd.exec(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +307,7 @@ fn invalid_input(c: &(dyn std::error::Error + 'static)) -> bool {
     c.downcast_ref::<InventoryError>().is_some()
         || c.downcast_ref::<renew::BadTarget>().is_some()
         || c.downcast_ref::<membership::UnknownHost>().is_some()
+        || c.downcast_ref::<crate::actions::restore::SnapshotError>().is_some()
         || c.downcast_ref::<StateDirError>().is_some()
         || matches!(c.downcast_ref::<PkiError>(), Some(PkiError::StateDir(_)))
         || matches!(c.downcast_ref::<LockError>(), Some(LockError::StateDir(_)))
@@ -246,9 +334,42 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         exit::PREFLIGHT_FAILED
     } else if e.chain().any(|c| c.downcast_ref::<expiry::Expiring>().is_some()) {
         exit::CERTIFICATES_EXPIRING
+    } else if e.chain().any(|c| c.downcast_ref::<status::Degraded>().is_some()) {
+        exit::DEGRADED
     } else if e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some()) {
         exit::INTERRUPTED
     } else {
         exit::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod conventions {
+    use clap::CommandFactory;
+
+    /// Every command operators run (not the groups) shows examples in its `--help`.
+    #[test]
+    fn every_command_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let subcommands: Vec<_> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+            if subcommands.is_empty() {
+                let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+                if !help.contains("Examples:\n  kubeha ") {
+                    missing.push(path.clone());
+                }
+            }
+            for sub in subcommands {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no examples in --help of: {missing:?}");
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -29,6 +29,7 @@ impl Args {
         let expect = Expectations {
             max_clock_skew: self.remote.max_clock_skew,
             cluster_id: crate::pki::existing_cluster_id(&state_dir)?,
+            also_cluster_id: crate::pki::rotation::other_cluster_id(&state_dir)?,
         };
         // Preflight writes nothing: a dry-run session, which takes no lock.
         let options = SessionOptions { parallel: self.remote.parallel(), dry_run: true, ..SessionOptions::default() };

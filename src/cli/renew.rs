@@ -43,8 +43,10 @@ pub struct Args {
     /// How long to wait for each control plane's etcd and apiserver to be healthy again.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
-    /// fileCheckFrequency); each control plane is given this long before its health is checked.
+    /// The longest the hosts' kubelets may take to restart a static pod after its manifest
+    /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
+    /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
+    /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
 }
@@ -103,7 +105,12 @@ impl Args {
             }
             Err(e) => {
                 if let ActionError::Stopped { .. } = &e {
-                    eprint!("{}", recovery(&e, &self.cluster.inventory.inventory.display().to_string()));
+                    let inventory = self.cluster.inventory.inventory.display();
+                    let next = format!(
+                        "run `kubeha certs renew -i {inventory} ...` again; it rolls out the certificates already \
+                         issued (no new ones) to the hosts that do not have them yet"
+                    );
+                    eprint!("{}", recovery(&e, "the renewed certificates", &next));
                 }
                 return Err(e.into());
             }
@@ -161,21 +168,21 @@ fn hosts(names: &[String], one: &str, many: &str) -> String {
     format!("{} {}", names.join(", "), if names.len() == 1 { one } else { many })
 }
 
-/// What to do after a roll-out stopped: which hosts have what, how to roll a host back, and
-/// how to continue.
-pub fn recovery(e: &ActionError, inventory: &str) -> String {
+/// What to do after a roll-out stopped: which hosts have `what` (e.g. `the renewed
+/// certificates`), how to roll a host back, and how to continue (`next`, after "fix <host> and").
+pub fn recovery(e: &ActionError, what: &str, next: &str) -> String {
     let ActionError::Stopped { host, written, rolled, untouched, backup, .. } = e else { return String::new() };
     let mut out = format!("the roll-out stopped at {host}:\n");
     if !rolled.is_empty() {
-        out += &format!("  {} the renewed certificates and came back healthy\n", hosts(rolled, "has", "have"));
+        out += &format!("  {} {what} and came back healthy\n", hosts(rolled, "has", "have"));
     }
     if *written {
-        out += &format!("  {host} was written to (some or all of its renewed files) but did not come back healthy\n");
+        out += &format!("  {host} was written to (some or all of its new files) but did not come back healthy\n");
     } else {
-        out += &format!("  {host} was not written (it keeps its certificates)\n");
+        out += &format!("  {host} was not written (it keeps its files)\n");
     }
     if !untouched.is_empty() {
-        out += &format!("  {} not touched (they keep the old certificates)\n", hosts(untouched, "was", "were"));
+        out += &format!("  {} not touched (they keep their files)\n", hosts(untouched, "was", "were"));
     }
     if let (true, Some(dir)) = (*written, backup) {
         out += &format!(
@@ -183,9 +190,6 @@ pub fn recovery(e: &ActionError, inventory: &str) -> String {
             d = dir.display()
         );
     }
-    out += &format!(
-        "to continue: fix {host} and run `kubeha certs renew -i {inventory} ...` again; it rolls out the certificates \
-         already issued (no new ones) to the hosts that do not have them yet\n"
-    );
+    out += &format!("to continue: fix {host} and {next}\n");
     out
 }

@@ -74,12 +74,7 @@ pub fn describe(plan: &Plan) -> String {
         .iter()
         .map(|h| {
             let sudo = if h.ssh.sudo { " (sudo)" } else { "" };
-            [
-                h.name.clone(),
-                h.address.to_string(),
-                h.role.to_string(),
-                format!("{}@{}:{}{sudo}", h.ssh.user, h.address, h.ssh.port),
-            ]
+            [h.name.clone(), h.address.to_string(), h.role.to_string(), format!("{}{sudo}", h.ssh.describe(h.address))]
         })
         .collect();
     out.push_str(&crate::text::table(["HOST", "ADDRESS", "ROLE", "SSH"], &rows));

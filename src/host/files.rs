@@ -16,7 +16,7 @@ use crate::transport::{FileState, Remote, TransportError};
 use super::layout::MANIFESTS_DIR as MANIFESTS;
 
 /// What a push did (or, in a dry run, would do) on one host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PushReport {
     /// Paths written (or to be written), in write order.
     pub written: Vec<PathBuf>,
@@ -97,6 +97,20 @@ impl HostPush<'_> {
     /// Whether a running static pod will restart or stop.
     pub fn restarts_pods(&self) -> bool {
         !self.restarting.is_empty()
+    }
+
+    /// The static pods that restart or stop, and how to see it (pods kubeha does not know are
+    /// left out).
+    pub fn watched_pods(&self, plan: &crate::plan::Plan) -> Vec<super::pods::Watched> {
+        self.restarting
+            .iter()
+            .filter_map(|path| {
+                let pod = path.file_stem()?.to_str()?;
+                let probe = super::pods::probe(plan, pod)?;
+                let stops = self.retired.contains(path);
+                Some(super::pods::Watched { pod: pod.to_string(), probe, stops })
+            })
+            .collect()
     }
 
     /// The names of the static pods that restart or stop.

@@ -31,6 +31,11 @@ pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 /// The kubelet's per-node flags, read by kubeadm's systemd drop-in for the kubelet.
 pub const KUBELET_FLAGS_ENV: &str = "/var/lib/kubelet/kubeadm-flags.env";
+/// Static-pod manifests kubeha took out of the manifests directory to stop their pods (kept
+/// here, outside the directory the kubelet reads, until they go back).
+pub const STOPPED_MANIFESTS_DIR: &str = "/etc/kubernetes/kubeha/stopped";
+/// Where `etcd snapshot restore` uploads the snapshot while it restores.
+pub const RESTORE_DIR: &str = "/etc/kubernetes/kubeha/restore";
 /// The lock a kubeha run holds on a host while it works there (see `host::lock`).
 pub const HOST_LOCK: &str = "/etc/kubernetes/kubeha/lock";
 /// Marks a host as managed by kubeha, for which cluster.
@@ -61,6 +66,9 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 pub const ETCD_METRICS_PORT: u16 = 2381;
 pub const CONTROLLER_MANAGER_PORT: u16 = 10257;
 pub const SCHEDULER_PORT: u16 = 10259;
+/// haproxy's stats socket (its runtime API at `level user`), on the host's loopback: what
+/// `kubeha status` reads (`show stat`) through its SSH tunnel.
+pub const HAPROXY_STATS_PORT: u16 = 8404;
 
 /// Manifests hold flags only, but kubeadm writes them 0600 and kubelet does not care.
 pub const MANIFEST_MODE: u32 = 0o600;

@@ -122,6 +122,17 @@ fn check_endpoint(d: &Draft, p: &mut Problems) {
             if let Some((_, what)) = COMPONENT_PORTS.iter().find(|(p, _)| *p == ep.port) {
                 p.push(EP, format!("port {} is the {what} port on the control planes, where haproxy listens", ep.port));
             }
+            // haproxy's read-only statistics listener (127.0.0.1) on every control plane.
+            let stats = crate::host::layout::HAPROXY_STATS_PORT;
+            if ep.port == stats {
+                p.push(EP, format!("port {stats} is haproxy's statistics port on the control planes"));
+            }
+            if bind_port == Some(stats) {
+                p.push(
+                    "spec.apiServer.bindPort",
+                    format!("{stats} is haproxy's statistics port on the control planes"),
+                );
+            }
         }
         LoadBalancer::Dns => {
             if let EndpointHost::Ip(ip) = ep.host {

@@ -13,12 +13,14 @@ mod checks;
 mod fields;
 mod image;
 mod manifest;
+mod reach;
 mod spec;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use fields::Problem;
+pub use reach::{MAX_JUMPS, SshConfigChoice};
 
 use crate::plan::Plan;
 
@@ -63,6 +65,16 @@ pub fn load(path: &Path) -> Result<Plan, InventoryError> {
 
 /// [`load`] with options.
 pub fn load_with(path: &Path, options: ParseOptions) -> Result<Plan, InventoryError> {
+    load_with_ssh_config(path, options, &SshConfigChoice::default())
+}
+
+/// [`load_with`], reading the SSH configuration `ssh_config` chooses when `spec.ssh.configFile`
+/// does not name one (the command line reads `~/.ssh/config`).
+pub fn load_with_ssh_config(
+    path: &Path,
+    options: ParseOptions,
+    ssh_config: &SshConfigChoice,
+) -> Result<Plan, InventoryError> {
     let (text, shown, base) = if path == Path::new(STDIN) {
         (read_capped(std::io::stdin().lock(), path)?, PathBuf::from("(standard input)"), PathBuf::new())
     } else {
@@ -70,7 +82,7 @@ pub fn load_with(path: &Path, options: ParseOptions) -> Result<Plan, InventoryEr
             std::fs::File::open(path).map_err(|source| InventoryError::Read { path: path.to_path_buf(), source })?;
         (read_capped(file, path)?, path.to_path_buf(), path.parent().map(Path::to_path_buf).unwrap_or_default())
     };
-    parse_with(&text, &base, options).map_err(|e| match e {
+    parse_with_ssh_config(&text, &base, options, ssh_config).map_err(|e| match e {
         ParseError::Syntax(message) => InventoryError::Syntax { path: shown, message },
         ParseError::Invalid(problems) => InventoryError::Invalid { path: shown, problems },
     })
@@ -104,10 +116,20 @@ pub fn parse(text: &str, base: &Path) -> Result<Plan, ParseError> {
 
 /// [`parse`] with options.
 pub fn parse_with(text: &str, base: &Path, options: ParseOptions) -> Result<Plan, ParseError> {
+    parse_with_ssh_config(text, base, options, &SshConfigChoice::default())
+}
+
+/// [`parse_with`] and the SSH configuration to read (see [`load_with_ssh_config`]).
+pub fn parse_with_ssh_config(
+    text: &str,
+    base: &Path,
+    options: ParseOptions,
+    ssh_config: &SshConfigChoice,
+) -> Result<Plan, ParseError> {
     let doc: serde_json::Value =
         serde_saphyr::from_str(text).map_err(|e| ParseError::Syntax(syntax_message(&e.to_string())))?;
     let mut problems = fields::Problems::default();
-    let draft = spec::read_document(&doc, base, &mut problems);
+    let draft = spec::read_document(&doc, base, ssh_config, &mut problems);
     if let Some(version) = draft.kubernetes_version
         && !options.allow_unsupported_version
         && let Err(unsupported) = crate::version::KubeadmRelease::exact(version)

@@ -13,11 +13,13 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::fields::{Object, Problems};
+use super::reach::{self, SshConfigChoice, SshFields};
 use crate::plan::Addons;
 use crate::plan::{
     Certificates, DEFAULT_APISERVER_PORT, DEFAULT_IMAGE_REPOSITORY, Endpoint, EndpointHost, Host, KeyAlgorithm,
     LoadBalancer, Networking, Plan, Role, San, Ssh,
 };
+use crate::ssh_config::SshConfig;
 use crate::version::{EtcdVersion, KubeVersion, default_etcd_version};
 
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
@@ -106,7 +108,7 @@ impl Draft {
     }
 }
 
-pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
+pub fn read_document(doc: &Value, base: &Path, ssh_config: &SshConfigChoice, p: &mut Problems) -> Draft {
     let mut draft = Draft {
         name: None,
         kubernetes_version: None,
@@ -145,13 +147,13 @@ pub fn read_document(doc: &Value, base: &Path, p: &mut Problems) -> Draft {
     if let Some((path, v)) = root.required("spec", p)
         && let Some(spec) = Object::new(path, v, p)
     {
-        read_spec(spec, base, &mut draft, p);
+        read_spec(spec, base, ssh_config, &mut draft, p);
     }
     root.finish(p);
     draft
 }
 
-fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
+fn read_spec(mut spec: Object, base: &Path, ssh_config: &SshConfigChoice, d: &mut Draft, p: &mut Problems) {
     // Any well-formed version here; `super::parse_with` decides whether an unsupported one is allowed.
     d.kubernetes_version = spec
         .required_string("kubernetesVersion", p)
@@ -197,8 +199,19 @@ fn read_spec(mut spec: Object, base: &Path, d: &mut Draft, p: &mut Problems) {
             None => None,
         },
     };
-    let defaults = read_ssh(spec.object("ssh", p), None, base, p);
-    read_hosts(&mut spec, defaults.as_ref(), base, d, p);
+    let home = home_dir();
+    let (defaults, config_field) = match spec.object("ssh", p) {
+        Some(mut ssh) => {
+            let config = ssh.string("configFile", p).map(|f| (f, ssh.child("configFile")));
+            let fields = reach::read_fields(&mut ssh, base, &home, p);
+            ssh.finish(p);
+            (fields, config)
+        }
+        None => (Some(SshFields::default()), None),
+    };
+    let config = reach::load_config(config_field, ssh_config, base, &home, p);
+    let reach = Reach { spec: defaults.unwrap_or_default(), config, home, base: base.to_path_buf() };
+    read_hosts(&mut spec, &reach, d, p);
     spec.finish(p);
 }
 
@@ -431,81 +444,37 @@ fn image(lb: &mut Object, key: &'static str, default: &str, p: &mut Problems) ->
     }
 }
 
-/// Reads `ssh` settings; with `defaults`, unset fields inherit them (per-host overrides).
-fn read_ssh(ssh: Option<Object>, defaults: Option<&Ssh>, base: &Path, p: &mut Problems) -> Option<Ssh> {
-    let home = home_dir();
-    let mut out = defaults.cloned().unwrap_or_else(default_ssh);
-    let Some(mut ssh) = ssh else { return Some(out) };
-    let mut ok = true;
-    if let Some(user) = ssh.string("user", p) {
-        ok &= check(&ssh.child("user"), user_name(&user), p);
-        out.user = user;
-    }
-    match ssh.integer("port", 1..=65535, p) {
-        Some(port) => out.port = port as u16,
-        None => ok &= ssh.field("port").is_none(),
-    }
-    for (key, slot) in [("identityFile", &mut out.identity_file), ("knownHostsFile", &mut out.known_hosts_file)] {
-        if let Some(text) = ssh.string(key, p) {
-            if text.trim().is_empty() {
-                p.push(ssh.child(key), "must not be empty");
-                ok = false;
-            } else {
-                *slot = expand_path(&text, &home, base);
-            }
-        }
-    }
-    // Like k0sctl, a non-root user implies sudo unless this block says otherwise.
-    match ssh.bool("sudo", p) {
-        Some(false) if out.user != "root" => {
-            p.push(ssh.child("sudo"), format!(
-                "user {:?} is not root, so kubeha needs passwordless sudo to write /etc/kubernetes: remove sudo: false or log in as root",
-                out.user));
-            ok = false;
-        }
-        Some(sudo) => out.sudo = sudo,
-        None if ssh.field("sudo").is_some() => ok = false,
-        None => out.sudo = out.user != "root",
-    }
-    ssh.finish(p);
-    ok.then_some(out)
-}
-
-fn home_dir() -> PathBuf {
+pub(super) fn home_dir() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
 }
 
-fn default_ssh() -> Ssh {
-    let home = home_dir();
-    Ssh {
-        user: "root".into(),
-        port: 22,
-        identity_file: home.join(".ssh/id_ed25519"),
-        known_hosts_file: home.join(".ssh/known_hosts"),
-        sudo: false,
-    }
-}
-
 /// `~/x` is under $HOME; a relative path is relative to the inventory's directory.
-fn expand_path(text: &str, home: &Path, base: &Path) -> PathBuf {
+pub(super) fn expand_path(text: &str, home: &Path, base: &Path) -> PathBuf {
     if let Some(rest) = text.strip_prefix("~/") { home.join(rest) } else { base.join(text) }
 }
 
-fn read_hosts(spec: &mut Object, defaults: Option<&Ssh>, base: &Path, d: &mut Draft, p: &mut Problems) {
+/// What every host's `ssh` settings are resolved with.
+struct Reach {
+    /// `spec.ssh`'s fields (none when it was unreadable: the hosts are still read, so their own
+    /// problems are reported too; the bad `spec.ssh` already keeps the plan from forming).
+    spec: SshFields,
+    config: Option<SshConfig>,
+    home: PathBuf,
+    /// The inventory's directory: relative paths start there.
+    base: PathBuf,
+}
+
+fn read_hosts(spec: &mut Object, reach: &Reach, d: &mut Draft, p: &mut Problems) {
     let Some(items) = spec.list("hosts", p) else {
         if spec.field("hosts").is_none() {
             p.push(spec.child("hosts"), "is required: list the control planes and workers");
         }
         return;
     };
-    // Hosts are still read when spec.ssh was bad (with built-in defaults), so their own problems
-    // and the role counts are reported too; the bad spec.ssh already keeps the plan from forming.
     let mut all = true;
-    let fallback = default_ssh();
-    let defaults = defaults.unwrap_or(&fallback);
     let mut hosts = Vec::new();
     for (path, v) in items {
-        match read_host(&path, v, defaults, base, p) {
+        match read_host(&path, v, reach, p) {
             Some(h) => hosts.push(h),
             None => all = false,
         }
@@ -526,12 +495,24 @@ fn cri_socket(text: &str) -> Result<(), String> {
     }
 }
 
-fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problems) -> Option<HostDraft> {
+fn read_host(path: &str, v: &Value, reach: &Reach, p: &mut Problems) -> Option<HostDraft> {
+    let base = reach.base.as_path();
     let mut h = Object::new(path, v, p)?;
     let before = p.0.len();
     let name = h.required_string("name", p).filter(|n| check(&h.child("name"), node_name(n), p));
-    let address =
-        h.required_string("address", p).and_then(|a| usable_address(&h.child("address"), &a, "a host address", p));
+    let address = h.required_string("address", p).and_then(|a| {
+        if a.parse::<IpAddr>().is_err() && dns_name(&a).is_ok() {
+            // A name here would have to become the node IP in certificates and manifests.
+            p.push(
+                h.child("address"),
+                format!(
+                    "{a:?} is not an IP address: address is the node IP that certificates and manifests carry; to dial a DNS name, set ssh.host: {a} and the node's IP here"
+                ),
+            );
+            return None;
+        }
+        usable_address(&h.child("address"), &a, "a host address", p)
+    });
     let role = match h.required_string("role", p).as_deref() {
         Some("control-plane") => Some(Role::ControlPlane),
         Some("worker") => Some(Role::Worker),
@@ -541,8 +522,19 @@ fn read_host(path: &str, v: &Value, defaults: &Ssh, base: &Path, p: &mut Problem
         }
         None => None,
     };
-    let ssh = h.object("ssh", p);
-    let ssh = read_ssh(ssh, Some(defaults), base, p);
+    let at = h.child("ssh");
+    let (fields, host_block) = match h.object("ssh", p) {
+        Some(mut ssh) => {
+            let fields = reach::read_fields(&mut ssh, base, &reach.home, p);
+            ssh.finish(p);
+            (fields, true)
+        }
+        None => (Some(SshFields::default()), false),
+    };
+    let ssh = fields.zip(address).and_then(|(fields, address)| {
+        let merged = fields.over(&reach.spec, host_block);
+        reach::resolve(&merged, &reach.spec, &address.to_string(), reach.config.as_ref(), &at, &reach.home, p)
+    });
     let cri_socket = h.string("criSocket", p).filter(|s| check(&h.child("criSocket"), cri_socket(s), p));
     h.finish(p);
     let complete = p.0.len() == before;
@@ -658,7 +650,7 @@ fn san(text: &str) -> Result<San, String> {
 }
 
 /// Pushes the problem of a failed check; returns whether it passed.
-fn check(path: &str, result: Result<(), String>, p: &mut Problems) -> bool {
+pub(super) fn check(path: &str, result: Result<(), String>, p: &mut Problems) -> bool {
     result.map_err(|e| p.push(path, e)).is_ok()
 }
 
@@ -709,7 +701,7 @@ fn interface_name(s: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{s:?} is not a network interface name (1-15 letters, digits, '-', '_' or '.')"))
 }
 
-fn user_name(s: &str) -> Result<(), String> {
+pub(super) fn user_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))

@@ -68,6 +68,9 @@ pub enum PkiError {
     #[error("cannot sign {}: {detail}", path.display())]
     Sign { path: PathBuf, detail: String },
 
+    #[error("{}: {detail}", path.display())]
+    Rotation { path: PathBuf, detail: String },
+
     /// The state directory (or a path in it) is not safe to use, or belongs to another cluster.
     #[error(transparent)]
     StateDir(#[from] super::StateDirError),

@@ -33,6 +33,11 @@ pub(crate) fn pem_to_der(pem: &[u8], path: &Path) -> Result<Vec<u8>, PkiError> {
     Ok(der.to_vec())
 }
 
+/// The DER of every certificate in a PEM file (a CA bundle), in order; empty if one is not PEM.
+pub(crate) fn all_ders(pem: &[u8]) -> Vec<Vec<u8>> {
+    CertificateDer::pem_slice_iter(pem).map(|c| c.map(|c| c.to_vec())).collect::<Result<_, _>>().unwrap_or_default()
+}
+
 /// Parses a DER certificate, or reports the file as corrupt.
 pub(crate) fn parse<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, PkiError> {
     match X509Certificate::from_der(der) {

@@ -22,9 +22,11 @@ mod modes;
 mod parallel;
 mod reconcile;
 mod record;
+pub mod rotation;
 mod secrets;
 pub mod state_dir;
 mod store;
+mod user;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ use sha2::Digest;
 pub use error::PkiError;
 pub use reconcile::Renew;
 pub use state_dir::StateDirError;
+pub use user::{UserKubeconfig, user_kubeconfig};
 
 use crate::files::File;
 use crate::plan::{Host, Plan};
@@ -48,7 +51,7 @@ pub fn default_state_dir(cluster: &str) -> PathBuf {
 
 /// What `generate` did, file by file (paths relative to the state directory), in the order of
 /// the certificate list.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct GenerateReport {
     pub created: Vec<PathBuf>,
     pub kept: Vec<PathBuf>,
@@ -59,7 +62,7 @@ pub struct GenerateReport {
 }
 
 /// A file (or directory) `generate` rewrote or restricted, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Renewal {
     pub path: PathBuf,
     pub reason: String,

@@ -510,8 +510,8 @@ impl Run<'_> {
                 found.cluster, found.user, expected.cluster, expected.user
             ));
         }
-        let same_ca = found.ca_pem == signer.pem
-            || inspect::pem_to_der(&found.ca_pem, &path).ok().as_deref() == Some(signer.cert.as_raw());
+        // Every certificate, not only the first: during a CA rotation the file is a bundle.
+        let same_ca = found.ca_pem == signer.pem || inspect::all_ders(&found.ca_pem) == inspect::all_ders(signer.pem);
         if !same_ca {
             reasons.push(format!("its CA is not the current {}", signer.crt.display()));
         }

@@ -44,6 +44,11 @@ impl Store {
         self.dir(&self.root.clone(), true).map(drop)
     }
 
+    /// Creates directory `rel` and its parents (0700) where missing, and checks them.
+    pub(crate) fn create_dir(&self, rel: &Path) -> Result<(), PkiError> {
+        self.dir(&self.path(rel), true).map(drop)
+    }
+
     /// Checks the root directory if it exists; whether it does.
     pub(crate) fn check_root(&self) -> Result<bool, PkiError> {
         self.dir(&self.root.clone(), false)

@@ -4,10 +4,15 @@
 //! Choices and why:
 //! - haproxy passes TLS through (`mode tcp`) and checks each apiserver with `GET /readyz` over
 //!   TLS (a stopping apiserver fails `/readyz` during its `--shutdown-delay-duration` while it
-//!   still serves, so it leaves the rotation before it stops listening), verifying the certificate against the cluster CA and the name `kubernetes` that every
-//!   apiserver certificate carries; a dead backend is skipped (`option redispatch`, retries);
+//!   still serves, so it leaves the rotation before it stops listening); a dead backend is
+//!   skipped (`option redispatch`, retries);
 //!   sessions on a backend marked down are left to finish (a stopping apiserver serves them
 //!   during its shutdown delay), and TCP keepalive closes those to a host that is gone.
+//! - Neither health check verifies the apiserver's certificate (as in kubeadm's HA guide): they
+//!   only decide where connections go, and clients verify the apiserver themselves through the
+//!   TLS haproxy passes on. So neither pod mounts a CA, and replacing the cluster CA (`certs
+//!   rotate-ca`) never restarts them: the VIP stays where it is and no connection through it is
+//!   cut, where a haproxy restart on the VIP holder would cut every one in flight.
 //! - keepalived runs unicast VRRP between the control planes (works where multicast does not),
 //!   every instance `BACKUP` with `nopreempt` and distinct priorities, so a recovered host does
 //!   not take the VIP back. The health script has weight 0: a failing host goes to FAULT and
@@ -25,10 +30,12 @@ use super::context::HostContext;
 use super::engine::Engine;
 use super::pod::{HostPathVolume, Probe, StaticPod};
 use crate::files::File;
-use crate::host::layout::{CA_CERT, CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, KEEPALIVED_CONF, KEEPALIVED_DIR};
+use crate::host::layout::{
+    CHECK_APISERVER_SH, HAPROXY_CFG, HAPROXY_DIR, HAPROXY_STATS_PORT, KEEPALIVED_CONF, KEEPALIVED_DIR,
+};
 use crate::plan::{LoadBalancer, join_host_port};
 
-/// A DNS name in every apiserver serving certificate; haproxy verifies it on health checks.
+/// A DNS name in every apiserver serving certificate; haproxy sends it as SNI on health checks.
 const APISERVER_CERT_NAME: &str = "kubernetes";
 
 /// keepalived's PASS authentication uses at most this many characters of the password.
@@ -51,8 +58,8 @@ struct HaproxyConfig<'a> {
     cluster: &'a str,
     host: &'a str,
     bind: String,
-    ca_file: &'static str,
-    verify_name: &'static str,
+    sni: &'static str,
+    stats_address: String,
     servers: Vec<Backend<'a>>,
 }
 
@@ -81,7 +88,6 @@ struct KeepalivedConfig<'a> {
 struct CheckScript<'a> {
     cluster: &'a str,
     host: &'a str,
-    ca_file: &'static str,
     apiserver_url: String,
     haproxy_url: String,
 }
@@ -112,8 +118,8 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
                 IpAddr::V4(_) => format!("*:{endpoint_port}"),
                 IpAddr::V6(_) => format!(":::{endpoint_port} v4v6"),
             },
-            ca_file: CA_CERT,
-            verify_name: APISERVER_CERT_NAME,
+            sni: APISERVER_CERT_NAME,
+            stats_address: join_host_port(ctx.host.loopback(), HAPROXY_STATS_PORT),
             servers: plan
                 .control_planes()
                 .map(|h| Backend { name: &h.name, address: join_host_port(h.address, plan.api_server_bind_port) })
@@ -140,7 +146,6 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
         &CheckScript {
             cluster: &plan.name,
             host: &ctx.host.name,
-            ca_file: CA_CERT,
             apiserver_url: local(plan.api_server_bind_port),
             haproxy_url: local(endpoint_port),
         },
@@ -155,10 +160,7 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
         haproxy_image.clone(),
         ["haproxy", "-W", "-db", "-f", HAPROXY_CFG].map(String::from).to_vec(),
     )
-    .mount([
-        HostPathVolume::existing_file("ca-cert", CA_CERT),
-        HostPathVolume::existing_dir("haproxy-config", HAPROXY_DIR),
-    ]);
+    .mount([HostPathVolume::existing_dir("haproxy-config", HAPROXY_DIR)]);
     haproxy.liveness_probe = Some(Probe::tcp_liveness("127.0.0.1", endpoint_port));
 
     let mut keepalived = StaticPod::new(
@@ -168,10 +170,7 @@ pub fn files(ctx: &HostContext, password: &str, engine: &Engine) -> Result<(Vec<
             .map(String::from)
             .to_vec(),
     )
-    .mount([
-        HostPathVolume::existing_file("ca-cert", CA_CERT),
-        HostPathVolume::existing_dir("keepalived-config", KEEPALIVED_DIR),
-    ]);
+    .mount([HostPathVolume::existing_dir("keepalived-config", KEEPALIVED_DIR)]);
     keepalived.capabilities = vec!["NET_ADMIN", "NET_BROADCAST", "NET_RAW"];
 
     Ok((vec![haproxy_cfg, keepalived_conf, check_script], vec![haproxy, keepalived]))

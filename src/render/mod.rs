@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::host::layout::CLUSTER_MARKER;
+pub use context::initial_cluster;
 pub use inputs::{INPUTS_HASH_ANNOTATION, stamp_restart};
 
 use crate::files::File;

@@ -141,12 +141,6 @@ impl HostPathVolume {
     pub fn file_or_create(name: &'static str, path: &str, read_only: bool) -> Self {
         HostPathVolume { name, path: path.to_string(), kind: "FileOrCreate", read_only }
     }
-
-    /// A file that must already exist: the pod fails to start rather than mounting an empty
-    /// file the runtime created.
-    pub fn existing_file(name: &'static str, path: &str) -> Self {
-        HostPathVolume { name, path: path.to_string(), kind: "File", read_only: true }
-    }
 }
 
 /// An HTTP(S) GET or a TCP connect, with kubeadm's timings.

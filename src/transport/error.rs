@@ -24,6 +24,18 @@ pub enum TransportError {
         source: std::io::Error,
     },
 
+    #[error("{host}: cannot resolve {name}: {source}")]
+    Resolve {
+        host: String,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A jump host on the way to `host` failed; `source` names the hop (`jump host <name>`).
+    #[error("{host}: {}", hop_text(hop, source))]
+    Jump { host: String, hop: String, source: Box<TransportError> },
+
     #[error("{host}: SSH connection to {address} failed: {source}")]
     Handshake {
         host: String,
@@ -150,6 +162,8 @@ impl TransportError {
         match self {
             Timeout { host, .. }
             | Connect { host, .. }
+            | Resolve { host, .. }
+            | Jump { host, .. }
             | Handshake { host, .. }
             | UnknownHostKey { host, .. }
             | HostKeyChanged { host, .. }
@@ -253,6 +267,12 @@ fn damaged_text(files: &[DamagedFile]) -> String {
     }
 }
 
+/// A hop's error: it starts with the hop's label, or is a local problem (a key file) that does
+/// not, and then gets it.
+fn hop_text(hop: &str, source: &TransportError) -> String {
+    if source.host().is_some() { source.to_string() } else { format!("{hop}: {source}") }
+}
+
 fn join_lines(lines: &[usize]) -> String {
     lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
 }
@@ -309,6 +329,28 @@ mod tests {
         let text = TransportError::ChecksumMismatch { host: "cp1".into(), files: many }.to_string();
         assert!(text.contains("/etc/f9 (received 0 of 100 bytes) and 2 more; nothing was installed"), "{text}");
         assert!(!text.contains("/etc/f10"), "{text}");
+    }
+
+    #[test]
+    fn a_hop_error_names_the_host_and_the_hop() {
+        let refused = TransportError::Connect {
+            host: "jump host bastion".into(),
+            address: "10.0.0.5:22".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let e = TransportError::Jump { host: "cp1".into(), hop: "jump host bastion".into(), source: Box::new(refused) };
+        assert_eq!(e.to_string(), "cp1: jump host bastion: cannot connect to 10.0.0.5:22: connection refused");
+        assert_eq!(e.host(), Some("cp1"));
+        // A local problem (a key file) has no host of its own: the hop is added.
+        let key = TransportError::IdentityFile { path: "/k".into(), reason: "missing".into() };
+        let e = TransportError::Jump { host: "cp1".into(), hop: "jump host bastion".into(), source: Box::new(key) };
+        assert_eq!(e.to_string(), "cp1: jump host bastion: identity file /k: missing");
+        let dns = TransportError::Resolve {
+            host: "cp1".into(),
+            name: "cp1.invalid".into(),
+            source: std::io::Error::other("no such name"),
+        };
+        assert_eq!(dns.to_string(), "cp1: cannot resolve cp1.invalid: no such name");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use hmac::{KeyInit, Mac};
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 
 use super::TransportError;
+use crate::text::glob;
 
 /// One usable line of the file.
 #[derive(Debug, Clone)]
@@ -56,6 +57,13 @@ pub struct KnownHosts {
 /// The name a host has in known_hosts: the bare address for port 22, `[address]:port` otherwise.
 pub fn host_name(ip: IpAddr, port: u16) -> String {
     if port == 22 { ip.to_string() } else { format!("[{ip}]:{port}") }
+}
+
+/// The name a host dialled as `host` (a name or an address) has in known_hosts, as `ssh` looks
+/// it up: lowercase, bare for port 22, `[host]:port` otherwise.
+pub fn name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 { host } else { format!("[{host}]:{port}") }
 }
 
 impl KnownHosts {
@@ -178,30 +186,6 @@ fn hashed_matches(name: &str, salt_and_hash: &str) -> bool {
     mac.verify_slice(&hash).is_ok()
 }
 
-/// `*` matches any run of characters, `?` exactly one.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 /// Serializes appends from concurrent connections within this process.
 static APPEND: Mutex<()> = Mutex::new(());
 
@@ -230,6 +214,22 @@ pub fn append(file: &Path, name: &str, key: &PublicKey) -> Result<(), TransportE
     f.write_all(line.as_bytes()).map_err(io_err)?;
     f.sync_all().map_err(io_err)
 }
+
+/// Records `key` for `name` unless the file, as it is now, already has a say: connections to
+/// the same new host in parallel (several hosts behind one jump host) record it once, and a
+/// different key recorded meanwhile is reported (`Changed`), not added beside it. Returns the
+/// verdict of the file before: `Unknown` when the key was appended.
+pub fn record(file: &Path, name: &str, key: &PublicKey) -> Result<Verdict, TransportError> {
+    let _guard = RECORD.lock().unwrap_or_else(|e| e.into_inner());
+    let verdict = KnownHosts::load(file)?.check(name, key);
+    if verdict == Verdict::Unknown {
+        append(file, name, key)?;
+    }
+    Ok(verdict)
+}
+
+/// Serializes [`record`]'s check-then-append within this process.
+static RECORD: Mutex<()> = Mutex::new(());
 
 /// `SHA256:...` as `ssh` and `ssh-keygen -l` print it.
 pub fn fingerprint(key: &PublicKey) -> String {
@@ -329,6 +329,30 @@ mod tests {
         assert_eq!(kh.check("10.0.0.2", &key(KEY_B)), Verdict::Known);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn recording_twice_writes_once_and_a_different_key_is_not_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        assert_eq!(record(&file, "bastion", &key(KEY_A)).unwrap(), Verdict::Unknown);
+        assert_eq!(record(&file, "bastion", &key(KEY_A)).unwrap(), Verdict::Known);
+        assert_eq!(record(&file, "bastion", &key(KEY_B)).unwrap(), Verdict::Changed { lines: vec![1] });
+        assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn names_are_looked_up_as_dialled_also_hashed() {
+        assert_eq!(name("CP1.Example.com", 22), "cp1.example.com");
+        assert_eq!(name("cp1.example.com", 2222), "[cp1.example.com]:2222");
+        assert_eq!(name("2001:db8::1", 2222), "[2001:db8::1]:2222");
+        let text = format!("{} {KEY_A}\n[bastion.example]:2200 {KEY_B}\n", hashed_name("cp1.example.com"));
+        let kh = KnownHosts::parse(Path::new("kh"), &text);
+        assert_eq!(kh.check(&name("cp1.example.com", 22), &key(KEY_A)), Verdict::Known);
+        assert_eq!(kh.check(&name("cp1.example.com", 22), &key(KEY_B)), Verdict::Changed { lines: vec![1] });
+        assert_eq!(kh.check(&name("cp1.example.com", 2200), &key(KEY_A)), Verdict::Unknown);
+        assert_eq!(kh.check(&name("bastion.example", 2200), &key(KEY_B)), Verdict::Known);
+        assert_eq!(kh.check(&name("bastion.example", 22), &key(KEY_B)), Verdict::Unknown);
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! The SSH implementation of [`Remote`]: one russh connection per host, many channels on it.
+//! A host behind jump hosts is reached as `ssh -J` does: a connection to the first jump host,
+//! a `direct-tcpip` channel from it to the next hop's SSH port carrying the next connection,
+//! and so on; each hop's host key is verified and its login authenticated like a host's.
 //!
 //! russh has no connect timeout, so TCP connect and handshake run under `tokio::time::timeout`.
 //! Commands are sent as `[sudo -n --] timeout -k 5 LIMIT sh -c '<decode base64 and eval>' LABEL`
@@ -61,11 +64,14 @@ impl Default for SshOptions {
 /// A connected, authenticated host.
 pub struct SshHost {
     name: String,
-    address: SocketAddr,
+    target: String,
     user: String,
     sudo: bool,
     options: SshOptions,
     handle: Handle<Client>,
+    /// The connections to the jump hosts, first one first: the host's connection runs inside
+    /// a channel of the last one, so they live as long as it does.
+    hops: Vec<Handle<Client>>,
     sessions: Semaphore,
     shared: Arc<Shared>,
     authenticated_with: String,
@@ -75,7 +81,8 @@ impl std::fmt::Debug for SshHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SshHost")
             .field("name", &self.name)
-            .field("address", &self.address)
+            .field("target", &self.target)
+            .field("hops", &self.hops.len())
             .field("user", &self.user)
             .field("sudo", &self.sudo)
             .field("authenticated_with", &self.authenticated_with)
@@ -133,7 +140,17 @@ impl Client {
         match self.known_hosts.check(&self.known_hosts_name, key) {
             Verdict::Known => Ok(()),
             Verdict::Unknown if self.accept_new => {
-                known_hosts::append(&file, &self.known_hosts_name, key)?;
+                match known_hosts::record(&file, &self.known_hosts_name, key)? {
+                    // Another connection of this run recorded it meanwhile.
+                    Verdict::Known => return Ok(()),
+                    Verdict::Unknown => {}
+                    Verdict::Changed { lines } => {
+                        return Err(TransportError::HostKeyChanged { host, key: presented(), lines });
+                    }
+                    Verdict::Revoked { line } => {
+                        return Err(TransportError::HostKeyRevoked { host, key: presented(), line });
+                    }
+                }
                 let fingerprint = known_hosts::fingerprint(key);
                 // The operator accepted unknown keys: say which, so they can be checked later.
                 tracing::warn!(
@@ -183,79 +200,80 @@ impl Handler for Client {
     }
 }
 
+/// One SSH login on the way to a host: a jump host or the host itself.
+struct Dial<'a> {
+    /// Who the messages name: the inventory's host name, or `jump host <name>`.
+    label: &'a str,
+    /// The name or address dialled; host keys are looked up under it.
+    host: &'a str,
+    port: u16,
+    user: &'a str,
+    identity_file: &'a std::path::Path,
+}
+
+/// The connection a hop is reached through, and its label for messages.
+struct Via<'a> {
+    handle: &'a Handle<Client>,
+    label: &'a str,
+}
+
+/// An authenticated connection and what its handler shares.
+struct Opened {
+    handle: Handle<Client>,
+    shared: Arc<Shared>,
+    authenticated_with: String,
+}
+
 impl SshHost {
-    /// Connects to `host` (address, port, user from its `ssh` settings), verifies its host key
-    /// against `ssh.known_hosts_file`, authenticates (ssh-agent, then `ssh.identity_file`) and,
-    /// for `sudo: true`, checks that `sudo -n` works.
+    /// Connects to `host`: through its jump hosts in order, if any (each reached through a TCP
+    /// forwarding channel of the one before, its host key verified and its login authenticated
+    /// like the host's), then to the host itself at `ssh.host` or its address. Host keys are
+    /// verified against `ssh.known_hosts_file` under the name dialled; authentication tries
+    /// ssh-agent, then the login's identity file; for `sudo: true`, `sudo -n` must work.
     pub async fn connect(
         host: &plan::Host,
         options: &SshOptions,
         credentials: &Credentials,
     ) -> Result<SshHost, TransportError> {
         let ssh = &host.ssh;
-        let socket = SocketAddr::new(host.address, ssh.port);
-        let address = plan::join_host_port(host.address, ssh.port);
-        let known_hosts_name = known_hosts::host_name(host.address, ssh.port);
         let known = KnownHosts::load(&ssh.known_hosts_file)?;
-
-        let mut preferred = russh::Preferred::default();
-        preferred.key = Cow::Owned(known.preferred_algorithms(&known_hosts_name, &preferred.key));
-        let config = Arc::new(client::Config {
-            preferred,
-            keepalive_interval: Some(options.keepalive_interval),
-            keepalive_max: options.keepalive_max,
-            inactivity_timeout: None,
-            nodelay: true,
-            ..Default::default()
-        });
-
-        let limit = options.connect_timeout;
-        let timeout = |what: String| TransportError::Timeout { host: host.name.clone(), what, after: limit };
-        let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(socket))
-            .await
-            .map_err(|_| timeout(format!("connecting to {address}")))?
-            .map_err(|source| TransportError::Connect { host: host.name.clone(), address: address.clone(), source })?;
-        // Without it, small request/response round trips wait on delayed ACKs.
-        let _ = tcp.set_nodelay(true);
-
-        let shared = Arc::new(Shared::default());
-        let handler = Client {
-            host: host.name.clone(),
-            address: address.clone(),
-            known_hosts_name,
-            known_hosts: known,
-            accept_new: options.accept_new_host_keys,
-            shared: shared.clone(),
-        };
-        let mut handle = tokio::time::timeout(limit, client::connect_stream(config, tcp, handler))
-            .await
-            .map_err(|_| timeout(format!("SSH handshake with {address}")))?
-            .map_err(|e| match e {
-                ClientError::HostKey(e) => *e,
-                ClientError::Ssh(source) => TransportError::Handshake {
-                    host: host.name.clone(),
-                    address: address.clone(),
-                    source: Box::new(source),
-                },
+        let mut hops: Vec<(Handle<Client>, String)> = Vec::new();
+        for jump in &ssh.jumps {
+            let label = format!("jump host {}", jump.name);
+            let dial = Dial {
+                label: &label,
+                host: &jump.host,
+                port: jump.port,
+                user: &jump.user,
+                identity_file: &jump.identity_file,
+            };
+            let via = hops.last().map(|(handle, label)| Via { handle, label });
+            let opened = open(&dial, via, &known, options, credentials).await.map_err(|source| {
+                TransportError::Jump { host: host.name.clone(), hop: label.clone(), source: Box::new(source) }
             })?;
-
-        let target = AuthTarget {
-            host: &host.name,
-            address: &address,
+            tracing::debug!(host = %host.name, hop = %label, key = %opened.authenticated_with, "jump host authenticated");
+            hops.push((opened.handle, label));
+        }
+        let target = ssh.target(host.address);
+        let dial = Dial {
+            label: &host.name,
+            host: &target,
+            port: ssh.port,
             user: &ssh.user,
             identity_file: &ssh.identity_file,
-            timeout: limit,
         };
-        let authenticated_with = credentials.authenticate(&mut handle, &target).await?;
+        let via = hops.last().map(|(handle, label)| Via { handle, label });
+        let Opened { handle, shared, authenticated_with } = open(&dial, via, &known, options, credentials).await?;
         tracing::debug!(host = %host.name, user = %ssh.user, key = %authenticated_with, "SSH authenticated");
 
         let connected = SshHost {
             name: host.name.clone(),
-            address: socket,
+            target: plan::join_name_port(&target, ssh.port),
             user: ssh.user.clone(),
             sudo: ssh.sudo,
             options: options.clone(),
             handle,
+            hops: hops.into_iter().map(|(handle, _)| handle).collect(),
             sessions: Semaphore::new(options.max_sessions.max(1)),
             shared,
             authenticated_with,
@@ -266,9 +284,9 @@ impl SshHost {
         Ok(connected)
     }
 
-    /// The address connected to.
-    pub fn address(&self) -> SocketAddr {
-        self.address
+    /// The name or address and port connected to (`host:port`, `[v6]:port`).
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// The login user.
@@ -315,9 +333,12 @@ impl SshHost {
         Ok(out)
     }
 
-    /// Ends the connection politely.
+    /// Ends the connection politely, then those to its jump hosts, the nearest first.
     pub async fn close(self) {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        for hop in self.hops.iter().rev() {
+            let _ = hop.disconnect(Disconnect::ByApplication, "", "en").await;
+        }
     }
 
     async fn check_sudo(&self) -> Result<(), TransportError> {
@@ -425,6 +446,156 @@ impl SshHost {
     }
 }
 
+/// Opens one authenticated SSH connection: over TCP from here, or through `via`'s forwarding.
+async fn open(
+    dial: &Dial<'_>,
+    via: Option<Via<'_>>,
+    known: &KnownHosts,
+    options: &SshOptions,
+    credentials: &Credentials,
+) -> Result<Opened, TransportError> {
+    let address = plan::join_name_port(dial.host, dial.port);
+    let known_hosts_name = known_hosts::name(dial.host, dial.port);
+    let mut preferred = russh::Preferred::default();
+    preferred.key = Cow::Owned(known.preferred_algorithms(&known_hosts_name, &preferred.key));
+    let config = Arc::new(client::Config {
+        preferred,
+        keepalive_interval: Some(options.keepalive_interval),
+        keepalive_max: options.keepalive_max,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    });
+    let limit = options.connect_timeout;
+    let shared = Arc::new(Shared::default());
+    let handler = Client {
+        host: dial.label.to_string(),
+        address: address.clone(),
+        known_hosts_name,
+        known_hosts: known.clone(),
+        accept_new: options.accept_new_host_keys,
+        shared: shared.clone(),
+    };
+    let timeout = |what: String| TransportError::Timeout { host: dial.label.to_string(), what, after: limit };
+    let connected = match via {
+        None => {
+            let tcp = dial_tcp(dial, &address, limit).await?;
+            tokio::time::timeout(limit, client::connect_stream(config, tcp, handler)).await
+        }
+        Some(via) => {
+            let stream = forward(dial, &address, &via, limit).await?;
+            tokio::time::timeout(limit, client::connect_stream(config, stream, handler)).await
+        }
+    };
+    let mut handle = connected.map_err(|_| timeout(format!("SSH handshake with {address}")))?.map_err(|e| match e {
+        ClientError::HostKey(e) => *e,
+        ClientError::Ssh(source) => TransportError::Handshake {
+            host: dial.label.to_string(),
+            address: address.clone(),
+            source: Box::new(source),
+        },
+    })?;
+    let target = AuthTarget {
+        host: dial.label,
+        address: &address,
+        user: dial.user,
+        identity_file: dial.identity_file,
+        timeout: limit,
+    };
+    let authenticated_with = credentials.authenticate(&mut handle, &target).await?;
+    Ok(Opened { handle, shared, authenticated_with })
+}
+
+/// A TCP connection from here: the name resolved (each address tried in turn, as `ssh` does).
+async fn dial_tcp(dial: &Dial<'_>, address: &str, limit: Duration) -> Result<tokio::net::TcpStream, TransportError> {
+    let label = dial.label.to_string();
+    let started = tokio::time::Instant::now();
+    let candidates: Vec<SocketAddr> = match dial.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, dial.port)],
+        Err(_) => {
+            let resolve = tokio::net::lookup_host((dial.host, dial.port));
+            let found = tokio::time::timeout(limit, resolve)
+                .await
+                .map_err(|_| TransportError::Timeout {
+                    host: label.clone(),
+                    what: format!("resolving {}", dial.host),
+                    after: limit,
+                })?
+                .map_err(|source| TransportError::Resolve { host: label.clone(), name: dial.host.to_string(), source })?
+                .collect::<Vec<_>>();
+            if found.is_empty() {
+                return Err(TransportError::Resolve {
+                    host: label,
+                    name: dial.host.to_string(),
+                    source: std::io::Error::other("no address"),
+                });
+            }
+            found
+        }
+    };
+    let mut last = None;
+    for socket in &candidates {
+        let remaining = limit.saturating_sub(started.elapsed());
+        let shown = if dial.host.parse::<std::net::IpAddr>().is_ok() {
+            address.to_string()
+        } else {
+            format!("{address} ({socket})")
+        };
+        match tokio::time::timeout(remaining, tokio::net::TcpStream::connect(socket)).await {
+            Ok(Ok(tcp)) => {
+                // Without it, small request/response round trips wait on delayed ACKs.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Ok(Err(source)) => last = Some(TransportError::Connect { host: label.clone(), address: shown, source }),
+            Err(_) => {
+                last = Some(TransportError::Timeout {
+                    host: label.clone(),
+                    what: format!("connecting to {shown}"),
+                    after: limit,
+                })
+            }
+        }
+    }
+    Err(last.expect("at least one address was tried"))
+}
+
+/// A byte stream to `dial`'s SSH port, opened by the previous hop (`ssh -J`'s way): the name is
+/// resolved there, so a name only the bastion's network knows works.
+async fn forward(
+    dial: &Dial<'_>,
+    address: &str,
+    via: &Via<'_>,
+    limit: Duration,
+) -> Result<russh::ChannelStream<client::Msg>, TransportError> {
+    let shown = format!("{address} through {}", via.label);
+    let opened = tokio::time::timeout(
+        limit,
+        via.handle.channel_open_direct_tcpip(dial.host, u32::from(dial.port), "127.0.0.1", 0),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout {
+        host: dial.label.to_string(),
+        what: format!("connecting to {shown}"),
+        after: limit,
+    })?;
+    let reason = match opened {
+        Ok(channel) => return Ok(channel.into_stream()),
+        Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::AdministrativelyProhibited)) => {
+            format!("{} refuses TCP forwarding (`AllowTcpForwarding no` or a `permitopen` restriction)", via.label)
+        }
+        Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ConnectFailed)) => {
+            format!("{} could not connect to it (refused, unreachable, or a name it cannot resolve)", via.label)
+        }
+        Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::Other { code, reason })) => {
+            format!("{} could not connect to it (code {code}: {reason})", via.label)
+        }
+        Err(russh::Error::ChannelOpenFailure(other)) => format!("{} could not connect to it ({other:?})", via.label),
+        Err(e) => format!("the connection to {} was lost ({e})", via.label),
+    };
+    Err(TransportError::Connect { host: dial.label.to_string(), address: shown, source: std::io::Error::other(reason) })
+}
+
 /// How a session channel ended.
 enum Received {
     Exited(Output),
@@ -523,6 +694,75 @@ impl Remote for SshHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Host, Jump, Role, Ssh};
+    use crate::transport::PassphrasePrompt;
+
+    fn host(target: &str, port: u16, jumps: Vec<Jump>, dir: &std::path::Path) -> Host {
+        Host {
+            name: "cp1".into(),
+            address: "198.18.0.11".parse().unwrap(),
+            role: Role::ControlPlane,
+            ssh: Ssh {
+                user: "root".into(),
+                port,
+                identity_file: dir.join("id_ed25519"),
+                known_hosts_file: dir.join("known_hosts"),
+                sudo: false,
+                host: Some(target.into()),
+                jumps,
+            },
+            node: Default::default(),
+        }
+    }
+
+    fn jump(target: &str, port: u16, dir: &std::path::Path) -> Jump {
+        Jump {
+            name: format!("{target}:{port}"),
+            host: target.into(),
+            port,
+            user: "root".into(),
+            identity_file: dir.join("id_ed25519"),
+        }
+    }
+
+    /// A port on 127.0.0.1 where nothing listens (just released).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    async fn failure(host: &Host) -> String {
+        let options = SshOptions { connect_timeout: Duration::from_millis(500), ..SshOptions::default() };
+        let credentials = Credentials::new(None, PassphrasePrompt::Never);
+        SshHost::connect(host, &options, &credentials).await.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn each_failure_names_the_host_and_the_hop() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // DNS: `.invalid` never resolves (RFC 6761).
+        let e = failure(&host("nothing.invalid", 22, vec![], d)).await;
+        assert!(e.starts_with("cp1: cannot resolve nothing.invalid: "), "{e}");
+        let e = failure(&host("198.18.0.11", 22, vec![jump("nothing.invalid", 22, d)], d)).await;
+        assert!(e.starts_with("cp1: jump host nothing.invalid:22: cannot resolve nothing.invalid: "), "{e}");
+        // Refused: a closed port.
+        let port = closed_port();
+        let e = failure(&host("127.0.0.1", port, vec![], d)).await;
+        assert!(e.starts_with(&format!("cp1: cannot connect to 127.0.0.1:{port}: Connection refused")), "{e}");
+        let e = failure(&host("198.18.0.11", 22, vec![jump("127.0.0.1", port, d)], d)).await;
+        let hop = format!("jump host 127.0.0.1:{port}");
+        assert!(e.starts_with(&format!("cp1: {hop}: cannot connect to 127.0.0.1:{port}: Connection refused")), "{e}");
+        // Timeout: a port that accepts but never speaks SSH.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let e = failure(&host("127.0.0.1", port, vec![], d)).await;
+        assert_eq!(e, format!("cp1: SSH handshake with 127.0.0.1:{port} timed out after 500ms"));
+        let e = failure(&host("198.18.0.11", 22, vec![jump("127.0.0.1", port, d)], d)).await;
+        assert_eq!(
+            e,
+            format!("cp1: jump host 127.0.0.1:{port}: SSH handshake with 127.0.0.1:{port} timed out after 500ms")
+        );
+    }
 
     #[test]
     fn sudo_password_prompt_is_recognised() {

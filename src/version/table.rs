@@ -155,6 +155,16 @@ impl KubeadmRelease {
         Self::exact(version).unwrap_or_else(|e| e.nearest())
     }
 
+    /// kubeadm's default etcd image tags as `(first patch, tag)`, oldest first.
+    pub fn etcd_tags(&self) -> &'static [(u32, &'static str)] {
+        self.etcd
+    }
+
+    /// The CoreDNS image tags as `(first patch, tag)`, oldest first.
+    pub fn coredns_tags(&self) -> &'static [(u32, &'static str)] {
+        self.coredns
+    }
+
     /// The etcd kubeadm pairs with `version` (its `SupportedEtcdVersion`, as released).
     pub fn default_etcd(&self, version: KubeVersion) -> EtcdVersion {
         self.pick(self.etcd, version).parse().expect("built-in etcd versions parse")

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use kubeha_lab::{Lab, LabSpec, LabUser, wait_for};
 use sha2::{Digest, Sha256};
+use support::cluster::{assert_ok, curl_healthz, etcdctl_at, fresh_lab, kubeha_with, state, text, vip_holders};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -26,65 +27,16 @@ fn serial() -> MutexGuard<'static, ()> {
 fn lab(name: &str, subnet: u8, user: LabUser) -> Lab {
     assert!(nix::unistd::geteuid().is_root(), "the end-to-end tests need root (network namespaces)");
     let mut spec = LabSpec::new(name, subnet);
-    spec.dir = PathBuf::from("/tmp/kubeha-e2e").join(name);
-    if spec.dir.join("lab.json").exists() {
-        Lab::open(&spec.dir).unwrap().down().unwrap();
-    }
-    let _ = std::fs::remove_dir_all(spec.dir.join("state"));
     spec.user = user;
-    spec.exe = Some(env!("CARGO_BIN_EXE_kubeha-lab").into());
-    Lab::up(spec).unwrap()
-}
-
-fn state(lab: &Lab) -> PathBuf {
-    lab.dir().join("state")
-}
-
-/// Runs kubeha with the lab's state directory; an ssh-agent of the caller is not used.
-fn kubeha(lab: &Lab, inventory: &Path, args: &[&str]) -> Output {
-    Command::new(support::kubeha_bin())
-        .args(args)
-        .arg("-i")
-        .arg(inventory)
-        .arg("--state-dir")
-        .arg(state(lab))
-        .env_remove("SSH_AUTH_SOCK")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    fresh_lab(spec)
 }
 
 fn init(lab: &Lab) -> Output {
-    kubeha(lab, &lab.inventory_path(), &["init", "--timeout", "3m"])
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed ({:?}):\n{}", out.status.code(), text(out));
+    kubeha_with(lab, &lab.inventory_path(), &["init", "--timeout", "3m"])
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program).args(args).stdin(Stdio::null()).output().unwrap()
-}
-
-/// `etcdctl` with the apiserver's etcd client certificate.
-fn etcdctl(lab: &Lab, endpoints: &[String], args: &[&str]) -> Output {
-    let pki = state(lab).join("pki");
-    let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", p("etcd/ca.crt")))
-        .arg(format!("--cert={}", p("apiserver-etcd-client.crt")))
-        .arg(format!("--key={}", p("apiserver-etcd-client.key")))
-        .arg("--dial-timeout=3s")
-        .arg("--command-timeout=5s")
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// `kubectl get --raw PATH` through the VIP with the state directory's super-admin.conf.
@@ -101,23 +53,6 @@ fn etcd_endpoints(lab: &Lab, except: Option<&str>) -> Vec<String> {
         .filter(|h| h.control_plane && Some(h.name.as_str()) != except)
         .map(|h| format!("https://{}:2379", h.address))
         .collect()
-}
-
-/// Control planes whose eth0 carries the VIP.
-fn vip_holders(lab: &Lab) -> Vec<String> {
-    let vip = format!("{}/", lab.vip());
-    lab.hosts()
-        .iter()
-        .filter(|h| h.control_plane)
-        .filter(|h| lab.sh(&h.name, "ip -4 -o addr show dev eth0").unwrap_or_default().contains(&vip))
-        .map(|h| h.name.clone())
-        .collect()
-}
-
-fn curl_healthz(lab: &Lab) -> Output {
-    let ca = state(lab).join("pki/ca.crt");
-    let url = format!("https://{}:8443/healthz", lab.vip());
-    run("curl", &["--silent", "--show-error", "--max-time", "5", "--cacert", &ca.to_string_lossy(), &url])
 }
 
 /// Every file kubeha manages on a host, with its SHA-256, mode and owner.
@@ -210,10 +145,10 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
 
     // etcd: three started, healthy members, asked over TLS with the apiserver's client cert.
     let all = etcd_endpoints(&lab, None);
-    let health = etcdctl(&lab, &all, &["endpoint", "health"]);
+    let health = etcdctl_at(&lab, &all, &["endpoint", "health"]);
     assert_ok(&health, "etcdctl endpoint health");
     assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
-    let members = etcdctl(&lab, &all[..1], &["member", "list"]);
+    let members = etcdctl_at(&lab, &all[..1], &["member", "list"]);
     assert_ok(&members, "etcdctl member list");
     assert_eq!(text(&members).matches(", started, ").count(), 3, "{}", text(&members));
 
@@ -224,6 +159,29 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     let admin = state(&lab).join("admin.conf");
     let kubectl = run("kubectl", &["--kubeconfig", &admin.to_string_lossy(), "get", "--raw", "/healthz"]);
     assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{}", text(&kubectl));
+
+    // `kubeha kubeconfig`: the admin's as kubeha keeps it, and a new user's from the cluster CA,
+    // through the VIP and straight at one apiserver.
+    let dir = tempfile::tempdir().unwrap();
+    let cp1 = format!("https://{}:6443", lab.host("cp1").unwrap().address);
+    for (name, args) in [
+        ("admin", vec!["kubeconfig"]),
+        ("alice", vec!["kubeconfig", "--user", "alice", "--group", "kubeadm:cluster-admins", "--validity", "1h"]),
+        ("alice-cp1", vec!["kubeconfig", "--user", "alice", "--server", &cp1]),
+    ] {
+        let out = kubeha_with(&lab, &lab.inventory_path(), &args);
+        assert_ok(&out, &format!("kubeha {}", args.join(" ")));
+        let file = dir.path().join(name);
+        std::fs::write(&file, &out.stdout).unwrap();
+        let kubectl = run("kubectl", &["--kubeconfig", &file.to_string_lossy(), "get", "--raw", "/healthz"]);
+        assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{name}: {}", text(&kubectl));
+    }
+    // init's result as JSON: a re-run changes nothing.
+    let out = kubeha_with(&lab, &lab.inventory_path(), &["init", "--dry-run", "-o", "json"]);
+    assert_ok(&out, "kubeha init --dry-run -o json");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["dryRun"].as_bool(), summary["changed"].as_bool()), (Some(true), Some(false)), "{summary}");
+    assert_eq!(summary["hosts"].as_array().unwrap().len(), lab.hosts().len(), "{summary}");
 
     // The cluster objects: in the apiserver (the stand-in stores them in etcd), applied by
     // kubeha; read with the real kubectl through the VIP as super-admin.conf.
@@ -306,10 +264,10 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     // An object changed by hand (here straight in etcd, where the apiserver keeps it) is
     // reported and brought back.
     let key = "/registry/configmaps/kube-system/coredns";
-    let stored = etcdctl(&lab, &all[..1], &["get", key, "--print-value-only"]);
+    let stored = etcdctl_at(&lab, &all[..1], &["get", key, "--print-value-only"]);
     let mut coredns: serde_json::Value = serde_json::from_slice(&stored.stdout).expect("the ConfigMap is JSON in etcd");
     coredns["data"]["Corefile"] = serde_json::json!(".:53 {\n    forward . 192.0.2.1\n}\n");
-    assert_ok(&etcdctl(&lab, &all[..1], &["put", key, &coredns.to_string()]), "editing the ConfigMap by hand");
+    assert_ok(&etcdctl_at(&lab, &all[..1], &["put", key, &coredns.to_string()]), "editing the ConfigMap by hand");
     let third = init(&lab);
     assert_ok(&third, "init after a hand edit");
     assert!(
@@ -334,9 +292,9 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     .unwrap();
     println!("endpoint answered again {:.1}s after the cut", cut_at.elapsed().as_secs_f64());
     let survivors = etcd_endpoints(&lab, Some(&holder));
-    let put = etcdctl(&lab, &survivors, &["put", "kubeha-e2e", "quorum"]);
+    let put = etcdctl_at(&lab, &survivors, &["put", "kubeha-e2e", "quorum"]);
     assert_ok(&put, "a write with one member cut off");
-    let get = etcdctl(&lab, &survivors, &["get", "kubeha-e2e", "--print-value-only"]);
+    let get = etcdctl_at(&lab, &survivors, &["get", "kubeha-e2e", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "quorum");
     // Clients retry a failed request, as client-go does: a request that was on its way to the
     // cut host when haproxy marked it down is closed, and the next attempt goes elsewhere.
@@ -356,14 +314,14 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     lab.reconnect(&holder).unwrap();
     let back = vec![format!("https://{}:2379", lab.host(&holder).unwrap().address)];
     wait_for(Duration::from_secs(60), "the member to rejoin", || {
-        let h = etcdctl(&lab, &back, &["endpoint", "health"]);
+        let h = etcdctl_at(&lab, &back, &["endpoint", "health"]);
         h.status.success().then_some(())
     })
     .unwrap();
-    let get = etcdctl(&lab, &back, &["get", "kubeha-e2e", "--print-value-only"]);
+    let get = etcdctl_at(&lab, &back, &["get", "kubeha-e2e", "--print-value-only"]);
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "quorum", "the rejoined member caught up");
     wait_for(Duration::from_secs(30), "a single VIP holder", || (vip_holders(&lab).len() == 1).then_some(())).unwrap();
-    let health = etcdctl(&lab, &all, &["endpoint", "health"]);
+    let health = etcdctl_at(&lab, &all, &["endpoint", "health"]);
     assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
     assert_ok(&init(&lab), "init after the failover");
 
@@ -376,21 +334,21 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
         inventory.replace(&format!("{cp3_line}\n"), "").replace("etcd: {", "etcd: {allowEvenMemberCount: true, "),
     )
     .unwrap();
-    let out = kubeha(&lab, &smaller, &["init"]);
+    let out = kubeha_with(&lab, &smaller, &["init"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("init does not add, remove or replace etcd members"), "{}", text(&out));
 
     // An upgrade restarts the control planes one at a time, each healthy before the next.
     let upgraded = lab.dir().join("upgraded.yaml");
     std::fs::write(&upgraded, inventory.replace("kubernetesVersion: v1.31.4", "kubernetesVersion: v1.31.5")).unwrap();
-    let dry = kubeha(&lab, &upgraded, &["init", "--dry-run"]);
+    let dry = kubeha_with(&lab, &upgraded, &["init", "--dry-run"]);
     assert_ok(&dry, "dry run of the upgrade");
     let dry_out = String::from_utf8_lossy(&dry.stdout);
     assert!(dry_out.contains("cp1: would write /etc/kubernetes/manifests/kube-apiserver.yaml"), "{dry_out}");
     assert!(!dry_out.contains("etcd.yaml"), "etcd's image did not change: {dry_out}");
     assert_eq!(pods_before.len(), pods(&lab).len());
     let holder = vip_holders(&lab).pop().unwrap();
-    let out = kubeha(&lab, &upgraded, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha_with(&lab, &upgraded, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with a new Kubernetes version");
     let mut started = Vec::new();
     for cp in ["cp1", "cp2", "cp3"] {
@@ -421,7 +379,7 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     );
     std::fs::write(&renamed, with_san).unwrap();
     let pods_before = pods(&lab);
-    let out = kubeha(&lab, &renamed, &["init", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha_with(&lab, &renamed, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with a new apiserver certificate name");
     let pods_after = pods(&lab);
     let restarted = |name: &str| -> Vec<String> {
@@ -481,7 +439,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
 
     // An invalid inventory: exit 2, no host touched.
     let bad = write_inventory("bad.yaml", &inventory.replace("role: worker", "role: minion"));
-    let out = kubeha(&lab, &bad, &["init"]);
+    let out = kubeha_with(&lab, &bad, &["init"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     nothing_written("invalid inventory");
 
@@ -507,7 +465,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
         "changed-key.yaml",
         &inventory.replace(&lab.known_hosts_file().to_string_lossy().into_owned(), &forged_file.to_string_lossy()),
     );
-    let out = kubeha(&lab, &changed, &["init", "--accept-new-host-keys"]);
+    let out = kubeha_with(&lab, &changed, &["init", "--accept-new-host-keys"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let msg = text(&out);
     assert!(msg.contains("cp2") && msg.to_lowercase().contains("changed"), "{msg}");
@@ -519,10 +477,10 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
         "unknown-key.yaml",
         &inventory.replace(&lab.known_hosts_file().to_string_lossy().into_owned(), &empty.to_string_lossy()),
     );
-    let out = kubeha(&lab, &unknown, &["preflight"]);
+    let out = kubeha_with(&lab, &unknown, &["preflight"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("SHA256:") && text(&out).contains("--accept-new-host-keys"), "{}", text(&out));
-    let out = kubeha(&lab, &unknown, &["preflight", "--accept-new-host-keys"]);
+    let out = kubeha_with(&lab, &unknown, &["preflight", "--accept-new-host-keys"]);
     assert_ok(&out, "preflight accepting new host keys");
     assert_eq!(std::fs::read_to_string(&empty).unwrap().lines().count(), lab.hosts().len());
 
@@ -534,12 +492,12 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
         "wrong-key.yaml",
         &inventory.replace(&lab.identity_file().to_string_lossy().into_owned(), &stranger.to_string_lossy()),
     );
-    let out = kubeha(&lab, &wrong_key, &["init"]);
+    let out = kubeha_with(&lab, &wrong_key, &["init"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let cp1 = lab.host("cp1").unwrap().address.to_string();
     assert!(text(&out).contains(&format!("ops@{cp1}")) && text(&out).contains("authenticat"), "{}", text(&out));
     let wrong_user = write_inventory("wrong-user.yaml", &inventory.replace("user: ops", "user: nobody"));
-    let out = kubeha(&lab, &wrong_user, &["init"]);
+    let out = kubeha_with(&lab, &wrong_user, &["init"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains(&format!("nobody@{cp1}")), "{}", text(&out));
     nothing_written("authentication failures");
@@ -581,7 +539,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     assert!(msg.contains("cp2") && msg.contains("writing files"), "the error must name the host and step:\n{msg}");
     let rendered = lab.dir().join("rendered");
     let _ = std::fs::remove_dir_all(&rendered);
-    assert_ok(&kubeha(&lab, &lab.inventory_path(), &["render", "--out", &rendered.to_string_lossy()]), "render");
+    assert_ok(&kubeha_with(&lab, &lab.inventory_path(), &["render", "--out", &rendered.to_string_lossy()]), "render");
     let partial = host_files(&lab, "cp2");
     assert!(partial.len() < 37, "cp2 got every file before sshd died; the test proves nothing: {}", partial.len());
     for (path, (hash, _, _)) in &partial {
@@ -612,7 +570,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
             assert_eq!(hash, hex::encode(Sha256::digest(want)), "{}:{} differs", h.name, path.display());
         }
     }
-    let health = etcdctl(&lab, &etcd_endpoints(&lab, None), &["endpoint", "health"]);
+    let health = etcdctl_at(&lab, &etcd_endpoints(&lab, None), &["endpoint", "health"]);
     assert_eq!(text(&health).matches("is healthy").count(), 3, "{}", text(&health));
 
     // Another operator's run holds cp3 (a lock from another machine, valid for an hour): init is
@@ -629,7 +587,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     assert!(text(&out).contains("alice@elsewhere"), "{}", text(&out));
     let after: Vec<_> = lab.hosts().iter().map(|h| host_files(&lab, &h.name)).collect();
     assert_eq!(before, after, "a refused run wrote files");
-    let out = kubeha(&lab, &lab.inventory_path(), &["init", "--timeout", "3m", "--force-lock"]);
+    let out = kubeha_with(&lab, &lab.inventory_path(), &["init", "--timeout", "3m", "--force-lock"]);
     assert_ok(&out, "init --force-lock");
     assert!(!lab.host_path("cp3", "/etc/kubernetes/kubeha/lock").unwrap().exists(), "the lock was not released");
 
@@ -637,7 +595,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
     // manifest named in the inventory is applied after the add-ons.
     let all = etcd_endpoints(&lab, None);
     assert!(kubectl_json(&lab, "/apis/apps/v1/namespaces/kube-system/deployments/coredns")["spec"].is_object());
-    let gone = etcdctl(&lab, &all[..1], &["del", "/registry/daemonsets/kube-system/kube-proxy"]);
+    let gone = etcdctl_at(&lab, &all[..1], &["del", "/registry/daemonsets/kube-system/kube-proxy"]);
     assert_ok(&gone, "deleting kube-proxy's DaemonSet");
     let cni = write_inventory(
         "cni.yaml",
@@ -651,7 +609,7 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
             &format!("dnsDomain: cluster.local, cniManifest: {}}}", cni.display()),
         ),
     );
-    let out = kubeha(&lab, &without, &["init", "--timeout", "3m"]);
+    let out = kubeha_with(&lab, &without, &["init", "--timeout", "3m"]);
     assert_ok(&out, "init with the add-ons off and a CNI manifest");
     let kubeconfig = state(&lab).join("super-admin.conf");
     let missing = run(

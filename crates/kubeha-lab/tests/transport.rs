@@ -780,6 +780,8 @@ async fn child_connect_with_terminal_prompt() {
             identity_file: env("KHTR_CHILD_KEY").into(),
             known_hosts_file: env("KHTR_CHILD_KNOWN_HOSTS").into(),
             sudo: false,
+            host: None,
+            jumps: Vec::new(),
         },
         node: Default::default(),
     };

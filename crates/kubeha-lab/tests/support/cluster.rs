@@ -174,8 +174,10 @@ impl Load {
         // etcd 3.4 closes its gRPC transport when stopped, without finishing requests in flight
         // ("transport is closing"): a request that reaches a member at that instant fails,
         // whatever the order of restarts. Clients retry such a request (the apiserver's etcd
-        // client does); so does this loop, once, and counts first attempts that failed apart
-        // from requests that failed.
+        // client does, after a backoff); so does this loop, once, a second later, and counts
+        // first attempts that failed apart from requests that failed. Without the pause the
+        // retry can land in the leader change the stop starts (a stopping leader hands over
+        // leadership), where a proposal is dropped and the put hangs until its timeout.
         let retried = Arc::new(Mutex::new(Vec::new()));
         let etcd = {
             let lab = Lab::open(lab.dir()).unwrap();
@@ -200,6 +202,7 @@ impl Load {
                 };
                 attempt().or_else(|first| {
                     retried.lock().unwrap().push(format!("{:.1}s: {first}", started.elapsed().as_secs_f64()));
+                    std::thread::sleep(Duration::from_secs(1));
                     attempt()
                 })
             })

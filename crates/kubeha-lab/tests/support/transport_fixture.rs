@@ -209,6 +209,8 @@ impl Fixture {
                 identity_file: identity.to_path_buf(),
                 known_hosts_file: known_hosts.to_path_buf(),
                 sudo,
+                host: None,
+                jumps: Vec::new(),
             },
             node: Default::default(),
         }
