@@ -674,26 +674,28 @@ fn vrrp_priorities_are_distinct_in_inventory_order_and_peers_are_the_others() {
     assert_eq!(cp2.matches("state BACKUP").count(), 1);
 }
 
+const KEEPALIVED: &str = "/etc/kubernetes/keepalived/keepalived.conf";
+const HAPROXY: &str = "/etc/kubernetes/haproxy/haproxy.cfg";
+
 #[test]
-fn config_hash_annotations_follow_the_config_files() {
+fn load_balancer_configs_are_reloaded_in_place_and_do_not_restart_their_pods() {
     let plan = example_plan();
-    let hash = |files: &BTreeMap<String, Vec<File>>, pod: &str| {
-        manifest(files, "cp1", pod)["metadata"]["annotations"][INPUTS_HASH_ANNOTATION].as_str().unwrap().to_string()
+    let hash = |files: &BTreeMap<String, Vec<File>>, host: &str, pod: &str| {
+        manifest(files, host, pod)["metadata"]["annotations"][INPUTS_HASH_ANNOTATION].as_str().unwrap().to_string()
     };
     let base = render(&plan);
     let other_password = host_configs(&plan, &Secrets { vrrp_password: "0ther-pw", hash_key: HASH_KEY }).unwrap();
-    assert_ne!(hash(&base, "keepalived"), hash(&other_password, "keepalived"));
-    assert_eq!(hash(&base, "haproxy"), hash(&other_password, "haproxy"));
-    // A different bind port changes haproxy.cfg and the check script, so both hashes move.
     let moved = render(&Inventory { extra: "  apiServer: {bindPort: 6444}\n", ..Inventory::ipv4() }.plan());
-    assert_ne!(hash(&base, "haproxy"), hash(&moved, "haproxy"));
-    assert_ne!(hash(&base, "keepalived"), hash(&moved, "keepalived"));
-    // The hashes differ per host (each config names its host) and look like SHA-256.
-    assert_ne!(
-        hash(&base, "haproxy"),
-        manifest(&base, "cp2", "haproxy")["metadata"]["annotations"][INPUTS_HASH_ANNOTATION]
-    );
-    assert!(hash(&base, "haproxy").len() == 64 && hash(&base, "haproxy").bytes().all(|b| b.is_ascii_hexdigit()));
+    let conf = |files: &BTreeMap<String, Vec<File>>, path: &str| file(files, "cp1", path).to_string();
+    // The configurations differ...
+    assert_ne!(conf(&base, KEEPALIVED), conf(&other_password, KEEPALIVED));
+    assert_ne!(conf(&base, HAPROXY), conf(&moved, HAPROXY));
+    // ...but the manifests do not: kubeha signals the running programs to reload instead.
+    for pod in ["haproxy", "keepalived"] {
+        assert_eq!(hash(&base, "cp1", pod), hash(&other_password, "cp1", pod), "{pod}");
+        assert_eq!(hash(&base, "cp1", pod), hash(&moved, "cp1", pod), "{pod}");
+        assert!(hash(&base, "cp1", pod).len() == 64 && hash(&base, "cp1", pod).bytes().all(|b| b.is_ascii_hexdigit()));
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ use super::session::Session;
 use super::wait::Health;
 use crate::files::File;
 use crate::host::files::{self, HostPush, PushReport};
+use crate::host::layout::{RELOADED_IN_PLACE, manifest};
 use crate::host::pods;
 use crate::plan::{Host, Role};
 use crate::transport::{Remote, TransportError};
@@ -348,7 +349,50 @@ async fn write_host<R: Remote>(
         push.back_up(remote, dir).await?;
     }
     progress.step(&host.name, "writing files");
-    push.apply(remote, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display()))).await
+    push.apply(remote, |i, n, path| progress.detail(&host.name, format!("writing {i}/{n}: {}", path.display())))
+        .await?;
+    reload_in_place(session, host, remote, push).await
+}
+
+/// Tells the running load balancer to take up the configuration just written
+/// ([`RELOADED_IN_PLACE`]) instead of restarting its pods, and waits until haproxy serves from
+/// new workers. A pod whose manifest was written too is (re)started by the kubelet with the new
+/// configuration and is left alone.
+async fn reload_in_place<R: Remote>(
+    session: &Session<'_, R>,
+    host: &Host,
+    remote: &R,
+    push: &HostPush<'_>,
+) -> Result<(), TransportError> {
+    let written = |path: &Path| push.changes.iter().any(|f| f.path == path);
+    let pods: Vec<&str> = RELOADED_IN_PLACE
+        .iter()
+        .filter_map(|(path, pod)| pod.filter(|pod| written(Path::new(path)) && !written(Path::new(&manifest(pod)))))
+        .collect();
+    if pods.is_empty() {
+        return Ok(());
+    }
+    let haproxy: Vec<pods::Watched> = pods
+        .iter()
+        .filter_map(|pod| {
+            let probe = pods::probe(session.plan, pod).filter(|p| matches!(p, pods::Probe::Port(_)))?;
+            Some(pods::Watched { pod: pod.to_string(), probe, stops: false })
+        })
+        .collect();
+    let limit = session.options.kubelet_sync;
+    let before = match limit.is_zero() || haproxy.is_empty() {
+        true => None,
+        false => pods::processes(remote, &haproxy).await?,
+    };
+    session.progress.step(&host.name, format!("reloading {}", pods.join(", ")));
+    let told = pods::reload(remote, &pods).await?;
+    if let Some(before) = before.filter(|_| told.iter().any(|t| haproxy.iter().any(|w| &w.pod == t))) {
+        let pending = pods::wait_restarted(remote, &haproxy, &before, limit, Duration::from_millis(250)).await?;
+        if !pending.is_empty() {
+            tracing::warn!("{}: {} not seen reloading within {}s", host.name, pending.join(", "), limit.as_secs());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

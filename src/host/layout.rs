@@ -26,6 +26,14 @@ pub const HAPROXY_CFG: &str = "/etc/kubernetes/haproxy/haproxy.cfg";
 pub const KEEPALIVED_DIR: &str = "/etc/kubernetes/keepalived";
 pub const KEEPALIVED_CONF: &str = "/etc/kubernetes/keepalived/keepalived.conf";
 pub const CHECK_APISERVER_SH: &str = "/etc/kubernetes/keepalived/check_apiserver.sh";
+/// Files the running load balancer takes up without its pod restarting, and which pod must be
+/// told (`None`: read afresh on every use). A restarted haproxy or keepalived on the VIP holder
+/// would move the VIP and cut the connections in flight; haproxy reloads gracefully (its master
+/// starts new workers and the old ones finish their connections) and keepalived re-reads its
+/// configuration keeping its VRRP state. So these files are left out of their pods' inputs
+/// hash, and kubeha signals the pods after writing them.
+pub const RELOADED_IN_PLACE: [(&str, Option<&str>); 3] =
+    [(HAPROXY_CFG, Some("haproxy")), (KEEPALIVED_CONF, Some("keepalived")), (CHECK_APISERVER_SH, None)];
 
 pub const KUBELET_DIR: &str = "/var/lib/kubelet";
 pub const KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";

@@ -56,7 +56,8 @@ pub fn probe(plan: &Plan, pod: &str) -> Option<Probe> {
 fn script(watched: &[Watched]) -> String {
     let mut s = String::from(
         "# listing pod processes\nexport LC_ALL=C\ncommand -v ss >/dev/null 2>&1 || { echo @@no-ss; exit 0; }\n\
-         start() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f20; }\n",
+         start() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f20; }\n\
+         net=$(readlink /proc/self/ns/net)\n",
     );
     for (i, w) in watched.iter().enumerate() {
         s += &format!("echo @@probe {i}\n");
@@ -70,6 +71,7 @@ fn script(watched: &[Watched]) -> String {
             Probe::Name(name) => {
                 s += &format!(
                     "for d in /proc/[0-9]*; do [ \"$(cat \"$d/comm\" 2>/dev/null)\" = {name} ] && \
+                     [ \"$(readlink \"$d/ns/net\" 2>/dev/null)\" = \"$net\" ] && \
                      echo \"${{d#/proc/}} $(start ${{d#/proc/}})\"; done\n"
                 )
             }
@@ -142,6 +144,49 @@ pub async fn wait_restarted<R: Remote>(
     }
 }
 
+/// The signal that makes `pod`'s program take up its new configuration without restarting:
+/// haproxy's master (`-W`) starts new workers on SIGUSR2, keepalived re-reads on SIGHUP.
+fn reload_signal(pod: &str) -> Option<(&'static str, &'static str)> {
+    match pod {
+        "haproxy" => Some(("haproxy", "USR2")),
+        "keepalived" => Some(("keepalived", "HUP")),
+        _ => None,
+    }
+}
+
+/// The script signalling the main process of each pod (the process of that name in this
+/// network namespace whose parent is not one of its own), printing `@@reloaded <pod>` for each
+/// it found.
+fn reload_script(pods: &[&str]) -> String {
+    let mut s = String::from(
+        "# reloading load balancer\nexport LC_ALL=C\nnet=$(readlink /proc/self/ns/net)\n\
+         parent() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f2; }\n",
+    );
+    for pod in pods {
+        let Some((program, signal)) = reload_signal(pod) else { continue };
+        s += &format!(
+            "for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
+             [ \"$(cat \"$d/comm\" 2>/dev/null)\" = {program} ] || continue; \
+             [ \"$(readlink \"$d/ns/net\" 2>/dev/null)\" = \"$net\" ] || continue; \
+             [ \"$(cat /proc/$(parent $p)/comm 2>/dev/null)\" = {program} ] && continue; \
+             kill -{signal} $p && echo \"@@reloaded {pod}\"; done\n"
+        );
+    }
+    s + "echo @@end\n"
+}
+
+/// Tells the running `pods` (haproxy, keepalived) to take up their new configuration; returns
+/// the pods that were running and were told. A pod that is not running has nothing to reload:
+/// it reads its configuration when it starts.
+pub async fn reload<R: Remote>(remote: &R, pods: &[&str]) -> Result<Vec<String>, TransportError> {
+    let out = remote.run(&reload_script(pods), b"").await?;
+    let text = out.stdout_text();
+    let mut told: Vec<String> =
+        text.lines().filter_map(|l| l.strip_prefix("@@reloaded ")).map(str::to_string).collect();
+    told.dedup();
+    Ok(told)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +222,15 @@ mod tests {
         let w = [watched("kube-scheduler", false)];
         assert_eq!(pending(&w, &[BTreeSet::new()], &[BTreeSet::new()]), ["kube-scheduler"]);
         assert!(pending(&w, &[BTreeSet::new()], &[BTreeSet::from([(5, 5)])]).is_empty());
+    }
+
+    #[test]
+    fn reloads_signal_the_main_process_of_each_known_pod_only() {
+        let s = reload_script(&["haproxy", "keepalived", "etcd"]);
+        assert!(s.contains("= haproxy ] && continue; kill -USR2 $p && echo \"@@reloaded haproxy\""), "{s}");
+        assert!(s.contains("kill -HUP $p && echo \"@@reloaded keepalived\""), "{s}");
+        assert!(!s.contains("etcd"), "{s}");
+        assert!(s.contains("readlink \"$d/ns/net\""), "only this host's processes: {s}");
     }
 
     #[test]

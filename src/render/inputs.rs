@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::pod::StaticPod;
 use crate::files::File;
+use crate::host::layout::RELOADED_IN_PLACE;
 
 /// The annotation holding the SHA-256 of the files a pod mounts.
 pub const INPUTS_HASH_ANNOTATION: &str = "kubeha.io/config-hash";
@@ -34,9 +35,14 @@ pub fn config_hash(key: &[u8], files: &[&File]) -> String {
 }
 
 /// The files among `host_files` that `pod` mounts (a mounted file, or anything under a mounted
-/// directory), in the order given.
+/// directory), in the order given, but those its program reloads in place
+/// ([`RELOADED_IN_PLACE`]): a change to them must not restart the pod.
 pub fn mounted_by<'f>(pod: &StaticPod, host_files: &'f [File]) -> Vec<&'f File> {
-    host_files.iter().filter(|f| pod.volumes.iter().any(|v| f.path.starts_with(Path::new(&v.path)))).collect()
+    let reloaded = |f: &File| RELOADED_IN_PLACE.iter().any(|(path, _)| f.path == Path::new(path));
+    host_files
+        .iter()
+        .filter(|f| !reloaded(f) && pod.volumes.iter().any(|v| f.path.starts_with(Path::new(&v.path))))
+        .collect()
 }
 
 /// Annotates `pod` with the keyed hash of the files it mounts.
