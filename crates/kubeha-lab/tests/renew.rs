@@ -108,8 +108,13 @@ fn renew_all_under_load_then_a_cut_host_stops_the_rollout_and_the_rerun_finishes
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&kubectl.stdout), "ok", "{}", text(&kubectl));
-    let snapshots: Vec<_> = std::fs::read_dir(state(&lab).join("snapshots")).unwrap().flatten().collect();
+    let snapshots: Vec<_> = std::fs::read_dir(state(&lab).join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+        .collect();
     assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert!(snapshots[0].path().with_extension("db.sha256").is_file(), "no checksum beside {snapshots:?}");
     let name = snapshots[0].file_name().to_string_lossy().into_owned();
     assert!(name.starts_with("rna-") && name.contains("-rev") && name.ends_with(".db"), "{name}");
     use std::os::unix::fs::PermissionsExt;
