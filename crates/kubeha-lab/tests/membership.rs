@@ -93,7 +93,7 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     let load = Load::start(&lab, &original, "kubeha-join-load");
     std::thread::sleep(Duration::from_secs(3));
     let joining = Instant::now();
-    let out = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--timeout", "3m"]);
     let took = joining.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let load = load.stop();
@@ -120,7 +120,7 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     assert!(String::from_utf8_lossy(&kubectl.stdout).contains("APIVersions"), "{}", text(&kubectl));
     assert!(!lab.host_path("w2", "/etc/kubernetes/pki/ca.key").unwrap().exists(), "w2 holds the CA key");
     // A re-run changes nothing; init with the full inventory now agrees.
-    let again = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--timeout", "2m", "--kubelet-sync", "3s"]);
+    let again = kubeha(&lab, &["join-node", "cp4", "cp5", "w2", "--timeout", "2m"]);
     assert_ok(&again, "join-node re-run");
     assert!(text(&again).contains("already part of the cluster (converged): cp4, cp5, w2"), "{}", text(&again));
     let out = kubeha(&lab, &["init", "--timeout", "2m"]);
@@ -157,9 +157,8 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
     let load = Load::start(&lab, &original, "kubeha-remove-load");
     std::thread::sleep(Duration::from_secs(3));
     let removing = Instant::now();
-    let first =
-        kubeha(&lab, &["remove-node", "cp5", "--allow-even-members", "--timeout", "3m", "--kubelet-sync", "3s"]);
-    let second = kubeha(&lab, &["remove-node", "cp4", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let first = kubeha(&lab, &["remove-node", "cp5", "--allow-even-members", "--timeout", "3m"]);
+    let second = kubeha(&lab, &["remove-node", "cp4", "--timeout", "3m"]);
     let took = removing.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let load = load.stop();
@@ -184,6 +183,12 @@ fn join_node_grows_three_control_planes_to_five_and_adds_a_worker_under_load() {
         assert!(!lab.host_path(gone, "/etc/kubernetes/manifests/etcd.yaml").unwrap().exists());
     }
     assert_eq!(vip_holders(&lab).len(), 1, "{:?}", vip_holders(&lab));
+    // A worker: its Node object (none in the lab: its kubelet does not register) and its files go.
+    let out = kubeha(&lab, &["remove-node", "w2", "--timeout", "1m"]);
+    assert_ok(&out, "remove-node w2");
+    for gone in ["/etc/kubernetes/kubeha/cluster.yaml", "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/pki/ca.crt"] {
+        assert!(!lab.host_path("w2", gone).unwrap().exists(), "w2 keeps {gone}");
+    }
     // The inventory still lists them: init refuses and says what to do.
     let out = kubeha(&lab, &["init", "--timeout", "1m"]);
     assert_eq!(code(&out), Some(3), "{}", text(&out));
@@ -202,7 +207,7 @@ fn a_join_cut_by_a_killed_sshd_is_finished_by_the_rerun_then_reset_and_init_star
 
     // sshd killed on the joining host (listener and open sessions) once kubeha writes to it.
     let child = Command::new(support::kubeha_bin())
-        .args(["join-node", "cp4", "--allow-even-members", "--timeout", "1m", "--kubelet-sync", "3s"])
+        .args(["join-node", "cp4", "--allow-even-members", "--timeout", "1m"])
         .args(["--command-timeout", "15s", "-i"])
         .arg(lab.inventory_path())
         .arg("--state-dir")
@@ -231,7 +236,7 @@ fn a_join_cut_by_a_killed_sshd_is_finished_by_the_rerun_then_reset_and_init_star
 
     // The re-run finishes the join: no second member, no learner left.
     lab.ssh_start("cp4").unwrap();
-    let out = kubeha(&lab, &["join-node", "cp4", "--allow-even-members", "--timeout", "3m", "--kubelet-sync", "3s"]);
+    let out = kubeha(&lab, &["join-node", "cp4", "--allow-even-members", "--timeout", "3m"]);
     println!("{}", text(&out));
     assert_ok(&out, "the re-run of join-node cp4");
     let list = members(&lab, &["cp1"]);

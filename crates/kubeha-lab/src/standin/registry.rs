@@ -80,6 +80,12 @@ impl Registry {
         Ok((stored_items(&answer)?, revision(&answer["header"]["revision"])))
     }
 
+    /// Deletes the object at `key`; whether there was one.
+    pub async fn delete(&self, key: &str) -> Result<bool, EtcdError> {
+        let answer = self.etcd.call("/v3/kv/deleterange", &json!({"key": b64(key.as_bytes())})).await?;
+        Ok(revision(&answer["deleted"]) > 0)
+    }
+
     /// Writes `object` (without `resourceVersion`) at `key` if the key still is as `expected`.
     pub async fn put(&self, key: &str, object: &Value, expected: Expected) -> Result<Written, EtcdError> {
         let mut object = object.clone();

@@ -99,11 +99,18 @@ async fn serve(
             let target = Target { registry, resource, key: resource.key(namespace.as_deref(), name), name };
             target.apply(&applied, manager, dry_run, caller.user).await
         }
+        ("DELETE", Route::Object { resource, namespace, name }) => {
+            let key = resource.key(namespace.as_deref(), name);
+            match registry.delete(&key).await.map_err(internal)? {
+                true => Ok((200, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))),
+                false => Err(not_found(resource, name)),
+            }
+        }
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource (the lab's kube-apiserver stand-in \
-             serves GET and server-side apply only)",
+             serves GET, server-side apply and DELETE of one object only)",
         )),
     }
 }
