@@ -27,13 +27,18 @@ pub struct ChangeArgs {
     /// Connect, check and list what would happen per host; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// How long the hosts' kubelets take to notice a changed static-pod manifest (their
-    /// fileCheckFrequency); control planes whose pods restart are rolled one at a time.
+    /// The longest the hosts' kubelets may take to restart a static pod after its manifest
+    /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
+    /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
+    /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub kubelet_sync: Duration,
     /// Take over the hosts' locks even if another kubeha run holds them.
     #[arg(long)]
     pub force_lock: bool,
+    /// Output format of the result (progress and warnings stay on stderr).
+    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
+    pub output: super::Format,
 }
 
 impl ChangeArgs {

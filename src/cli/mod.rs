@@ -167,6 +167,34 @@ fn print_report<T: serde::Serialize>(format: Format, value: &T, text: impl FnOnc
     Ok(())
 }
 
+/// What every command that changes hosts reports with `-o json|yaml`: per host the files written
+/// and removed (or, in a dry run, to be), and its timings; `extra` adds the command's own fields.
+fn change_report(
+    dry_run: bool,
+    pushed: &[(String, crate::host::files::PushReport)],
+    timings: (std::time::Duration, std::time::Duration, &[(&'static str, std::time::Duration)]),
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let (work, waited, phases) = timings;
+    let hosts: Vec<serde_json::Value> = pushed
+        .iter()
+        .map(|(name, p)| serde_json::json!({"name": name, "written": p.written, "removed": p.removed, "unchanged": p.unchanged}))
+        .collect();
+    let phases: serde_json::Map<String, serde_json::Value> =
+        phases.iter().map(|(name, d)| (name.to_string(), serde_json::json!(d.as_secs_f64()))).collect();
+    let mut out = serde_json::json!({
+        "dryRun": dry_run,
+        "hosts": hosts,
+        "workSeconds": work.as_secs_f64(),
+        "waitedSeconds": waited.as_secs_f64(),
+        "phases": phases,
+    });
+    if let (Some(out), serde_json::Value::Object(extra)) = (out.as_object_mut(), extra) {
+        out.extend(extra);
+    }
+    out
+}
+
 /// The inventory file and how strictly to read it.
 #[derive(Debug, clap::Args)]
 struct InventoryArgs {

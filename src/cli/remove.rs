@@ -35,6 +35,12 @@ impl Args {
         let result = run(remove_node(&plan, &self.name, &state_dir, &options, &connector, &progress));
         progress.clear();
         let report = result?.map_err(refusal)?;
+        if !matches!(self.change.output, super::Format::Text) {
+            let extra = serde_json::json!({"removed": self.name, "steps": report.steps, "warnings": report.warnings});
+            let json =
+                super::change_report(dry_run, &report.pushed, (report.work, report.waited, &report.phases), extra);
+            return super::print_report(self.change.output, &json, String::new);
+        }
         for warning in &report.warnings {
             eprintln!("warning: {} {}: {}", warning.host, warning.check, warning.detail);
         }

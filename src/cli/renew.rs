@@ -49,6 +49,9 @@ pub struct Args {
     /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
+    /// Output format of the result (progress and warnings stay on stderr).
+    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
+    output: super::Format,
 }
 
 /// A name on the command line that is not one of kubeadm's, or a host not in the inventory.
@@ -119,6 +122,14 @@ impl Args {
     }
 
     fn print(&self, report: &RenewReport) -> anyhow::Result<()> {
+        if !matches!(self.output, super::Format::Text) {
+            let extra = serde_json::json!({
+                "renewed": report.renewed, "resumed": report.resumed, "snapshot": report.snapshot, "backup": report.backup,
+            });
+            let json =
+                super::change_report(self.dry_run, &report.pushed, (report.work, report.waited, &report.phases), extra);
+            return super::print_report(self.output, &json, String::new);
+        }
         if let Some(started) = &report.resumed {
             eprintln!("continuing the renewal started at {started}: its certificates were already issued");
         }

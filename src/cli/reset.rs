@@ -42,6 +42,12 @@ impl Args {
         let result = run(reset(&plan, &names, &state_dir, &options, &connector, &progress));
         progress.clear();
         let report = result?.map_err(refusal)?;
+        if !matches!(self.change.output, super::Format::Text) {
+            let hosts: Vec<serde_json::Value> =
+                report.hosts.iter().map(|(name, paths)| serde_json::json!({"name": name, "removed": paths})).collect();
+            let json = serde_json::json!({"dryRun": dry_run, "hosts": hosts, "untouched": report.untouched});
+            return super::print_report(self.change.output, &json, String::new);
+        }
         let verb = if dry_run { "would remove" } else { "removed" };
         for (host, paths) in &report.hosts {
             for path in paths {

@@ -42,6 +42,9 @@ pub struct Args {
     /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     kubelet_sync: Duration,
+    /// Output format of the result (progress and warnings stay on stderr).
+    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
+    output: super::Format,
 }
 
 /// A `--ca` that is not one of the cluster's CAs.
@@ -110,6 +113,29 @@ impl Args {
     }
 
     fn print(&self, report: &RotateReport) -> anyhow::Result<()> {
+        if !matches!(self.output, super::Format::Text) {
+            let stages: Vec<serde_json::Value> = report
+                .stages
+                .iter()
+                .map(|s| {
+                    let extra =
+                        serde_json::json!({"stage": s.stage.to_string(), "renewed": s.renewed, "backup": s.backup});
+                    super::change_report(self.dry_run, &s.pushed, (Default::default(), Default::default(), &[]), extra)
+                })
+                .collect();
+            let json = serde_json::json!({
+                "dryRun": self.dry_run,
+                "cas": rotation::names(&report.cas),
+                "started": report.started,
+                "resumed": report.resumed.map(|s| s.to_string()),
+                "stages": stages,
+                "archived": report.archived,
+                "snapshot": report.snapshot,
+                "workSeconds": report.work.as_secs_f64(),
+                "waitedSeconds": report.waited.as_secs_f64(),
+            });
+            return super::print_report(self.output, &json, String::new);
+        }
         if let Some(stage) = report.resumed {
             eprintln!(
                 "continuing the rotation of {} started at {}, at stage {stage}",

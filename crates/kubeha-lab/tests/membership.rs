@@ -254,6 +254,15 @@ fn a_join_cut_by_a_killed_sshd_is_finished_by_the_rerun_then_reset_and_init_star
     assert_ok(&out, "reset --all (a listing)");
     assert!(text(&out).contains("cp1: would remove /etc/kubernetes/manifests/etcd.yaml"), "{}", text(&out));
     assert!(marker.exists(), "the listing removed something");
+    // The same listing for scripts: one entry per host, nothing removed.
+    let out = kubeha(&lab, &["reset", "--all", "-o", "json"]);
+    assert_ok(&out, "reset --all -o json");
+    let listing: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(listing["dryRun"], true, "{listing}");
+    let cp1 = listing["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "cp1").unwrap().clone();
+    assert!(cp1["removed"].as_array().unwrap().iter().any(|p| p == "/etc/kubernetes/manifests/etcd.yaml"), "{cp1}");
+    assert!(marker.exists(), "the listing removed something");
     // reset --all --yes --delete-etcd-data, then init: a fresh cluster.
     let out = kubeha(&lab, &["reset", "--all", "--yes", "--delete-etcd-data", "--timeout", "2m"]);
     println!("{}", text(&out));
