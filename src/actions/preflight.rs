@@ -30,6 +30,36 @@ pub trait Rules: Sync {
     fn cluster(&self, plan: &Plan, ownerships: &[(&Host, Ownership)]) -> Vec<Check>;
 }
 
+/// The rules of a command that changes a running cluster in place (`certs renew`,
+/// `certs rotate-ca`): every host must be one kubeha set up for this cluster, with the role and
+/// etcd members it has now.
+pub struct RunningCluster {
+    /// The command, as the refusal names it.
+    pub command: &'static str,
+}
+
+impl Rules for RunningCluster {
+    fn host(&self, plan: &Plan, host: &Host, ownership: &Ownership) -> Vec<Check> {
+        match ownership {
+            Ownership::Ours(_) => checks::membership(plan, host, ownership).into_iter().collect(),
+            _ => vec![Check::new(
+                &host.name,
+                "membership",
+                Status::Fail,
+                format!(
+                    "kubeha has not set this host up for this cluster: {} works on a running cluster; run kubeha init \
+                     first",
+                    self.command
+                ),
+            )],
+        }
+    }
+
+    fn cluster(&self, _plan: &Plan, ownerships: &[(&Host, Ownership)]) -> Vec<Check> {
+        checks::cluster_membership(ownerships).into_iter().collect()
+    }
+}
+
 /// `init`'s rules: fresh hosts become the cluster; hosts kubeha set up keep their roles, and the
 /// cluster keeps its etcd members (adding or removing them is `join-node`'s work).
 pub struct InitRules;

@@ -1,7 +1,7 @@
 //! `certs renew`: re-issues named leaf certificates and kubeconfig client certificates from the
 //! cluster's CAs and rolls them out without taking the cluster down.
 //!
-//! The sequence: open a session (lock, connect) → preflight with [`RenewRules`] (every host must
+//! The sequence: open a session (lock, connect) → preflight with [`preflight::RunningCluster`] (every host must
 //! be one kubeha set up for this cluster) → an etcd snapshot into the state directory → re-issue
 //! in the state directory (keys kept unless asked) → render → [`rollout::converge`] with
 //! [`rollout::Restart::Changed`], a backup of every replaced file on each host, the VIP holder last →
@@ -18,17 +18,16 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::checks::{Check, Expectations, Status};
+use super::checks::Expectations;
 use super::error::ActionError;
-use super::preflight::{self, Rules};
+use super::preflight;
 use super::progress::Progress;
 use super::rollout;
 use super::session::{Connector, Session, SessionOptions};
-use crate::host::facts::Ownership;
 use crate::host::files::PushReport;
 use crate::host::layout::BACKUP_DIR;
 use crate::pki::{self, Renewal};
-use crate::plan::{Host, Plan};
+use crate::plan::Plan;
 use crate::transport::Remote;
 
 /// Everything `certs renew` can be told.
@@ -62,29 +61,6 @@ pub struct RenewReport {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
-/// `certs renew`'s rules: it changes a running cluster, so every host must be one kubeha set up
-/// for this cluster, with the role and etcd members it has now.
-pub struct RenewRules;
-
-impl Rules for RenewRules {
-    fn host(&self, plan: &Plan, host: &Host, ownership: &Ownership) -> Vec<Check> {
-        match ownership {
-            Ownership::Ours(_) => super::checks::membership(plan, host, ownership).into_iter().collect(),
-            _ => vec![Check::new(
-                &host.name,
-                "membership",
-                Status::Fail,
-                "kubeha has not set this host up for this cluster: certs renew works on a running cluster; \
-                 run kubeha init first",
-            )],
-        }
-    }
-
-    fn cluster(&self, _plan: &Plan, ownerships: &[(&Host, Ownership)]) -> Vec<Check> {
-        super::checks::cluster_membership(ownerships).into_iter().collect()
-    }
-}
-
 /// Runs `certs renew` on the hosts `connector` reaches.
 pub async fn renew<C: Connector>(
     plan: &Plan,
@@ -114,7 +90,8 @@ async fn phases<R: Remote>(
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
         also_cluster_id: None,
     };
-    let found = preflight::run(session, vip, &expect, &RenewRules).await.passed()?;
+    let found =
+        preflight::run(session, vip, &expect, &preflight::RunningCluster { command: "certs renew" }).await.passed()?;
     session.lap("preflight");
 
     let at = super::snapshot::stamp(OffsetDateTime::now_utc());
@@ -278,7 +255,7 @@ mod tests {
             .await
             .unwrap_err();
         let ActionError::Preflight { checks } = &err else { panic!("{err}") };
-        assert!(checks.iter().any(|c| c.status == Status::Fail && c.detail.contains("run kubeha init first")));
+        assert!(checks.iter().any(|c| c.status == crate::actions::checks::Status::Fail && c.detail.contains("run kubeha init first")));
         assert!(changes(&hosts).is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! 2. `reissue`: every leaf certificate and kubeconfig is re-issued from the new CA;
 //! 3. `trust-new`: the old CA is dropped from every bundle.
 //!
-//! Each stage is: preflight with [`RotateRules`] (fresh: it finds the VIP holder, who is rolled
+//! Each stage is: preflight with [`preflight::RunningCluster`] (fresh: it finds the VIP holder, who is rolled
 //! last, and what each host has) → the stage applied in the state directory → re-issue what it
 //! asks → [`rollout::certificates`] (one control plane at a time behind the health gates, a
 //! backup of every replaced file per stage) → the next stage recorded. An etcd snapshot is
@@ -19,18 +19,17 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::checks::{Check, Expectations, Status};
+use super::checks::Expectations;
 use super::error::ActionError;
-use super::preflight::{self, Rules};
+use super::preflight;
 use super::progress::Progress;
 use super::rollout;
 use super::session::{Connector, Session, SessionOptions};
-use crate::host::facts::Ownership;
 use crate::host::files::PushReport;
 use crate::host::layout::BACKUP_DIR;
 use crate::pki::rotation::{self, Ca, Rotation, Stage};
 use crate::pki::{self, PkiError, Renewal};
-use crate::plan::{Host, Plan};
+use crate::plan::Plan;
 use crate::transport::Remote;
 
 /// Everything `certs rotate-ca` can be told.
@@ -74,29 +73,6 @@ pub struct RotateReport {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
-/// `certs rotate-ca`'s rules: it changes a running cluster, so every host must be one kubeha set
-/// up for this cluster, with the role and etcd members it has now.
-pub struct RotateRules;
-
-impl Rules for RotateRules {
-    fn host(&self, plan: &Plan, host: &Host, ownership: &Ownership) -> Vec<Check> {
-        match ownership {
-            Ownership::Ours(_) => super::checks::membership(plan, host, ownership).into_iter().collect(),
-            _ => vec![Check::new(
-                &host.name,
-                "membership",
-                Status::Fail,
-                "kubeha has not set this host up for this cluster: certs rotate-ca works on a running cluster; \
-                 run kubeha init first",
-            )],
-        }
-    }
-
-    fn cluster(&self, _plan: &Plan, ownerships: &[(&Host, Ownership)]) -> Vec<Check> {
-        super::checks::cluster_membership(ownerships).into_iter().collect()
-    }
-}
-
 /// Runs `certs rotate-ca` on the hosts `connector` reaches.
 pub async fn rotate<C: Connector>(
     plan: &Plan,
@@ -124,7 +100,9 @@ async fn check<R: Remote>(
         cluster_id: pki::existing_cluster_id(session.state_dir())?,
         also_cluster_id: rotation::other_cluster_id(session.state_dir())?,
     };
-    let found = preflight::run(session, vip, &expect, &RotateRules).await.passed()?;
+    let found = preflight::run(session, vip, &expect, &preflight::RunningCluster { command: "certs rotate-ca" })
+        .await
+        .passed()?;
     session.lap("preflight");
     Ok(found)
 }
