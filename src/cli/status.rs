@@ -57,11 +57,18 @@ impl Args {
         };
         let last = super::remote::runtime()?.block_on(async {
             let mut last: Option<Report> = None;
+            // One listener for the whole watch: a Ctrl-C that arrives while a report is printed
+            // is kept for the next `recv`, where a new `ctrl_c()` each time would miss it. A
+            // single report keeps Ctrl-C's default (the process ends at once).
+            let mut interrupt = match self.watch {
+                true => Some(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?),
+                false => None,
+            };
             loop {
                 let report = if self.watch {
                     tokio::select! {
                         r = once() => r?,
-                        _ = tokio::signal::ctrl_c() => return anyhow::Ok(last),
+                        _ = interrupt.as_mut().expect("watching").recv() => return anyhow::Ok(last),
                     }
                 } else {
                     once().await?
@@ -85,7 +92,7 @@ impl Args {
                 }
                 tokio::select! {
                     () = tokio::time::sleep(self.interval) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(last),
+                    _ = interrupt.as_mut().expect("watching").recv() => return Ok(last),
                 }
             }
         })?;
