@@ -78,8 +78,12 @@ pub fn create_mount_points() -> Result<Vec<PathBuf>, LabError> {
     for d in PRIVATE_DIRS {
         let path = Path::new(d);
         if !path.exists() {
-            std::fs::create_dir(path).map_err(|source| LabError::Io { path: path.to_path_buf(), source })?;
-            created.push(path.to_path_buf());
+            match std::fs::create_dir(path) {
+                Ok(()) => created.push(path.to_path_buf()),
+                // Another lab coming up at the same time made it: that lab removes it.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(LabError::Io { path: path.to_path_buf(), source }),
+            }
         }
     }
     Ok(created)
