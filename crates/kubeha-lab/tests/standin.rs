@@ -293,7 +293,13 @@ fn apiserver_stores_server_side_applies_in_etcd() {
         lab.curl(&all)
     };
     let url = format!("https://127.0.0.1:6443{}", coredns.path());
-    assert_eq!(curl_as_masters(&["-X", "DELETE", &url]), (0, "405".to_string()));
+    assert_eq!(curl_as_masters(&["-X", "POST", "-d", "{}", &url]), (0, "405".to_string()));
+    // DELETE of one object (as remove-node deletes a worker's Node): gone afterwards, then 404.
+    let doomed = "https://127.0.0.1:6443/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kubeadm:get-nodes";
+    assert_eq!(curl_as_masters(&[doomed]), (0, "200".to_string()));
+    assert_eq!(curl_as_masters(&["-X", "DELETE", doomed]), (0, "200".to_string()));
+    assert_eq!(curl_as_masters(&[doomed]), (0, "404".to_string()));
+    assert_eq!(curl_as_masters(&["-X", "DELETE", doomed]), (0, "404".to_string()));
     let merge = ["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "-d", "{}", &url];
     assert_eq!(curl_as_masters(&merge), (0, "415".to_string()));
     let no_manager = ["-X", "PATCH", "-H", "Content-Type: application/apply-patch+yaml", "-d", "{}", &url];
