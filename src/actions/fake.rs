@@ -35,6 +35,26 @@ pub fn plan() -> Plan {
     crate::inventory::parse(INVENTORY, std::path::Path::new("/")).expect("the test inventory is valid")
 }
 
+/// The test cluster as `init` leaves it: a state directory with the PKI, and every host with its
+/// rendered files and marker (as preflight finds the in-memory hosts: containerd's socket).
+pub fn installed() -> (Plan, MemoryConnector, tempfile::TempDir) {
+    let plan = plan();
+    let hosts = MemoryConnector::new(&plan);
+    let state = tempfile::tempdir().unwrap();
+    crate::pki::generate(&plan, state.path()).unwrap();
+    let mut found = plan.clone();
+    for host in &mut found.hosts {
+        host.node.cri_socket = Some("unix:///run/containerd/containerd.sock".into());
+    }
+    let files = crate::render::render(&found, &crate::pki::load(&plan, state.path()).unwrap()).unwrap();
+    for (host, files) in &files {
+        for f in files {
+            hosts.host(host).insert_file(&f.path, f.mode, 0, 0, f.content.clone());
+        }
+    }
+    (plan, hosts, state)
+}
+
 /// One in-memory host per plan host; `unreachable` hosts fail to connect.
 pub struct MemoryConnector {
     pub hosts: BTreeMap<String, Arc<MemoryRemote>>,

@@ -153,26 +153,6 @@ mod tests {
         }
     }
 
-    /// The test cluster as `init` leaves it: every host has its rendered files and marker.
-    fn installed() -> (Plan, MemoryConnector, tempfile::TempDir) {
-        let plan = fake::plan();
-        let hosts = MemoryConnector::new(&plan);
-        let state = tempfile::tempdir().unwrap();
-        crate::pki::generate(&plan, state.path()).unwrap();
-        // As preflight finds the in-memory hosts: containerd's socket.
-        let mut found = plan.clone();
-        for host in &mut found.hosts {
-            host.node.cri_socket = Some("unix:///run/containerd/containerd.sock".into());
-        }
-        let files = crate::render::render(&found, &crate::pki::load(&plan, state.path()).unwrap()).unwrap();
-        for (host, files) in &files {
-            for f in files {
-                hosts.host(host).insert_file(&f.path, f.mode, 0, 0, f.content.clone());
-            }
-        }
-        (plan, hosts, state)
-    }
-
     fn written(report: &RenewReport, host: &str) -> Vec<String> {
         let (_, pushed) = report.pushed.iter().find(|(h, _)| h == host).unwrap();
         pushed.written.iter().map(|p| p.display().to_string()).collect()
@@ -193,7 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dry_run_lists_every_renewal_and_the_files_each_host_would_get_and_changes_nothing() {
-        let (plan, hosts, state) = installed();
+        let (plan, hosts, state) = fake::installed();
         let targets = crate::pki::renewal_targets(&plan, &["all".into()], &[]).unwrap();
         let targets: Vec<String> = targets.iter().map(|p| p.display().to_string()).collect();
         let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
@@ -218,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kubeconfig_only_renewal_restarts_exactly_the_pods_that_mount_it() {
-        let (plan, hosts, state) = installed();
+        let (plan, hosts, state) = fake::installed();
         let targets = crate::pki::renewal_targets(&plan, &["scheduler.conf".into()], &["cp3".into()]).unwrap();
         let targets: Vec<String> = targets.iter().map(|p| p.display().to_string()).collect();
         let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
@@ -233,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_snapshot_comes_before_anything_is_issued_or_written() {
-        let (plan, hosts, state) = installed();
+        let (plan, hosts, state) = fake::installed();
         let before = std::fs::read(state.path().join("admin.conf")).unwrap();
         // Nothing serves etcd on the in-memory hosts: no snapshot, so nothing happens.
         let err = renew(&plan, state.path(), &options(&["admin.conf"], false), &hosts, &Progress::hidden())

@@ -219,25 +219,6 @@ mod tests {
         }
     }
 
-    /// The test cluster as `init` leaves it: every host has its rendered files and marker.
-    fn installed() -> (Plan, MemoryConnector, tempfile::TempDir) {
-        let plan = fake::plan();
-        let hosts = MemoryConnector::new(&plan);
-        let state = tempfile::tempdir().unwrap();
-        crate::pki::generate(&plan, state.path()).unwrap();
-        let mut found = plan.clone();
-        for host in &mut found.hosts {
-            host.node.cri_socket = Some("unix:///run/containerd/containerd.sock".into());
-        }
-        let files = crate::render::render(&found, &crate::pki::load(&plan, state.path()).unwrap()).unwrap();
-        for (host, files) in &files {
-            for f in files {
-                hosts.host(host).insert_file(&f.path, f.mode, 0, 0, f.content.clone());
-            }
-        }
-        (plan, hosts, state)
-    }
-
     fn writes(hosts: &MemoryConnector) -> Vec<(String, Call)> {
         hosts
             .hosts
@@ -254,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dry_run_lists_the_three_stages_and_what_each_host_would_get_and_changes_nothing() {
-        let (plan, hosts, state) = installed();
+        let (plan, hosts, state) = fake::installed();
         let before = std::fs::read(state.path().join("pki/ca.crt")).unwrap();
         let report = rotate(&plan, state.path(), &options(true, None), &hosts, &Progress::hidden()).await.unwrap();
         let stages: Vec<Stage> = report.stages.iter().map(|s| s.stage).collect();
@@ -278,7 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stage_that_stops_is_recorded_and_the_rerun_continues_there_with_hosts_of_either_ca() {
-        let (plan, hosts, state) = installed();
+        let (plan, hosts, state) = fake::installed();
         let old_ca = std::fs::read(state.path().join("pki/ca.crt")).unwrap();
         // Nothing answers health checks on the in-memory hosts: the worker is written (all at
         // once), and the gate before the first control plane stops the stage.
