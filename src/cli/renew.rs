@@ -33,25 +33,32 @@ pub struct Args {
     /// Connect, run preflight and list what would be renewed and written; change nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    rollout: RolloutArgs,
+}
+
+/// What `certs renew` and `certs rotate-ca` share: how their roll-outs run and report.
+#[derive(Debug, clap::Args)]
+pub struct RolloutArgs {
     /// Do not take an etcd snapshot into the state directory first.
     #[arg(long)]
-    no_snapshot: bool,
+    pub no_snapshot: bool,
     /// Take over the hosts' locks even if another kubeha run holds them (only when that run is
     /// known to have ended).
     #[arg(long)]
-    force_lock: bool,
+    pub force_lock: bool,
     /// How long to wait for each control plane's etcd and apiserver to be healthy again.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    timeout: Duration,
+    pub timeout: Duration,
     /// The longest the hosts' kubelets may take to restart a static pod after its manifest
     /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
     /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
     /// long) before checking that host's health.
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    kubelet_sync: Duration,
+    pub kubelet_sync: Duration,
     /// Output format of the result (progress and warnings stay on stderr).
     #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
-    output: super::Format,
+    pub output: super::Format,
 }
 
 /// A name on the command line that is not one of kubeadm's, or a host not in the inventory.
@@ -76,18 +83,18 @@ impl Args {
             session: SessionOptions {
                 parallel: self.remote.parallel(),
                 dry_run: self.dry_run,
-                wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
-                kubelet_sync: self.kubelet_sync,
+                wait: WaitOptions { timeout: self.rollout.timeout, interval: Duration::from_secs(1) },
+                kubelet_sync: self.rollout.kubelet_sync,
                 host_lock: Some(crate::actions::session::HostLockOptions {
                     command: "kubeha certs renew".into(),
-                    ttl: super::init::lock_ttl(&plan, self.timeout, self.kubelet_sync),
-                    force: self.force_lock,
+                    ttl: super::init::lock_ttl(&plan, self.rollout.timeout, self.rollout.kubelet_sync),
+                    force: self.rollout.force_lock,
                 }),
             },
             max_clock_skew: self.remote.max_clock_skew,
             targets,
             new_keys: self.new_keys,
-            no_snapshot: self.no_snapshot,
+            no_snapshot: self.rollout.no_snapshot,
         };
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
@@ -122,13 +129,13 @@ impl Args {
     }
 
     fn print(&self, report: &RenewReport) -> anyhow::Result<()> {
-        if !matches!(self.output, super::Format::Text) {
+        if !matches!(self.rollout.output, super::Format::Text) {
             let extra = serde_json::json!({
                 "renewed": report.renewed, "resumed": report.resumed, "snapshot": report.snapshot, "backup": report.backup,
             });
             let json =
                 super::change_report(self.dry_run, &report.pushed, (report.work, report.waited, &report.phases), extra);
-            return super::print_report(self.output, &json, String::new);
+            return super::print_report(self.rollout.output, &json, String::new);
         }
         if let Some(started) = &report.resumed {
             eprintln!("continuing the renewal started at {started}: its certificates were already issued");

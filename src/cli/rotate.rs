@@ -26,25 +26,8 @@ pub struct Args {
     /// Connect, run preflight and list the stages with what each host would get; change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Do not take an etcd snapshot into the state directory first.
-    #[arg(long)]
-    no_snapshot: bool,
-    /// Take over the hosts' locks even if another kubeha run holds them (only when that run is
-    /// known to have ended).
-    #[arg(long)]
-    force_lock: bool,
-    /// How long to wait for each control plane's etcd and apiserver to be healthy again.
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    timeout: Duration,
-    /// The longest the hosts' kubelets may take to restart a static pod after its manifest
-    /// changed (their fileCheckFrequency). Control planes whose pods must restart are rolled one
-    /// at a time; kubeha waits until each restarting pod's old process is replaced (at most this
-    /// long) before checking that host's health.
-    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    kubelet_sync: Duration,
-    /// Output format of the result (progress and warnings stay on stderr).
-    #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
-    output: super::Format,
+    #[command(flatten)]
+    rollout: super::renew::RolloutArgs,
 }
 
 /// A `--ca` that is not one of the cluster's CAs.
@@ -64,18 +47,18 @@ impl Args {
             session: SessionOptions {
                 parallel: self.remote.parallel(),
                 dry_run: self.dry_run,
-                wait: WaitOptions { timeout: self.timeout, interval: Duration::from_secs(1) },
-                kubelet_sync: self.kubelet_sync,
+                wait: WaitOptions { timeout: self.rollout.timeout, interval: Duration::from_secs(1) },
+                kubelet_sync: self.rollout.kubelet_sync,
                 host_lock: Some(crate::actions::session::HostLockOptions {
                     command: "kubeha certs rotate-ca".into(),
                     // Three roll-outs, each as long as one of init's at most.
-                    ttl: super::init::lock_ttl(&plan, self.timeout, self.kubelet_sync) * 3,
-                    force: self.force_lock,
+                    ttl: super::init::lock_ttl(&plan, self.rollout.timeout, self.rollout.kubelet_sync) * 3,
+                    force: self.rollout.force_lock,
                 }),
             },
             max_clock_skew: self.remote.max_clock_skew,
             cas,
-            no_snapshot: self.no_snapshot,
+            no_snapshot: self.rollout.no_snapshot,
         };
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
@@ -113,7 +96,7 @@ impl Args {
     }
 
     fn print(&self, report: &RotateReport) -> anyhow::Result<()> {
-        if !matches!(self.output, super::Format::Text) {
+        if !matches!(self.rollout.output, super::Format::Text) {
             let stages: Vec<serde_json::Value> = report
                 .stages
                 .iter()
@@ -134,7 +117,7 @@ impl Args {
                 "workSeconds": report.work.as_secs_f64(),
                 "waitedSeconds": report.waited.as_secs_f64(),
             });
-            return super::print_report(self.output, &json, String::new);
+            return super::print_report(self.rollout.output, &json, String::new);
         }
         if let Some(stage) = report.resumed {
             eprintln!(
