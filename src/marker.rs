@@ -19,7 +19,8 @@ pub struct HostMarker {
     pub cluster_id: String,
     pub host: String,
     pub role: String,
-    /// The control planes (etcd members) of the cluster when the marker was written.
+    /// The control planes (etcd members) of the cluster when a control plane's marker was
+    /// written; workers' markers leave it empty (earlier versions wrote it there too).
     #[serde(default)]
     pub control_planes: Vec<String>,
     /// Every file kubeha manages on this host, so a later run can remove those it no longer

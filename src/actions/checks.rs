@@ -128,8 +128,11 @@ pub fn membership(plan: &Plan, host: &Host, ownership: &Ownership) -> Option<Che
             ),
         ));
     }
+    // Only a control plane's marker speaks for the members: a worker takes no part in etcd, and
+    // membership changes leave workers untouched (their markers from earlier versions may name
+    // the members of that time).
     let now: Vec<&str> = plan.control_planes().map(|h| h.name.as_str()).collect();
-    if !marker.control_planes.is_empty() && marker.control_planes != now {
+    if host.role == Role::ControlPlane && !marker.control_planes.is_empty() && marker.control_planes != now {
         return Some(Check::new(
             &host.name,
             "membership",
@@ -551,6 +554,12 @@ mod tests {
         );
         f.marker = Some(marker("worker", "cp1, cp2, cp3"));
         assert!(failed(&f, 3).is_empty(), "a worker of the same cluster passes");
+        // A worker takes no part in etcd: the members its marker names (earlier versions wrote
+        // them) do not matter, so joining or removing a control plane can leave workers alone.
+        f.marker = Some(marker("worker", "cp1, cp2, cp3, cp4, cp5"));
+        assert!(failed(&f, 3).is_empty(), "a worker's marker naming other members passes");
+        f.marker = Some(marker("worker", ""));
+        assert!(failed(&f, 3).is_empty(), "a worker's marker naming no members passes");
 
         let hosts: Vec<(&Host, Ownership)> = vec![
             (&plan.hosts[0], crate::host::facts::ownership(&f, Some("sha256:1234"))),

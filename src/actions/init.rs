@@ -115,8 +115,8 @@ async fn phases<R: Remote>(
         warnings: found.warnings(),
         expiring,
         certificates_changed: generated.created.len() + generated.renewed.len(),
-        work: started.elapsed() - rollout.waited,
-        waited: rollout.waited,
+        work: Duration::ZERO,
+        waited: Duration::ZERO,
         phases: Vec::new(),
         objects: Vec::new(),
         object_count: 0,
@@ -124,15 +124,15 @@ async fn phases<R: Remote>(
     let (own, cni) = (crate::objects::kubeha_objects(plan, &pki), crate::objects::cni_objects(plan));
     report.object_count = own.len() + cni.len();
     if !session.options.dry_run {
-        let waiting = Instant::now();
-        health.cluster(session).await?;
-        report.waited += waiting.elapsed();
+        session.waiting(health.cluster(session)).await?;
         session.lap("wait");
         if let Some((host, remote)) = session.control_planes().next() {
             report.objects = super::objects::apply(session, host, remote, &pki, &own, &cni).await?;
         }
         session.lap("objects");
     }
+    report.waited = session.waited();
+    report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();
     Ok(report)
 }

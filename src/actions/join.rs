@@ -64,7 +64,8 @@ pub struct JoinReport {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
-/// Joins the hosts named `names` (all in `plan`) to the running cluster.
+/// Joins the hosts named `names` (all in `plan`) to the running cluster. Only the control planes
+/// and the named hosts are worked on ([`membership::scope`]).
 pub async fn join_node<C: Connector>(
     plan: &Plan,
     names: &[String],
@@ -74,7 +75,8 @@ pub async fn join_node<C: Connector>(
     progress: &Progress,
 ) -> Result<JoinReport, ActionError> {
     let started = Instant::now();
-    let mut session = Session::open(plan, state_dir, options.session.clone(), connector, progress).await?;
+    let scope = membership::scope(plan, names);
+    let mut session = Session::open(&scope, state_dir, options.session.clone(), connector, progress).await?;
     let result = phases(&mut session, names, options, started).await;
     session.close(connector).await;
     result
@@ -198,7 +200,6 @@ async fn phases<R: Remote>(
         step: "forgetting an earlier removal in the state directory".into(),
         detail: e.to_string(),
     })?;
-    let mut waited = Duration::ZERO;
     let workers: Vec<String> = plan.workers().filter(|h| names.contains(&h.name)).map(|h| h.name.clone()).collect();
     if !workers.is_empty() {
         let running = found.with_node_settings(&membership::running_plan(plan, &members, &found, &workers));
@@ -217,7 +218,7 @@ async fn phases<R: Remote>(
     for host in order {
         let shared = Shared { found: &found, etcd: &etcd, pki: &pki, workers: &workers };
         let joined = join_control_plane(session, &shared, host, &mut initials, &mut report).await;
-        waited += joined.map_err(|e| ActionError::Step {
+        joined.map_err(|e| ActionError::Step {
             host: host.name.clone(),
             step: "joining as a control plane".into(),
             source: Box::new(e),
@@ -226,20 +227,17 @@ async fn phases<R: Remote>(
     }
 
     // The whole cluster, as it now runs, healthy.
-    let waiting = Instant::now();
     let (_, _, members) = etcd.members(session, plan, &[]).await?;
     let now = membership::running_plan(plan, &members, &found, &workers);
     let health = Health::new(&now, &pki, interval)?;
-    health.cluster(session).await?;
-    waited += waiting.elapsed();
+    session.waiting(health.cluster(session)).await?;
     session.lap("wait");
-    report.work = started.elapsed().saturating_sub(waited);
-    report.waited = waited;
+    report.waited = session.waited();
+    report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();
     Ok(report)
 }
 
-/// Steps 1–6 of the module's sequence for one control plane; returns the time spent waiting.
 /// What every control plane's join shares.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
@@ -256,7 +254,7 @@ async fn join_control_plane<R: Remote>(
     host: &Host,
     initials: &mut BTreeMap<String, crate::plan::EtcdInitial>,
     report: &mut JoinReport,
-) -> Result<Duration, ActionError> {
+) -> Result<(), ActionError> {
     let (plan, progress) = (session.plan, session.progress);
     let Shared { found, etcd, pki, workers } = *shared;
     let remote = session.connected().find(|(h, _)| h.name == host.name).map(|(_, r)| r).ok_or_else(|| {
@@ -275,7 +273,6 @@ async fn join_control_plane<R: Remote>(
             h.node.etcd_initial = Some(initial.clone());
         }
     }
-    let mut waited = Duration::ZERO;
     let standing = membership::standing(&members, host);
     let id = match standing {
         Standing::Voting { id } => {
@@ -317,17 +314,16 @@ async fn join_control_plane<R: Remote>(
 
     // 3. Promotion once caught up.
     if !matches!(standing, Standing::Voting { .. }) {
-        let waiting = Instant::now();
         progress.step(&host.name, "waiting for its etcd learner to catch up");
         let deadline = Instant::now() + session.options.wait.timeout;
         let promoter = EtcdPromoter { etcd, via: (via, via_remote), learner: (host, remote), id };
-        membership::promote_when_caught_up(&promoter, &host.name, deadline, etcd.interval(), |m| {
-            progress.detail(&host.name, m)
-        })
-        .await?;
+        session
+            .waiting(membership::promote_when_caught_up(&promoter, &host.name, deadline, etcd.interval(), |m| {
+                progress.detail(&host.name, m)
+            }))
+            .await?;
         progress.step(&host.name, "etcd member promoted to voting");
         report.etcd_steps.push(format!("{}: etcd learner added through {} and promoted", host.name, via.name));
-        waited += waiting.elapsed();
     }
 
     // 4. The control-plane pods and haproxy, waited for.
@@ -336,13 +332,11 @@ async fn join_control_plane<R: Remote>(
         rollout::converge(session, &second, &none, &quick, &NoGates).await.map_err(step("writing its static pods"))?;
     report.pushed.extend(pushed.reports);
     let health = Health::new(&running, pki, session.options.wait.interval)?;
-    let waiting = Instant::now();
     let deadline = Instant::now() + session.options.wait.timeout;
-    health
-        .control_plane(host, remote, deadline, progress)
+    session
+        .waiting(health.control_plane(host, remote, deadline, progress))
         .await
         .map_err(|e| step("waiting for its etcd and kube-apiserver")(e.into()))?;
-    waited += waiting.elapsed();
 
     // 5. Every other member learns of it, one control plane at a time, the VIP holder last.
     let mut others: BTreeMap<String, Vec<File>> = files.clone();
@@ -355,7 +349,6 @@ async fn join_control_plane<R: Remote>(
     let rolled = rollout::converge(session, &others, &previous, &policy, &gates)
         .await
         .map_err(step("updating the other hosts"))?;
-    waited += rolled.waited;
     report.pushed.extend(rolled.reports.into_iter().filter(|(h, _)| *h != host.name));
 
     // 6. Its keepalived, now that every peer knows it; files a previous marker lists and this
@@ -365,10 +358,9 @@ async fn join_control_plane<R: Remote>(
         found.previous_files().into_iter().filter(|(h, _)| *h == host.name).collect();
     let pushed =
         rollout::converge(session, &full, &previous, &quick, &health).await.map_err(step("starting its keepalived"))?;
-    waited += pushed.waited;
     report.pushed.extend(pushed.reports);
     progress.finish(&host.name, "joined");
-    Ok(waited)
+    Ok(())
 }
 
 /// What a dry run shows: the files every host of the cluster would have once the named hosts

@@ -49,6 +49,14 @@ pub fn standing(members: &[Member], host: &Host) -> Standing {
     }
 }
 
+/// The hosts a membership change works on: every control plane (etcd members, load balancers,
+/// apiservers) and the named hosts. Other workers are left alone, not even connected to: a
+/// worker's files do not depend on the members (the render guarantees it), so joining or
+/// removing a host changes nothing on them.
+pub fn scope(plan: &Plan, names: &[String]) -> Plan {
+    plan.with_hosts(|h| h.role == Role::ControlPlane || names.contains(&h.name))
+}
+
 /// The cluster as it runs: the inventory's control planes that are etcd voting members, the
 /// workers whose marker says they belong to it, plus `joining` (hosts being added now).
 pub fn running_plan(plan: &Plan, members: &[Member], found: &Outcome, joining: &[String]) -> Plan {

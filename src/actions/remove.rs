@@ -69,7 +69,8 @@ pub async fn remove_node<C: Connector>(
     progress: &Progress,
 ) -> Result<RemoveReport, ActionError> {
     let started = Instant::now();
-    let mut session = Session::open(plan, state_dir, options.session.clone(), connector, progress).await?;
+    let scope = membership::scope(plan, &[name.to_string()]);
+    let mut session = Session::open(&scope, state_dir, options.session.clone(), connector, progress).await?;
     let result = phases(&mut session, name, options, started).await;
     session.close(connector).await;
     result
@@ -192,7 +193,6 @@ async fn phases<R: Remote>(
         Some((_, Ownership::Ours(marker))) => marker.files.clone(),
         _ => Vec::new(),
     };
-    let mut waited = Duration::ZERO;
     let step = |what: &'static str| {
         move |e: ActionError| ActionError::Step { host: name.to_string(), step: what.into(), source: Box::new(e) }
     };
@@ -221,11 +221,10 @@ async fn phases<R: Remote>(
                 .await
                 .map_err(|e| step("stopping its keepalived")(ActionError::host("removing files", e)))?;
             if holds {
-                let waiting = Instant::now();
-                membership::wait_vip_elsewhere(session, &after, name)
+                session
+                    .waiting(membership::wait_vip_elsewhere(session, &after, name))
                     .await
                     .map_err(|e| step("moving the VIP away")(e.into()))?;
-                waited += waiting.elapsed();
             }
             Cleanup::pods(&listed)
                 .run(remote)
@@ -244,7 +243,6 @@ async fn phases<R: Remote>(
         let rolled = rollout::converge(session, &files, &previous, &policy, &gates)
             .await
             .map_err(step("updating the other hosts"))?;
-        waited += rolled.waited;
         report.pushed = rolled.reports;
     } else {
         report.steps.push(format!("{name}: delete its Node object"));
@@ -271,13 +269,11 @@ async fn phases<R: Remote>(
             step: "recording the removal in the state directory".into(),
             detail: e.to_string(),
         })?;
-        let waiting = Instant::now();
-        health.endpoint(Instant::now() + session.options.wait.timeout, session.progress).await?;
-        waited += waiting.elapsed();
+        session.waiting(health.endpoint(Instant::now() + session.options.wait.timeout, session.progress)).await?;
     }
     session.lap("remove");
-    report.work = started.elapsed().saturating_sub(waited);
-    report.waited = waited;
+    report.waited = session.waited();
+    report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();
     Ok(report)
 }

@@ -121,10 +121,10 @@ async fn phases<R: Remote>(
     session.lap("certificates");
     let rollout = rollout::certificates(session, &found, &report.backup).await?;
     report.pushed = rollout.reports;
-    report.waited = rollout.waited;
     if !session.options.dry_run {
         pki::end_renewal(session.state_dir())?;
     }
+    report.waited = session.waited();
     report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();
     Ok(report)

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::ActionError;
 use super::preflight::Outcome;
@@ -88,8 +88,6 @@ pub trait Gates<R: Remote> {
 pub struct Rollout {
     /// Per host, in inventory order.
     pub reports: Vec<(String, PushReport)>,
-    /// Time spent on rolled hosts waiting for the kubelet and the gates.
-    pub waited: Duration,
 }
 
 /// Brings every connected host named in `files` in line with its files. `previous` is,
@@ -111,7 +109,7 @@ pub async fn converge<R: Remote, G: Gates<R>>(
         for (host, report) in &reports {
             progress.finish(host, report.summary(true));
         }
-        return Ok(Rollout { reports, waited: Duration::ZERO });
+        return Ok(Rollout { reports });
     }
 
     let (mut rolling, at_once): (Vec<_>, Vec<_>) =
@@ -135,20 +133,17 @@ pub async fn converge<R: Remote, G: Gates<R>>(
         return Err(ActionError::Hosts { step: "writing files", failures });
     }
 
-    let mut waited = Duration::ZERO;
     for (i, (host, remote, push)) in rolling.iter().enumerate() {
-        roll(session, host, *remote, push, gates, backup, &mut waited).await.map_err(|(written, source)| {
-            ActionError::Stopped {
-                host: host.name.clone(),
-                written,
-                rolled: rolling[..i].iter().map(|(h, _, _)| h.name.clone()).collect(),
-                untouched: rolling[i + 1..].iter().map(|(h, _, _)| h.name.clone()).collect(),
-                backup: policy.backup.clone(),
-                source: Box::new(source),
-            }
+        roll(session, host, *remote, push, gates, backup).await.map_err(|(written, source)| ActionError::Stopped {
+            host: host.name.clone(),
+            written,
+            rolled: rolling[..i].iter().map(|(h, _, _)| h.name.clone()).collect(),
+            untouched: rolling[i + 1..].iter().map(|(h, _, _)| h.name.clone()).collect(),
+            backup: policy.backup.clone(),
+            source: Box::new(source),
         })?;
     }
-    Ok(Rollout { reports, waited })
+    Ok(Rollout { reports })
 }
 
 /// Renders the PKI now in the session's state directory for the hosts preflight `found` and
@@ -166,12 +161,10 @@ pub async fn certificates<R: Remote>(
     session.lap("render");
     let health = Health::new(plan, &pki, session.options.wait.interval)?;
     let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan)).backup(backup);
-    let mut rollout = converge(session, &files, &found.previous_files(), &policy, &health).await?;
+    let rollout = converge(session, &files, &found.previous_files(), &policy, &health).await?;
     session.lap("push");
     if !session.options.dry_run {
-        let waiting = Instant::now();
-        health.cluster(session).await?;
-        rollout.waited += waiting.elapsed();
+        session.waiting(health.cluster(session)).await?;
         session.lap("wait");
     }
     Ok(rollout)
@@ -186,12 +179,9 @@ async fn roll<R: Remote, G: Gates<R>>(
     push: &HostPush<'_>,
     gates: &G,
     backup: Option<&Path>,
-    waited: &mut Duration,
 ) -> Result<(), (bool, ActionError)> {
     let progress = session.progress;
-    let waiting = Instant::now();
-    gates.before(session, host).await.map_err(|e| (false, e))?;
-    *waited += waiting.elapsed();
+    session.waiting(gates.before(session, host)).await.map_err(|e| (false, e))?;
     progress.note(format!("{}: restarting {} (one host at a time)", host.name, push.restarting_pods().join(", ")));
     if let Some(dir) = backup {
         // Nothing is written before the backup is complete: a failure here leaves the host as it was.
@@ -206,10 +196,13 @@ async fn roll<R: Remote, G: Gates<R>>(
         false => pods::processes(remote, &watched).await.map_err(|e| (false, ActionError::host("listing pods", e)))?,
     };
     write_host(session, host, remote, push, None).await.map_err(|e| (true, ActionError::host("writing files", e)))?;
-    let waiting = Instant::now();
-    await_restarts(session, host, remote, &watched, before.as_deref()).await.map_err(|e| (true, e))?;
-    gates.after(session, host, remote).await.map_err(|e| (true, e))?;
-    *waited += waiting.elapsed();
+    session
+        .waiting(async {
+            await_restarts(session, host, remote, &watched, before.as_deref()).await?;
+            gates.after(session, host, remote).await
+        })
+        .await
+        .map_err(|e| (true, e))?;
     progress.step(&host.name, push.report().summary(false));
     Ok(())
 }
@@ -356,19 +349,16 @@ async fn write_host<R: Remote>(
 
 /// Tells the running load balancer to take up the configuration just written
 /// ([`RELOADED_IN_PLACE`]) instead of restarting its pods, and waits until haproxy serves from
-/// new workers. A pod whose manifest was written too is (re)started by the kubelet with the new
-/// configuration and is left alone.
+/// new workers. Only pods whose manifest the host has and keeps are told: a pod whose manifest
+/// was written too is (re)started by the kubelet with the new configuration, and one whose
+/// manifest is not there yet reads it when it starts.
 async fn reload_in_place<R: Remote>(
     session: &Session<'_, R>,
     host: &Host,
     remote: &R,
     push: &HostPush<'_>,
 ) -> Result<(), TransportError> {
-    let written = |path: &Path| push.changes.iter().any(|f| f.path == path);
-    let pods: Vec<&str> = RELOADED_IN_PLACE
-        .iter()
-        .filter_map(|(path, pod)| pod.filter(|pod| written(Path::new(path)) && !written(Path::new(&manifest(pod)))))
-        .collect();
+    let pods = reload_targets(push);
     if pods.is_empty() {
         return Ok(());
     }
@@ -387,12 +377,26 @@ async fn reload_in_place<R: Remote>(
     session.progress.step(&host.name, format!("reloading {}", pods.join(", ")));
     let told = pods::reload(remote, &pods).await?;
     if let Some(before) = before.filter(|_| told.iter().any(|t| haproxy.iter().any(|w| &w.pod == t))) {
-        let pending = pods::wait_restarted(remote, &haproxy, &before, limit, Duration::from_millis(250)).await?;
+        let interval = Duration::from_millis(250);
+        let pending = session.waiting(pods::wait_restarted(remote, &haproxy, &before, limit, interval)).await?;
         if !pending.is_empty() {
             tracing::warn!("{}: {} not seen reloading within {}s", host.name, pending.join(", "), limit.as_secs());
         }
     }
     Ok(())
+}
+
+/// The pods [`reload_in_place`] tells: a configuration of theirs was written, their manifest
+/// is on the host and kept.
+fn reload_targets(push: &HostPush<'_>) -> Vec<&'static str> {
+    let written = |path: &Path| push.changes.iter().any(|f| f.path == path);
+    let kept = |pod: &str| push.kept.iter().any(|p| *p == Path::new(&manifest(pod)));
+    let mut pods: Vec<&'static str> = RELOADED_IN_PLACE
+        .iter()
+        .filter_map(|(path, pod)| pod.filter(|pod| written(Path::new(path)) && kept(pod)))
+        .collect();
+    pods.dedup();
+    pods
 }
 
 #[cfg(test)]
@@ -450,6 +454,26 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    #[test]
+    fn only_running_load_balancer_pods_whose_configuration_changed_are_reloaded() {
+        use crate::host::layout::{HAPROXY_CFG, KEEPALIVED_CONF};
+        let (cfg, conf) = (File::new(HAPROXY_CFG, 0o644, "new"), File::new(KEEPALIVED_CONF, 0o644, "new"));
+        let haproxy = File::new(manifest("haproxy"), 0o600, "pod");
+        fn push<'f>(changes: Vec<&'f File>, kept: &[&str]) -> HostPush<'f> {
+            let kept = kept.iter().map(|p| PathBuf::from(manifest(p))).collect();
+            HostPush { changes, retired: Vec::new(), unchanged: 0, restarting: Vec::new(), kept }
+        }
+        let (cfg, conf, haproxy) = (&cfg, &conf, &haproxy);
+        // Both configurations changed, both pods run and keep their manifests.
+        assert_eq!(reload_targets(&push(vec![cfg, conf], &["haproxy", "keepalived"])), ["haproxy", "keepalived"]);
+        // Only haproxy's changed.
+        assert_eq!(reload_targets(&push(vec![cfg], &["haproxy", "keepalived"])), ["haproxy"]);
+        // Its manifest changes too: the kubelet restarts it with the new configuration.
+        assert!(reload_targets(&push(vec![cfg, haproxy], &["keepalived"])).is_empty());
+        // Not running yet (a joining control plane's first write): it reads it when it starts.
+        assert!(reload_targets(&push(vec![cfg, conf], &[])).is_empty());
     }
 
     struct Cluster {

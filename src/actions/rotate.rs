@@ -160,7 +160,6 @@ async fn phases<R: Remote>(
         session.lap(stage.name());
         let backup = Path::new(BACKUP_DIR).join(format!("{at}-{stage}"));
         let rollout = rollout::certificates(session, &found, &backup).await?;
-        report.waited += rollout.waited;
         report.stages.push(StageReport { stage, renewed, pushed: rollout.reports, backup });
         if stage.next().is_none() && rotation.cas.contains(&Ca::Kubernetes) && !session.options.dry_run {
             publish_ca(session).await?;
@@ -176,6 +175,7 @@ async fn phases<R: Remote>(
     if !session.options.dry_run {
         report.archived = Some(state_archive(session.state_dir(), &rotation));
     }
+    report.waited = session.waited();
     report.work = started.elapsed().saturating_sub(report.waited);
     report.phases = session.phases();
     Ok(report)

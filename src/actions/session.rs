@@ -101,6 +101,8 @@ pub struct Session<'p, R: Remote> {
     scratch: Option<Scratch>,
     phases: Mutex<Vec<(&'static str, Duration)>>,
     lap_started: Mutex<Instant>,
+    /// When the run waited on hosts (see [`Session::waiting`]).
+    waits: Mutex<Vec<(Instant, Instant)>>,
     _lock: Option<StateLock>,
     /// This run's holder on the hosts it locked.
     host_lock: Option<Holder>,
@@ -137,6 +139,7 @@ impl<'p, R: Remote> Session<'p, R> {
             scratch: None,
             phases: Mutex::new(Vec::new()),
             lap_started: Mutex::new(started),
+            waits: Mutex::new(Vec::new()),
             _lock: lock,
             host_lock: None,
         };
@@ -254,6 +257,41 @@ impl<'p, R: Remote> Session<'p, R> {
     pub fn phases(&self) -> Vec<(&'static str, Duration)> {
         self.phases.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Runs `wait`, a wait on hosts rather than work of kubeha's own (the kubelet restarting a
+    /// pod, a load balancer reloading, etcd catching up, health checks passing), and records
+    /// when it ran, so reports can tell the two apart ([`Session::waited`]).
+    pub async fn waiting<T>(&self, wait: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = wait.await;
+        self.waits.lock().unwrap_or_else(|e| e.into_inner()).push((started, Instant::now()));
+        out
+    }
+
+    /// How long the run has waited on hosts: the time covered by the waits so far, counted once
+    /// where waits on several hosts overlap.
+    pub fn waited(&self) -> Duration {
+        covered(&self.waits.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The time the intervals cover together.
+fn covered(intervals: &[(Instant, Instant)]) -> Duration {
+    let mut sorted = intervals.to_vec();
+    sorted.sort();
+    let mut total = Duration::ZERO;
+    let mut current: Option<(Instant, Instant)> = None;
+    for (start, end) in sorted {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(Duration::ZERO, |(s, e)| e - s)
 }
 
 enum LockFailure {
@@ -320,4 +358,21 @@ fn machine_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_waits_count_once() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        assert_eq!(covered(&[]), Duration::ZERO);
+        // Two hosts waited at once (100-300 and 200-400), then one alone (500-600).
+        let waits = [(at(500), at(600)), (at(100), at(300)), (at(200), at(400))];
+        assert_eq!(covered(&waits), Duration::from_millis(400));
+        // One wait inside another, and two that touch.
+        assert_eq!(covered(&[(at(0), at(100)), (at(10), at(20)), (at(100), at(150))]), Duration::from_millis(150));
+    }
 }

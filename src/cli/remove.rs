@@ -29,7 +29,7 @@ impl Args {
             max_clock_skew: self.change.remote.max_clock_skew,
             allow_even_members: self.allow_even_members,
         };
-        let progress = super::progress(&plan);
+        let progress = super::progress(&crate::actions::membership::scope(&plan, std::slice::from_ref(&self.name)));
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
         let connector = self.change.remote.connector(&credentials);
         let result = run(remove_node(&plan, &self.name, &state_dir, &options, &connector, &progress));

@@ -91,6 +91,8 @@ pub struct HostPush<'f> {
     /// Manifests of running static pods that are replaced or removed: those pods restart or
     /// stop.
     pub restarting: Vec<PathBuf>,
+    /// Manifests the host has and keeps as they are: those pods keep running.
+    pub kept: Vec<PathBuf>,
 }
 
 impl HostPush<'_> {
@@ -126,6 +128,7 @@ impl HostPush<'_> {
         self.changes.retain(|f| !kept(&f.path));
         self.unchanged += before - self.changes.len();
         self.retired.retain(|p| !kept(p));
+        self.kept.extend(restarting);
     }
 
     pub fn report(&self) -> PushReport {
@@ -149,10 +152,11 @@ impl HostPush<'_> {
         Ok(())
     }
 
-    /// Removes the retired files, then writes the changes: the files of one rank in one remote
-    /// command (each still written atomically), a rank only when the one before it is complete.
-    /// Removal comes first: until the new marker is written, the old one still lists what a cut
-    /// short run has yet to remove.
+    /// Removes the retired files, then writes the changes in one remote command: nothing is
+    /// renamed into place before every file arrived intact, and the renames go in write order
+    /// (the marker first, manifests last), so the kubelet never sees a manifest before the files
+    /// its pod needs. Removal comes first: until the new marker is written, the old one still
+    /// lists what a cut short run has yet to remove.
     pub async fn apply<R: Remote>(
         &self,
         remote: &R,
@@ -161,15 +165,10 @@ impl HostPush<'_> {
         if !self.retired.is_empty() {
             remote.run(&remove_script(&self.retired), b"").await?;
         }
-        let mut written = 0;
-        for group in self.changes.chunk_by(|a, b| rank(&a.path) == rank(&b.path)) {
-            for file in group {
-                written += 1;
-                on_write(written, self.changes.len(), &file.path);
-            }
-            remote.put_all(group).await?;
+        for (i, file) in self.changes.iter().enumerate() {
+            on_write(i + 1, self.changes.len(), &file.path);
         }
-        Ok(())
+        remote.put_all(&self.changes).await
     }
 }
 
@@ -200,7 +199,13 @@ pub async fn prepare<'f, R: Remote>(
         .map(|(f, _)| f.path.clone())
         .collect();
     restarting.extend(retired.iter().filter(|p| p.starts_with(MANIFESTS)).cloned());
-    Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarting })
+    let kept = files
+        .iter()
+        .zip(&states)
+        .filter(|(f, s)| f.path.starts_with(MANIFESTS) && s.is_some() && !differs(f, s))
+        .map(|(f, _)| f.path.clone())
+        .collect();
+    Ok(HostPush { unchanged: files.len() - changes.len(), changes, retired, restarting, kept })
 }
 
 /// Copies each of `paths` that exists to `dir` + its path (`cp -p`: mode, owner, times), then

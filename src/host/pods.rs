@@ -52,27 +52,41 @@ pub fn probe(plan: &Plan, pod: &str) -> Option<Probe> {
     })
 }
 
-/// The read-only script that lists each probe's processes.
+/// Shell functions the scripts share, builtins only (a host runs hundreds of processes, and a
+/// fork per process looked at would make a scan take seconds): `comm PID` sets `c` to the
+/// process's name; `stat_field PID N` sets `f` to field N of `/proc/PID/stat` after the
+/// parenthesised name (2: parent PID, 20: start time); `net` is this shell's network namespace.
+const SHELL_HELPERS: &str = "export LC_ALL=C\n\
+    comm() { c=; { IFS= read -r c < \"/proc/$1/comm\"; } 2>/dev/null; }\n\
+    stat_field() { f=; l=; { IFS= read -r l < \"/proc/$1/stat\"; } 2>/dev/null || return 0; \
+    set -- $2 ${l##*) }; [ $# -gt \"$1\" ] || return 0; shift \"$1\"; f=$1; }\n\
+    net=$(readlink /proc/self/ns/net)\n";
+
+/// The read-only script that lists each probe's processes: `PID START` lines after
+/// `@@probe <index>`. Listening sockets come from one `ss` for every port.
 fn script(watched: &[Watched]) -> String {
-    let mut s = String::from(
-        "# listing pod processes\nexport LC_ALL=C\ncommand -v ss >/dev/null 2>&1 || { echo @@no-ss; exit 0; }\n\
-         start() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f20; }\n\
-         net=$(readlink /proc/self/ns/net)\n",
+    let mut s = format!(
+        "# listing pod processes\n{SHELL_HELPERS}command -v ss >/dev/null 2>&1 || {{ echo @@no-ss; exit 0; }}\n\
+         listening=$(ss -Hltnp 2>/dev/null)\n"
     );
     for (i, w) in watched.iter().enumerate() {
         s += &format!("echo @@probe {i}\n");
         match &w.probe {
             Probe::Port(port) => {
+                // The local address ends in `:PORT` (`0.0.0.0:2379`, `[::1]:6443`, `*:8443`);
+                // the users column names every process holding the socket as `pid=N`.
                 s += &format!(
-                    "for p in $(ss -Hltnp 'sport = :{port}' 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do \
-                     echo \"$p $(start $p)\"; done\n"
+                    "printf '%s\\n' \"$listening\" | while read -r _ _ _ local _ users; do \
+                     case $local in *:{port}) ;; *) continue ;; esac; \
+                     while :; do case $users in *pid=*) users=${{users#*pid=}}; p=${{users%%[!0-9]*}}; \
+                     stat_field \"$p\" 20; echo \"$p $f\";; *) break ;; esac; done; done\n"
                 )
             }
             Probe::Name(name) => {
                 s += &format!(
-                    "for d in /proc/[0-9]*; do [ \"$(cat \"$d/comm\" 2>/dev/null)\" = {name} ] && \
-                     [ \"$(readlink \"$d/ns/net\" 2>/dev/null)\" = \"$net\" ] && \
-                     echo \"${{d#/proc/}} $(start ${{d#/proc/}})\"; done\n"
+                    "for d in /proc/[0-9]*; do p=${{d#/proc/}}; comm \"$p\"; [ \"$c\" = {name} ] || continue; \
+                     [ \"$(readlink \"$d/ns/net\" 2>/dev/null)\" = \"$net\" ] || continue; \
+                     stat_field \"$p\" 20; echo \"$p $f\"; done\n"
                 )
             }
         }
@@ -158,17 +172,13 @@ fn reload_signal(pod: &str) -> Option<(&'static str, &'static str)> {
 /// network namespace whose parent is not one of its own), printing `@@reloaded <pod>` for each
 /// it found.
 fn reload_script(pods: &[&str]) -> String {
-    let mut s = String::from(
-        "# reloading load balancer\nexport LC_ALL=C\nnet=$(readlink /proc/self/ns/net)\n\
-         parent() { sed 's/.*) //' \"/proc/$1/stat\" 2>/dev/null | cut -d' ' -f2; }\n",
-    );
+    let mut s = format!("# reloading load balancer\n{SHELL_HELPERS}");
     for pod in pods {
         let Some((program, signal)) = reload_signal(pod) else { continue };
         s += &format!(
-            "for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
-             [ \"$(cat \"$d/comm\" 2>/dev/null)\" = {program} ] || continue; \
+            "for d in /proc/[0-9]*; do p=${{d#/proc/}}; comm \"$p\"; [ \"$c\" = {program} ] || continue; \
              [ \"$(readlink \"$d/ns/net\" 2>/dev/null)\" = \"$net\" ] || continue; \
-             [ \"$(cat /proc/$(parent $p)/comm 2>/dev/null)\" = {program} ] && continue; \
+             stat_field \"$p\" 2; comm \"$f\"; [ \"$c\" = {program} ] && continue; \
              kill -{signal} $p && echo \"@@reloaded {pod}\"; done\n"
         );
     }
@@ -228,9 +238,86 @@ mod tests {
     fn reloads_signal_the_main_process_of_each_known_pod_only() {
         let s = reload_script(&["haproxy", "keepalived", "etcd"]);
         assert!(s.contains("= haproxy ] && continue; kill -USR2 $p && echo \"@@reloaded haproxy\""), "{s}");
+        assert!(!s.contains("$(cat"), "no process forked per process looked at: {s}");
         assert!(s.contains("kill -HUP $p && echo \"@@reloaded keepalived\""), "{s}");
         assert!(!s.contains("etcd"), "{s}");
         assert!(s.contains("readlink \"$d/ns/net\""), "only this host's processes: {s}");
+    }
+
+    /// This process's PID and start time, as `/proc` says.
+    fn own_process() -> Process {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let rest: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        (std::process::id(), rest[19].parse().unwrap())
+    }
+
+    #[test]
+    fn the_listing_script_finds_processes_by_port_and_by_name() {
+        if std::process::Command::new("ss").arg("-V").output().is_err() {
+            panic!("ss (iproute2) is needed: scripts/setup installs it");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let name: &'static str = std::fs::read_to_string("/proc/self/comm").unwrap().trim().to_string().leak();
+        let w = [
+            watched("by-port", false),
+            Watched { pod: "by-port".into(), probe: Probe::Port(port), stops: false },
+            Watched { pod: "by-name".into(), probe: Probe::Name(name), stops: false },
+        ];
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&w)).output().unwrap();
+        let found = parse(&String::from_utf8_lossy(&out.stdout), 3).unwrap();
+        let me = own_process();
+        assert!(!found[0].contains(&me), "port 1 is not ours: {found:?}");
+        assert_eq!(found[1], BTreeSet::from([me]), "by port {port}");
+        assert!(found[2].contains(&me), "by name {name}: {found:?}");
+        drop(listener);
+    }
+
+    /// Processes of this network namespace named `name`.
+    fn named(name: &str) -> usize {
+        let net = std::fs::read_link("/proc/self/ns/net").unwrap();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+            .filter(|e| std::fs::read_link(e.path().join("ns/net")).is_ok_and(|n| n == net))
+            .count()
+    }
+
+    #[test]
+    fn a_reload_signals_the_master_and_not_its_workers() {
+        if named("haproxy") > 0 {
+            eprintln!("skipped: an haproxy runs in this network namespace, and the test must not signal it");
+            return;
+        }
+        // A master `haproxy` (a copy of sh) that records SIGUSR2, with a worker `haproxy` (a copy
+        // of sleep, which SIGUSR2 would end).
+        let dir = tempfile::tempdir().unwrap();
+        for (program, sub) in [("/bin/sh", "master"), ("/bin/sleep", "worker")] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::copy(program, dir.path().join(sub).join("haproxy")).unwrap();
+        }
+        let got = dir.path().join("got");
+        let script = format!(
+            "trap 'echo usr2 >> {got}' USR2; {worker} 30 & echo ready >> {got}; while :; do wait; done",
+            got = got.display(),
+            worker = dir.path().join("worker/haproxy").display()
+        );
+        let mut master =
+            std::process::Command::new(dir.path().join("master/haproxy")).arg("-c").arg(script).spawn().unwrap();
+        while named("haproxy") < 2 || !std::fs::read_to_string(&got).unwrap_or_default().contains("ready") {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = std::process::Command::new("sh").arg("-c").arg(reload_script(&["haproxy"])).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        std::thread::sleep(Duration::from_millis(200));
+        let (recorded, workers) = (std::fs::read_to_string(&got).unwrap(), named("haproxy"));
+        let _ = master.kill();
+        let _ = master.wait();
+        let _ = std::process::Command::new("pkill").arg("-f").arg(dir.path().join("worker/haproxy")).status();
+        assert_eq!(text.matches("@@reloaded haproxy").count(), 1, "{text}");
+        assert!(recorded.contains("usr2"), "the master was not signalled: {recorded}");
+        assert_eq!(workers, 2, "the worker was signalled too");
     }
 
     #[test]
@@ -238,7 +325,7 @@ mod tests {
         let w =
             [watched("a", false), Watched { pod: "keepalived".into(), probe: Probe::Name("keepalived"), stops: false }];
         let s = script(&w);
-        assert!(s.find("@@probe 0").unwrap() < s.find("sport = :1'").unwrap());
+        assert!(s.find("@@probe 0").unwrap() < s.find("*:1)").unwrap());
         assert!(s.find("@@probe 1").unwrap() < s.find("= keepalived ]").unwrap());
         assert!(s.trim_end().ends_with("echo @@end"));
     }

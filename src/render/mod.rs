@@ -136,7 +136,12 @@ fn marker(plan: &Plan, host: &Host, cluster_id: &str, files: &[File], engine: &E
             cluster_id,
             host: &host.name,
             role: host.role.to_string(),
-            control_planes: plan.control_planes().map(|h| h.name.as_str()).collect(),
+            // Only a control plane's marker names the members: a worker's files then never
+            // depend on them, so a membership change leaves every worker alone.
+            control_planes: match host.role {
+                crate::plan::Role::ControlPlane => plan.control_planes().map(|h| h.name.as_str()).collect(),
+                crate::plan::Role::Worker => Vec::new(),
+            },
             files: files.iter().map(|f| f.path.display().to_string()).collect(),
             etcd_initial: (host.role == crate::plan::Role::ControlPlane)
                 .then(|| etcd::initial(&HostContext::new(plan, host))),
@@ -187,6 +192,33 @@ mod tests {
         assert_eq!(value["role"], "control-plane");
         assert_eq!(value["kubehaVersion"], env!("CARGO_PKG_VERSION"));
     }
+    /// What lets `join-node` and `remove-node` work on the control planes and named hosts
+    /// only: a worker's files do not depend on the control planes (nor on other workers), and a
+    /// control plane's do not depend on the workers.
+    #[test]
+    fn workers_and_control_planes_files_do_not_depend_on_each_other() {
+        let text = include_str!("../../inventories/example.yaml");
+        let more = text.replace(
+            "    - {name: w1,",
+            "    - {name: cp4, address: 198.18.0.14, role: control-plane}\n    \
+             - {name: cp5, address: 198.18.0.15, role: control-plane}\n    \
+             - {name: w2, address: 198.18.0.22, role: worker}\n    - {name: w1,",
+        );
+        let state = tempfile::tempdir().unwrap();
+        let full = crate::inventory::parse(&more, std::path::Path::new("/")).unwrap();
+        crate::pki::generate(&full, state.path()).unwrap();
+        let pki = crate::pki::load(&full, state.path()).unwrap();
+        let render_of = |keep: &dyn Fn(&Host) -> bool| render(&full.with_hosts(keep), &pki).unwrap();
+        let all = render_of(&|_| true);
+        let three = render_of(&|h| !["cp4", "cp5", "w2"].contains(&h.name.as_str()));
+        assert_eq!(all["w1"], three["w1"], "a worker's files changed with the control planes and workers");
+        let cps_only = render_of(&|h| h.role == crate::plan::Role::ControlPlane);
+        for cp in ["cp1", "cp5"] {
+            assert_eq!(all[cp], cps_only[cp], "{cp}'s files changed with the workers");
+        }
+        assert_ne!(all["cp1"], three["cp1"], "the control planes' files name the members");
+    }
+
     /// Preflight checks the directories of `layout::WRITTEN_DIRS`: every file kubeha renders goes
     /// into one of them.
     #[test]

@@ -322,6 +322,7 @@ impl SshHost {
             TransportError::Timeout { host, what, .. } => TransportError::Timeout { host, what, after: limit },
             other => other,
         })?;
+        tracing::debug!(host = %self.name, %step, status = out.status, took_ms = started.elapsed().as_millis() as u64, "remote command");
         if self.sudo && sudo_wants_password(&out) {
             return Err(TransportError::SudoPasswordRequired { host: self.name.clone(), user: self.user.clone() });
         }
