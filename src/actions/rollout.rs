@@ -287,7 +287,7 @@ async fn prepare_all<'s, 'f, R: Remote>(
             let files = files.get(&host.name).map(Vec::as_slice).unwrap_or_default();
             let previous = previous.get(&host.name).map(Vec::as_slice).unwrap_or_default();
             session.progress.step(&host.name, "comparing files");
-            let result = prepare_host(*remote, files, previous, dry_run).await;
+            let result = files::prepare(*remote, files, previous, !dry_run).await;
             if let Err(e) = &result {
                 session.progress.finish(&host.name, format!("failed: {e}"));
             }
@@ -308,23 +308,6 @@ async fn prepare_all<'s, 'f, R: Remote>(
         }
     }
     if failures.is_empty() { Ok(pushes) } else { Err(ActionError::Hosts { step: "comparing files", failures }) }
-}
-
-/// Removes temporary files an interrupted run left (before anything is written: the writes
-/// make temporary files of their own in the same places), then compares.
-async fn prepare_host<'f, R: Remote>(
-    remote: &R,
-    files: &'f [File],
-    previous: &[PathBuf],
-    dry_run: bool,
-) -> Result<HostPush<'f>, TransportError> {
-    if !dry_run {
-        let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.path.parent().map(Path::to_path_buf)).collect();
-        dirs.sort();
-        dirs.dedup();
-        remote.remove_stale_temp_files(&dirs).await?;
-    }
-    files::prepare(remote, files, previous).await
 }
 
 async fn write_host<R: Remote>(

@@ -44,12 +44,14 @@ echo @@cadirs; for d in %CA_DIRS%; do [ -d "$d" ] && echo "$d"; done
 echo @@hostname; uname -n
 echo @@resolved; systemctl is-active systemd-resolved 2>/dev/null
 echo @@dirs
+set --
 for d in %WRITTEN_DIRS%; do
   if [ -L "$d" ]; then echo "$d link $(printf %s "$(readlink -- "$d")" | tr -c '[:graph:]' '?')"
-  elif [ -d "$d" ]; then echo "$d dir $(stat -c '%u %a' -- "$d")"
+  elif [ -d "$d" ]; then set -- "$@" "$d"
   elif [ -e "$d" ]; then echo "$d other"
   fi
 done
+[ $# -eq 0 ] || stat -c '%n dir %u %a' -- "$@"
 echo @@end
 "#;
 
@@ -330,8 +332,10 @@ mod tests {
         let f = parse(&format!("@@dirs\n{}", String::from_utf8_lossy(&out.stdout)));
         use std::os::unix::fs::MetadataExt;
         let uid = std::fs::metadata(dir.path()).unwrap().uid();
+        let mut dirs = f.dirs;
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
-            f.dirs,
+            dirs,
             [
                 (format!("{root}/etc"), DirState::Dir { uid, mode: 0o775 }),
                 (format!("{root}/etc/pki"), DirState::Link("/tmp/some?where".into())),

@@ -173,11 +173,14 @@ impl HostPush<'_> {
 }
 
 /// Compares `files` with what the host has; `previous` is what the host marker says kubeha
-/// wrote there last time (empty on a fresh host).
+/// wrote there last time (empty on a fresh host). With `clean`, first removes the temporary
+/// files an interrupted run left in the files' directories (before anything is written: the
+/// writes make temporary files of their own there), in the same remote command.
 pub async fn prepare<'f, R: Remote>(
     remote: &R,
     files: &'f [File],
     previous: &[PathBuf],
+    clean: bool,
 ) -> Result<HostPush<'f>, TransportError> {
     let candidates: Vec<PathBuf> = previous
         .iter()
@@ -186,7 +189,14 @@ pub async fn prepare<'f, R: Remote>(
         .collect();
     let mut paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     paths.extend(candidates.iter().cloned());
-    let mut states = remote.file_states(&paths).await?;
+    let mut states = if clean {
+        let mut dirs: Vec<PathBuf> = files.iter().filter_map(|f| f.path.parent().map(Path::to_path_buf)).collect();
+        dirs.sort();
+        dirs.dedup();
+        remote.file_states_after_cleanup(&dirs, &paths).await?
+    } else {
+        remote.file_states(&paths).await?
+    };
     let retired_states = states.split_off(files.len());
     let changes = changes(files, &states);
     let mut retired: Vec<PathBuf> =
@@ -289,16 +299,16 @@ mod tests {
         let files = vec![File::new("/etc/kubernetes/admin.conf", 0o600, "a")];
         host.insert_file("/tmp/evil/admin.conf", 0o600, 0, 0, "a");
         host.insert_symlink("/etc/kubernetes/admin.conf", "/tmp/evil/admin.conf");
-        let push = prepare(&host, &files, &[]).await.unwrap();
+        let push = prepare(&host, &files, &[], false).await.unwrap();
         assert_eq!(push.report().written, [PathBuf::from("/etc/kubernetes/admin.conf")]);
         push.apply(&host, |_, _, _| {}).await.unwrap();
         assert!(!host.is_symlink("/etc/kubernetes/admin.conf"));
         assert_eq!(host.file("/etc/kubernetes/admin.conf").unwrap().content, b"a");
-        assert!(prepare(&host, &files, &[]).await.unwrap().report().is_empty());
+        assert!(prepare(&host, &files, &[], false).await.unwrap().report().is_empty());
 
         host.insert_symlink("/etc/kubernetes/pki", "/tmp/evil");
         let files = vec![File::new("/etc/kubernetes/pki/ca.key", 0o600, "k")];
-        let push = prepare(&host, &files, &[]).await.unwrap();
+        let push = prepare(&host, &files, &[], false).await.unwrap();
         let err = push.apply(&host, |_, _, _| {}).await.unwrap_err();
         assert!(err.to_string().contains("/etc/kubernetes/pki is a symbolic link"), "{err}");
         assert!(host.file("/tmp/evil/ca.key").is_none() && host.file("/etc/kubernetes/pki/ca.key").is_none());
@@ -324,7 +334,7 @@ mod tests {
             File::new("/etc/kubernetes/pki/ca.key", 0o600, "k"),
             File::new("/etc/kubernetes/kubeha/cluster.yaml", 0o644, "m"),
         ];
-        let push = prepare(&host, &files, &[]).await.unwrap();
+        let push = prepare(&host, &files, &[], false).await.unwrap();
         assert_eq!(push.unchanged, 1);
         assert!(!push.restarts_pods(), "a manifest written for the first time restarts nothing");
         push.apply(&host, |_, _, _| {}).await.unwrap();
@@ -338,7 +348,7 @@ mod tests {
         );
         assert_eq!(host.file("/etc/kubernetes/pki/ca.key").unwrap().mode, 0o600);
 
-        let again = prepare(&host, &files, &[]).await.unwrap();
+        let again = prepare(&host, &files, &[], false).await.unwrap();
         assert!(again.report().is_empty());
         again.apply(&host, |_, _, _| {}).await.unwrap();
         assert!(
@@ -347,7 +357,10 @@ mod tests {
         );
 
         let changed = vec![File::new("/etc/kubernetes/manifests/etcd.yaml", 0o600, "e2")];
-        assert!(prepare(&host, &changed, &[]).await.unwrap().restarts_pods(), "a replaced manifest restarts its pod");
+        assert!(
+            prepare(&host, &changed, &[], false).await.unwrap().restarts_pods(),
+            "a replaced manifest restarts its pod"
+        );
     }
 
     #[tokio::test]
@@ -372,7 +385,7 @@ mod tests {
         .iter()
         .map(PathBuf::from)
         .collect();
-        let push = prepare(&host, &files, &previous).await.unwrap();
+        let push = prepare(&host, &files, &previous, false).await.unwrap();
         assert_eq!(
             push.retired,
             [

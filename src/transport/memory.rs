@@ -312,6 +312,15 @@ impl Remote for MemoryRemote {
             .collect()
     }
 
+    async fn file_states_after_cleanup(
+        &self,
+        dirs: &[PathBuf],
+        paths: &[PathBuf],
+    ) -> Result<Vec<Option<FileState>>, TransportError> {
+        self.remove_stale_temp_files(dirs).await?;
+        self.file_states(paths).await
+    }
+
     async fn remove_stale_temp_files(&self, dirs: &[PathBuf]) -> Result<Vec<PathBuf>, TransportError> {
         let mut state = self.state();
         state.calls.push(Call::RemoveStaleTempFiles { dirs: dirs.to_vec() });

@@ -166,27 +166,29 @@ pub trait Remote: Send + Sync {
             }
             let script = shell::file_states_script(paths).ok_or_else(|| invalid_path(self.host(), paths))?;
             let out = self.run(&script, b"").await?;
-            let step = shell::step_label(&script);
-            let lines = shell::parse_file_states(&out.stdout, paths.len())
-                .map_err(|detail| TransportError::BadOutput { host: self.host().to_string(), step, detail })?;
-            lines
-                .into_iter()
-                .zip(paths)
-                .map(|(line, path)| match line {
-                    shell::StateLine::File { sha256, mode, uid, gid } => Ok(Some(FileState { sha256, mode, uid, gid })),
-                    shell::StateLine::Symlink { uid, gid } => Ok(Some(FileState::symlink(uid, gid))),
-                    shell::StateLine::Missing => Ok(None),
-                    shell::StateLine::NotAFile => {
-                        Err(TransportError::NotAFile { host: self.host().to_string(), path: path.clone() })
-                    }
-                    shell::StateLine::Unreadable => Err(TransportError::CommandFailed {
-                        host: self.host().to_string(),
-                        step: format!("reading {}", path.display()),
-                        status: 1,
-                        stderr: error::stderr_text(&out.stderr),
-                    }),
-                })
-                .collect()
+            shell::file_states_of(self.host(), &shell::step_label(&script), paths, &out)
+        }
+    }
+
+    /// [`remove_stale_temp_files`](Remote::remove_stale_temp_files) in `dirs`, then
+    /// [`file_states`](Remote::file_states) of `paths`, with one remote command: what every
+    /// write to a host starts with.
+    fn file_states_after_cleanup(
+        &self,
+        dirs: &[PathBuf],
+        paths: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<Option<FileState>>, TransportError>> + Send {
+        async move {
+            if dirs.is_empty() || paths.is_empty() {
+                self.remove_stale_temp_files(dirs).await?;
+                return self.file_states(paths).await;
+            }
+            let clean = shell::clean_temp_script(dirs).ok_or_else(|| invalid_path(self.host(), dirs))?;
+            let states = shell::file_states_script(paths).ok_or_else(|| invalid_path(self.host(), paths))?;
+            let (header, body) = states.split_once('\n').unwrap_or((states.as_str(), ""));
+            let script = format!("{header}, after removing stale temporary files\n{{\n{clean}}} >/dev/null\n{body}");
+            let out = self.run(&script, b"").await?;
+            shell::file_states_of(self.host(), &shell::step_label(&script), paths, &out)
         }
     }
 
@@ -241,6 +243,14 @@ impl<R: Remote> Remote for std::sync::Arc<R> {
         dirs: &[PathBuf],
     ) -> impl Future<Output = Result<Vec<PathBuf>, TransportError>> + Send {
         (**self).remove_stale_temp_files(dirs)
+    }
+
+    fn file_states_after_cleanup(
+        &self,
+        dirs: &[PathBuf],
+        paths: &[PathBuf],
+    ) -> impl Future<Output = Result<Vec<Option<FileState>>, TransportError>> + Send {
+        (**self).file_states_after_cleanup(dirs, paths)
     }
 }
 

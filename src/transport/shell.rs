@@ -176,6 +176,37 @@ KUBEHA_MODES
     ))
 }
 
+/// The states [`file_states_script`]'s output `out` gives `paths` on `host`.
+pub(crate) fn file_states_of(
+    host: &str,
+    step: &str,
+    paths: &[PathBuf],
+    out: &super::Output,
+) -> Result<Vec<Option<super::FileState>>, super::TransportError> {
+    use super::{FileState, TransportError};
+    let lines = parse_file_states(&out.stdout, paths.len()).map_err(|detail| TransportError::BadOutput {
+        host: host.to_string(),
+        step: step.to_string(),
+        detail,
+    })?;
+    lines
+        .into_iter()
+        .zip(paths)
+        .map(|(line, path)| match line {
+            StateLine::File { sha256, mode, uid, gid } => Ok(Some(FileState { sha256, mode, uid, gid })),
+            StateLine::Symlink { uid, gid } => Ok(Some(FileState::symlink(uid, gid))),
+            StateLine::Missing => Ok(None),
+            StateLine::NotAFile => Err(TransportError::NotAFile { host: host.to_string(), path: path.clone() }),
+            StateLine::Unreadable => Err(TransportError::CommandFailed {
+                host: host.to_string(),
+                step: format!("reading {}", path.display()),
+                status: 1,
+                stderr: super::error::stderr_text(&out.stderr),
+            }),
+        })
+        .collect()
+}
+
 /// One path's line from [`file_states_script`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateLine {

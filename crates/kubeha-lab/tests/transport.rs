@@ -487,6 +487,13 @@ async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_re
     let removed = host.remove_stale_temp_files(&[dir.clone(), dir.join("absent")]).await.unwrap();
     assert_eq!(removed, vec![stale.clone()]);
     assert!(!stale.exists() && keep.exists());
+    // The same cleanup and the states of the files to write, in one command.
+    std::fs::write(&stale, "partial").unwrap();
+    let states = host.file_states_after_cleanup(&[dir.clone()], &[keep.clone(), dir.join("new.yaml")]).await.unwrap();
+    assert!(!stale.exists() && keep.exists());
+    assert_eq!(states.len(), 2);
+    assert_eq!(states[0].as_ref().map(|s| s.sha256.as_str()), Some(File::new(&keep, 0o644, "keep").sha256().as_str()));
+    assert_eq!(states[1], None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
