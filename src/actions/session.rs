@@ -204,11 +204,9 @@ impl<'p, R: Remote> Session<'p, R> {
                 }
             }
         }
-        for (_, conn) in self.hosts {
-            if let Ok(remote) = conn {
-                connector.close(remote).await;
-            }
-        }
+        // All at once: each close is a message and, at most, a wait for the server's answer.
+        let closing = self.hosts.into_iter().filter_map(|(_, conn)| conn.ok()).map(|remote| connector.close(remote));
+        futures::future::join_all(closing).await;
     }
 
     /// The state directory this run reads and writes: in a dry run, a scratch copy (see
