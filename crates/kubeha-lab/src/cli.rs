@@ -65,6 +65,10 @@ enum Cmd {
         /// The SSH user the inventory names (ops logs in with passwordless sudo).
         #[arg(long, value_enum, default_value = "root")]
         user: User,
+        /// Let sshd run commands directly, without the wrapper that records every command line a
+        /// host receives (benchmarks: the wrapper costs two shells per command).
+        #[arg(long)]
+        no_command_log: bool,
     },
     /// Stop everything the lab started and remove its namespaces and links.
     Down {
@@ -168,8 +172,19 @@ pub fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Up { name, control_planes, workers, subnet, dir, kubernetes_version, etcd_version, user } => {
+        Cmd::Up {
+            name,
+            control_planes,
+            workers,
+            subnet,
+            dir,
+            kubernetes_version,
+            etcd_version,
+            user,
+            no_command_log,
+        } => {
             let mut spec = LabSpec::new(&name, subnet);
+            spec.ssh.record_commands = !no_command_log;
             spec.control_planes = control_planes;
             spec.workers = workers;
             spec.kubernetes_version = kubernetes_version;
