@@ -106,6 +106,26 @@ fn the_sample_inventory_validates_from_stdin() {
 }
 
 #[test]
+fn validate_warns_about_hosts_remove_node_took_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("cluster.yaml");
+    std::fs::write(&inventory, ok(&kubeha(&["config", "example"]))).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let args = ["validate", "-i", inventory.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+    let out = kubeha(&args);
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
+    // What `remove-node cp3` records; the inventory still lists cp3.
+    std::fs::write(state.join("removed-hosts"), "cp3\nold-host\n").unwrap();
+    let out = kubeha(&args);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: cp3: was removed from the cluster with `kubeha remove-node`"), "{err}");
+    assert!(err.contains("`kubeha join-node cp3`") && !err.contains("old-host"), "{err}");
+}
+
+#[test]
 fn kubeconfig_refuses_a_bad_server_and_a_missing_state_directory() {
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("cluster.yaml");

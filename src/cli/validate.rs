@@ -11,11 +11,21 @@ pub struct Args {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = super::Format::Text)]
     output: super::Format,
+    /// The cluster's state directory, only read: hosts `remove-node` took out of the cluster and
+    /// the inventory still lists are warned about
+    /// [default: $XDG_STATE_HOME/kubeha/<cluster name>, else ~/.local/state/kubeha/<cluster name>].
+    #[arg(long, value_name = "DIR", env = "KUBEHA_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Args {
     pub fn exec(self) -> anyhow::Result<()> {
         let plan = self.inventory.load()?;
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| crate::pki::default_state_dir(&plan.name));
+        // Valid as an inventory, but `init` would refuse these hosts: say so now.
+        for row in crate::actions::removed::checks(&plan, &state_dir) {
+            eprintln!("warning: {}: {}", row.host, row.detail);
+        }
         super::print_report(self.output, &plan, || describe(&plan))
     }
 }

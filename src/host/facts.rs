@@ -11,38 +11,44 @@ use crate::marker::HostMarker;
 use crate::transport::{Remote, TransportError};
 
 /// A POSIX sh script printing `@@section` headers followed by raw lines. It only reads. The
-/// `%NAME%` placeholders are the layout's paths (see [`script`]).
+/// `%NAME%` placeholders are the layout's paths (see [`script`]). It runs on every host of every
+/// command, so it starts as few programs as it can: files are read and directories listed with
+/// shell builtins, `uname` runs once, and `systemctl` only where systemd runs (`sd_booted`'s
+/// test).
 const SCRIPT_TEMPLATE: &str = r#"# gathering host facts
 export LC_ALL=C
+show() { [ -r "$1" ] || return 0; while IFS= read -r l || [ -n "$l" ]; do printf '%s\n' "$l"; done < "$1"; }
+names() { for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do [ -e "$f" ] || [ -L "$f" ] && printf '%s\n' "${f##*/}"; done; }
+u=$(uname -s -n -m); set -- $u
 echo @@uid; id -u
-echo @@uname; uname -s; uname -m
+echo @@uname; echo "$1"; echo "$3"
+echo @@hostname; echo "$2"
 echo @@os; (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-$ID}")
 echo @@time; date +%s%N
-echo @@swaps; cat /proc/swaps 2>/dev/null
+echo @@swaps; show /proc/swaps
 echo @@tcp; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
-echo @@manifests; ls -A %MANIFESTS_DIR% 2>/dev/null
-echo @@etcd; ls -A %ETCD_DATA_DIR% 2>/dev/null
-echo @@marker; cat %MARKER% 2>/dev/null
+echo @@manifests; names %MANIFESTS_DIR%
+echo @@etcd; names %ETCD_DATA_DIR%
+echo @@marker; show %MARKER%
 echo @@tools
 for t in sha256sum stat sync timeout mv head wc cat chmod chown mkdir rm; do
   command -v "$t" >/dev/null 2>&1 || echo "$t is missing"
 done
-printf ab | (head -c 1 >/dev/null; cat) | grep -qx b || echo "head -c reads past its byte count"
-d=$(mktemp -d 2>/dev/null) && {
+printf 'ab\n' | { head -c 1 >/dev/null; IFS= read -r r; [ "$r" = b ] || echo "head -c reads past its byte count"; }
+if d=$(mktemp -d 2>/dev/null); then
   : > "$d/a"
   mv -f -T -- "$d/a" "$d/b" 2>/dev/null || echo "mv has no -T"
   [ -e "$d/b" ] && { sync -- "$d/b" 2>/dev/null || echo "sync cannot flush one file"; }
-  [ "$(stat -c %a "$d" 2>/dev/null)" = 700 ] || echo "stat has no -c"
+  case $(stat -c %a -- "$d" 2>/dev/null) in 700) ;; *) echo "stat has no -c" ;; esac
   rm -rf -- "$d"
-}
+fi
 echo @@kubelet; command -v kubelet 2>/dev/null
 echo @@runtime
 for s in /run/containerd/containerd.sock /var/run/crio/crio.sock /run/cri-dockerd.sock; do [ -S "$s" ] && echo "$s"; done
-echo @@forward; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null
+echo @@forward; show /proc/sys/net/ipv4/ip_forward
 echo @@addresses; ip -o addr show 2>/dev/null
 echo @@cadirs; for d in %CA_DIRS%; do [ -d "$d" ] && echo "$d"; done
-echo @@hostname; uname -n
-echo @@resolved; systemctl is-active systemd-resolved 2>/dev/null
+echo @@resolved; [ -d /run/systemd/system ] && systemctl is-active systemd-resolved 2>/dev/null
 echo @@dirs
 set --
 for d in %WRITTEN_DIRS%; do
@@ -311,6 +317,46 @@ mod tests {
                 ("/var/lib/kubelet".to_string(), DirState::Other),
             ]
         );
+    }
+
+    /// The whole facts script against this machine, the layout's paths moved to a temporary
+    /// directory.
+    #[test]
+    fn the_script_reads_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("manifests")).unwrap();
+        std::fs::create_dir_all(root.join("etcd")).unwrap();
+        for name in ["etcd.yaml", ".kubeha-x.tmp", "..odd", "with space.yaml"] {
+            std::fs::write(root.join("manifests").join(name), "").unwrap();
+        }
+        std::fs::write(root.join("marker"), "cluster: lab\nhost: 'a\\b'").unwrap();
+        let text = SCRIPT_TEMPLATE
+            .replace("%MANIFESTS_DIR%", root.join("manifests").to_str().unwrap())
+            .replace("%ETCD_DATA_DIR%", root.join("etcd").to_str().unwrap())
+            .replace("%MARKER%", root.join("marker").to_str().unwrap())
+            .replace("%CA_DIRS%", "/nonexistent")
+            .replace("%WRITTEN_DIRS%", root.to_str().unwrap());
+        let out = std::process::Command::new("sh").arg("-c").arg(&text).output().unwrap();
+        let f = parse(&String::from_utf8_lossy(&out.stdout));
+        let uname = |flag: &str| {
+            let out = std::process::Command::new("uname").arg(flag).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        assert_eq!(f.uid, Some(nix::unistd::getuid().as_raw()));
+        assert_eq!(
+            (f.kernel.as_str(), f.arch.as_str(), f.hostname.as_str()),
+            (&*uname("-s"), &*uname("-m"), &*uname("-n"))
+        );
+        let mut manifests = f.manifests.clone();
+        manifests.sort();
+        assert_eq!(manifests, ["..odd", ".kubeha-x.tmp", "etcd.yaml", "with space.yaml"]);
+        assert!(f.etcd_data.is_empty());
+        assert_eq!(f.marker.as_deref(), Some("cluster: lab\nhost: 'a\\b'"), "the last line has no newline");
+        assert!(f.tool_problems.is_empty(), "{:?}", f.tool_problems);
+        assert!(f.ip_forward.is_some());
+        assert!(!f.addresses.is_empty());
+        assert_eq!(f.dirs.len(), 1);
     }
 
     /// The facts script's directory section against the local filesystem.
