@@ -316,7 +316,12 @@ impl SshHost {
         limit: Duration,
     ) -> Result<Output, TransportError> {
         let step = shell::step_label(command);
-        let line = shell::wrap(command, self.sudo, Some(limit));
+        // A script without input of its own travels on stdin (one program fewer to start).
+        let (line, script_input) = match stdin {
+            [] => shell::wrap_stdin(command, self.sudo, Some(limit)),
+            _ => (shell::wrap(command, self.sudo, Some(limit)), Vec::new()),
+        };
+        let stdin = if stdin.is_empty() { script_input.as_slice() } else { stdin };
         let started = tokio::time::Instant::now();
         let out = self.channel_exec(&step, &line, stdin, limit + REMOTE_TIMEOUT_GRACE).await.map_err(|e| match e {
             TransportError::Timeout { host, what, .. } => TransportError::Timeout { host, what, after: limit },

@@ -122,13 +122,19 @@ async fn exec_passes_stdin_and_returns_status_and_stderr() {
     assert_eq!(out.status, 0);
     assert!(out.stdout == big, "5 MiB round trip differs ({} bytes back)", out.stdout.len());
 
-    // The command runs in sh, whatever the login shell, with quoting intact; `$0` is the step's
-    // label made plain (see `shell::wrap`).
-    let out = host.exec("printf '%s|%s|' \"$0\" \"it's $((1 + 2))\"; readlink /proc/$$/exe", b"").await.unwrap();
+    // The command runs in sh, whatever the login shell, with quoting intact. With input, the
+    // script travels in the line and `$0` is the step's label made plain (see `shell::wrap`);
+    // without, it travels on stdin (`shell::wrap_stdin`) and reads no input of its own.
+    let script = "printf '%s|%s|' \"$0\" \"it's $((1 + 2))\"; readlink /proc/$$/exe; cat";
+    let out = host.exec(script, b"in").await.unwrap();
     let text = out.stdout_text();
     assert!(text.starts_with("printf___s__s"), "{text}");
     assert!(text.contains("|it's 3|"), "{text}");
-    assert!(text.trim_end().ends_with("sh"), "not run by sh: {text}");
+    assert!(text.trim_end().ends_with("sh\nin"), "not run by sh: {text}");
+    let out = host.exec(script, b"").await.unwrap();
+    let text = out.stdout_text();
+    assert!(text.starts_with("sh|it's 3|"), "{text}");
+    assert!(text.ends_with("sh\n"), "not run by sh, or read its own text: {text}");
 
     let err = host.run("# checking the thing\necho nope >&2; exit 4", b"").await.unwrap_err();
     assert_eq!(err.to_string(), "cp1: checking the thing failed with exit status 4: nope");
@@ -981,14 +987,15 @@ async fn sshd_logs_hold_no_key_material() {
             })
             .collect()
     };
+    // A write (its contents on stdin) carries its script in the line; a command without input
+    // sends its script on stdin, so its line is only `sh -s`.
     assert!(logged.iter().any(|l| l.contains("sudo -n -- timeout -k 5 60.000 sh -c 'eval ")), "{logged:#?}");
-    assert!(logged.iter().any(|l| l.ends_with("' 'echo_khtr-log-marker'")), "{logged:#?}");
+    assert!(logged.iter().any(|l| l.ends_with("sudo -n -- timeout -k 5 60.000 sh -s")), "{logged:#?}");
     let ops_scripts = decoded(&ops_log);
     assert!(ops_scripts.iter().any(|s| s.starts_with("# kubeha put ")), "{logged:#?}");
-    assert!(ops_scripts.iter().any(|s| s.contains("khtr-log-marker")), "{logged:#?}");
     let root_log = fx.log(0);
     let root_scripts = decoded(&root_log);
-    eprintln!("root's command lines in the sshd log: {}", root_scripts.iter().any(|s| s.contains("khtr-log-marker")));
+    eprintln!("root's command lines in the sshd log: {}", root_scripts.iter().any(|s| s.starts_with("# kubeha put ")));
     for (name, log, scripts) in [("ops", &ops_log, &ops_scripts), ("root", &root_log, &root_scripts)] {
         for line in &body {
             assert!(!log.contains(line), "key material in the sshd log of the {name} host");
