@@ -151,7 +151,8 @@ fn host_lock(host: &MemoryRemote, command: &str, stdin: &[u8]) -> Output {
     match current {
         None if command.starts_with("# kubeha taking the") => {
             host.insert_file(path, 0o644, 0, 0, text);
-            Output::default()
+            // The script to run once the lock is taken (`lock::try_take_then`): the facts.
+            if command.contains("\n# gathering host facts") { facts(host) } else { Output::default() }
         }
         None => Output { status: 12, stdout: Vec::new(), stderr: b"no lock to take over".to_vec() },
         Some(content) if command.starts_with("# kubeha taking the") => held(content),

@@ -315,6 +315,20 @@ mod tests {
         }
         assert!(hosts.host("cp1").file("/etc/kubernetes/manifests/etcd.yaml").is_some());
         assert!(hosts.host("w1").file("/etc/kubernetes/pki/ca.key").is_none(), "a worker got the CA key");
+        // Each host was locked and looked at in one command; preflight did not ask again.
+        for (name, remote) in &hosts.hosts {
+            let execs: Vec<String> = remote
+                .calls()
+                .into_iter()
+                .filter_map(|c| match c {
+                    crate::transport::Call::Exec { command, .. } => Some(command),
+                    _ => None,
+                })
+                .collect();
+            let looks = |c: &&String| c.contains("# gathering host facts");
+            assert_eq!(execs.iter().filter(looks).count(), 1, "{name}: {execs:#?}");
+            assert!(execs.iter().filter(looks).all(|c| c.starts_with("# kubeha taking the host lock")), "{name}");
+        }
 
         let before: Vec<usize> = hosts.hosts.values().map(|h| puts(h)).collect();
         let shrunk = crate::inventory::parse(

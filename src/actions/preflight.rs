@@ -162,7 +162,10 @@ pub async fn run<R: Remote>(
     let per_host = session
         .each(&session.hosts, |(host, conn)| async move {
             let (rows, found) = match conn {
-                Ok(remote) => host_checks(plan, host, remote, expect, rules, progress).await,
+                Ok(remote) => {
+                    let looked = session.looked(&host.name);
+                    host_checks(plan, host, remote, looked, expect, rules, progress).await
+                }
                 Err(e) => (vec![Check::new(&host.name, "ssh", Status::Fail, e.to_string())], None),
             };
             let worst = rows.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
@@ -189,10 +192,12 @@ pub async fn run<R: Remote>(
     outcome
 }
 
+/// `looked`: the host's facts if the session read them when it locked the host.
 async fn host_checks<R: Remote>(
     plan: &Plan,
     host: &Host,
     remote: &R,
+    looked: Option<Facts>,
     expect: &Expectations,
     rules: &impl Rules,
     progress: &super::progress::Progress,
@@ -208,7 +213,12 @@ async fn host_checks<R: Remote>(
     let control_plane = host.role == Role::ControlPlane;
     let peers: Vec<&Host> = plan.control_planes().filter(|p| p.name != host.name).collect();
     let (facts, forwarding, peers) = tokio::join!(
-        facts::gather(remote),
+        async {
+            match looked {
+                Some(facts) => Ok(facts),
+                None => facts::gather(remote).await,
+            }
+        },
         async { if control_plane { Some(forwarding(host, remote).await) } else { None } },
         async { if control_plane { Some(peer_reach(remote, &peers).await) } else { None } },
     );

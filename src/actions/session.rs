@@ -6,6 +6,7 @@
 //! options, progress and phase timings. Phases take a `&Session` and fan out over its hosts with
 //! [`Session::each`], the one bounded fan-out; nothing below this layer knows about SSH.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +18,7 @@ use super::lock::{self, StateLock};
 use super::progress::Progress;
 use super::scratch::Scratch;
 use super::wait::WaitOptions;
+use crate::host::facts::{self, Facts};
 use crate::host::lock::{self as host_lock, Attempt, Holder};
 use crate::plan::{Host, Plan, Role};
 use crate::transport::{Credentials, Remote, SshHost, SshOptions, TransportError};
@@ -103,6 +105,8 @@ pub struct Session<'p, R: Remote> {
     lap_started: Mutex<Instant>,
     /// When the run waited on hosts (see [`Session::waiting`]).
     waits: Mutex<Vec<(Instant, Instant)>>,
+    /// Facts read in the same command that locked each host, until preflight takes them.
+    looked: Mutex<BTreeMap<String, Facts>>,
     _lock: Option<StateLock>,
     /// This run's holder on the hosts it locked.
     host_lock: Option<Holder>,
@@ -140,6 +144,7 @@ impl<'p, R: Remote> Session<'p, R> {
             phases: Mutex::new(Vec::new()),
             lap_started: Mutex::new(started),
             waits: Mutex::new(Vec::new()),
+            looked: Mutex::new(BTreeMap::new()),
             _lock: lock,
             host_lock: None,
         };
@@ -155,7 +160,9 @@ impl<'p, R: Remote> Session<'p, R> {
 
     /// Takes every connected host's lock. A host where locking fails is treated as one that
     /// could not be reached (preflight reports it); a host another run holds stops the run,
-    /// after the locks taken so far are released.
+    /// after the locks taken so far are released. A free lock is taken and the host's facts
+    /// read in one remote command: preflight, which every writing command runs next, takes them
+    /// from here ([`Session::looked`]) instead of asking again.
     async fn lock_hosts(&mut self, options: &HostLockOptions) -> Result<(), ActionError> {
         let machine = machine_name();
         let holder = Holder::new(format!("{}@{machine}", user_name()), options.command.clone(), options.ttl);
@@ -176,8 +183,12 @@ impl<'p, R: Remote> Session<'p, R> {
         for (i, result) in results {
             let host = &self.hosts[i].0.name;
             match result {
-                Ok(None) => {}
-                Ok(Some(previous)) => {
+                Ok(Locked::Free(facts)) => {
+                    if let Some(facts) = facts {
+                        self.looked.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone(), *facts);
+                    }
+                }
+                Ok(Locked::TookOver(previous)) => {
                     tracing::warn!("{host}: took over the host lock of {previous}");
                     self.progress.step(host, format!("took over the host lock of {previous}"));
                 }
@@ -266,6 +277,11 @@ impl<'p, R: Remote> Session<'p, R> {
         out
     }
 
+    /// The facts read when `host` was locked, once: a later look asks the host again.
+    pub fn looked(&self, host: &str) -> Option<Facts> {
+        self.looked.lock().unwrap_or_else(|e| e.into_inner()).remove(host)
+    }
+
     /// How long the run has waited on hosts: the time covered by the waits so far, counted once
     /// where waits on several hosts overlap.
     pub fn waited(&self) -> Duration {
@@ -298,19 +314,26 @@ enum LockFailure {
     Transport(TransportError),
 }
 
-/// Locks one host: `Ok(None)` when it was free, `Ok(Some(previous holder))` when a stale lock
-/// (or any, with `force`) was taken over.
-async fn lock_host<R: Remote>(
-    remote: &R,
-    holder: &Holder,
-    force: bool,
-    machine: &str,
-) -> Result<Option<String>, LockFailure> {
-    let mut attempt = host_lock::try_take(remote, holder).await.map_err(LockFailure::Transport)?;
+/// How a host was locked.
+enum Locked {
+    /// It was free; its facts, read in the same command.
+    Free(Option<Box<Facts>>),
+    /// A stale lock (or any, with `force`) was taken over: whose.
+    TookOver(String),
+}
+
+/// Locks one host.
+async fn lock_host<R: Remote>(remote: &R, holder: &Holder, force: bool, machine: &str) -> Result<Locked, LockFailure> {
+    let before = std::time::SystemTime::now();
+    let (mut attempt, out) =
+        host_lock::try_take_then(remote, holder, Some(&facts::script())).await.map_err(LockFailure::Transport)?;
+    if let (Attempt::Taken, Some(out)) = (&attempt, out) {
+        return Ok(Locked::Free(Some(Box::new(facts::from_output(&out.stdout, before, std::time::SystemTime::now())))));
+    }
     // Twice at most: a takeover that loses to another run's takeover reports that run.
     for _ in 0..2 {
         let found = match attempt {
-            Attempt::Taken => return Ok(None),
+            Attempt::Taken => return Ok(Locked::Free(None)),
             Attempt::Held(found) => found,
         };
         let (described, old, stale) = match &found {
@@ -322,13 +345,13 @@ async fn lock_host<R: Remote>(
         }
         attempt = host_lock::take_over(remote, holder, &old).await.map_err(LockFailure::Transport)?;
         if attempt == Attempt::Taken {
-            return Ok(Some(described));
+            return Ok(Locked::TookOver(described));
         }
     }
     match attempt {
         Attempt::Held(Ok(h)) => Err(LockFailure::Held(h.describe())),
         Attempt::Held(Err(text)) => Err(LockFailure::Held(format!("an unreadable lock ({:?})", text.trim()))),
-        Attempt::Taken => Ok(None),
+        Attempt::Taken => Ok(Locked::Free(None)),
     }
 }
 

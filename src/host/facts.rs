@@ -62,7 +62,7 @@ echo @@end
 "#;
 
 /// The facts script with the layout's paths filled in (plain paths: no quoting needed).
-fn script() -> String {
+pub fn script() -> String {
     SCRIPT_TEMPLATE
         .replace("%MANIFESTS_DIR%", layout::MANIFESTS_DIR)
         .replace("%ETCD_DATA_DIR%", layout::ETCD_DATA_DIR)
@@ -127,8 +127,13 @@ pub enum DirState {
 pub async fn gather<R: Remote>(remote: &R) -> Result<Facts, TransportError> {
     let before = SystemTime::now();
     let out = remote.exec(&script(), b"").await?;
-    let after = SystemTime::now();
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(from_output(&out.stdout, before, SystemTime::now()))
+}
+
+/// The facts the script's output `stdout` gives, the command having run between `before` and
+/// `after` (which bound the clock skew).
+pub fn from_output(stdout: &[u8], before: SystemTime, after: SystemTime) -> Facts {
+    let text = String::from_utf8_lossy(stdout);
     let mut facts = parse(&text);
     if let Some(remote_ns) = section(&text, "time").first().and_then(|t| t.trim().parse::<i128>().ok()) {
         let ns = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
@@ -136,7 +141,7 @@ pub async fn gather<R: Remote>(remote: &R) -> Result<Facts, TransportError> {
         let skew = (remote_ns - (a + b) / 2) as f64 / 1e9;
         facts.clock_skew = Some((skew, (a - b) as f64 / 2e9));
     }
-    Ok(facts)
+    facts
 }
 
 /// Parses the script's output (everything but the clock, which needs the local times).

@@ -117,6 +117,18 @@ const HELD: u32 = 3;
 
 /// Creates the lock with this run's holder, unless one exists (then its text is returned).
 pub async fn try_take<R: Remote>(remote: &R, holder: &Holder) -> Result<Attempt, TransportError> {
+    try_take_then(remote, holder, None).await.map(|(attempt, _)| attempt)
+}
+
+/// [`try_take`], and once the lock is taken, `then` (a read-only script that reads no input) in
+/// the same remote command: what a run does first on a host it has just locked, without a
+/// second round trip. Its output comes back with [`Attempt::Taken`].
+pub async fn try_take_then<R: Remote>(
+    remote: &R,
+    holder: &Holder,
+    then: Option<&str>,
+) -> Result<(Attempt, Option<crate::transport::Output>), TransportError> {
+    let on_taken = then.map(|s| format!("(\n{s}\n) </dev/null\n")).unwrap_or_default();
     let script = format!(
         "# kubeha taking the host lock\n\
          set -u\n\
@@ -125,14 +137,16 @@ pub async fn try_take<R: Remote>(remote: &R, holder: &Holder) -> Result<Attempt,
          (umask 022 && mkdir -p -- \"$d\") || exit 10\n\
          umask 022\n\
          t=$(cat) || exit 11\n\
-         if (set -C; printf '%s\\n' \"$t\" > \"$f\") 2>/dev/null; then exit 0; fi\n\
+         if (set -C; printf '%s\\n' \"$t\" > \"$f\") 2>/dev/null; then\n{on_taken}exit 0\nfi\n\
          [ -f \"$f\" ] && [ ! -L \"$f\" ] || {{ echo \"$f is not a regular file\" >&2; exit 12; }}\n\
          cat -- \"$f\"; exit {HELD}\n",
         dir = quote(layout::KUBEHA_DIR),
         file = quote(layout::HOST_LOCK),
         parent = quote(layout::KUBERNETES_DIR),
     );
-    attempt(remote, &script, holder).await
+    let (attempt, out) = attempt(remote, &script, holder).await?;
+    let then = (attempt == Attempt::Taken && then.is_some()).then_some(out);
+    Ok((attempt, then))
 }
 
 /// Replaces the lock whose text was `old` with this run's holder; if the lock changed since it
@@ -153,17 +167,21 @@ pub async fn take_over<R: Remote>(remote: &R, holder: &Holder, old: &str) -> Res
         file = quote(layout::HOST_LOCK),
         temp = quote(&format!("{}/{}", layout::KUBEHA_DIR, crate::transport::shell::temp_name("lock"))),
     );
-    attempt(remote, &script, holder).await
+    attempt(remote, &script, holder).await.map(|(attempt, _)| attempt)
 }
 
-async fn attempt<R: Remote>(remote: &R, script: &str, holder: &Holder) -> Result<Attempt, TransportError> {
+async fn attempt<R: Remote>(
+    remote: &R,
+    script: &str,
+    holder: &Holder,
+) -> Result<(Attempt, crate::transport::Output), TransportError> {
     let text = holder.to_text();
     let out = remote.exec(script, text.trim_end().as_bytes()).await?;
     match out.status {
-        0 => Ok(Attempt::Taken),
+        0 => Ok((Attempt::Taken, out)),
         HELD => {
             let text = out.stdout_text();
-            Ok(Attempt::Held(Holder::parse(&text).ok_or(text)))
+            Ok((Attempt::Held(Holder::parse(&text).ok_or(text)), out))
         }
         status => Err(TransportError::CommandFailed {
             host: remote.host().to_string(),
@@ -230,6 +248,25 @@ mod tests {
         assert!(!std::path::Path::new(&lock).exists());
         let leftovers: Vec<_> = std::fs::read_dir(format!("{root}{}", layout::KUBEHA_DIR)).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// A script to run once the lock is taken runs in the same command, reads no input (the
+    /// holder's text is the lock script's), and only when the lock was taken.
+    #[tokio::test]
+    async fn a_look_runs_only_once_the_lock_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = LocalSh { root: dir.path().to_str().unwrap().to_string() };
+        let a = Holder::new("a@one", "kubeha init", Duration::from_secs(60));
+        let look = "# looking\necho looked; cat; echo \"input: $?\"";
+        let (attempt, out) = try_take_then(&host, &a, Some(look)).await.unwrap();
+        assert_eq!(attempt, Attempt::Taken);
+        assert_eq!(out.unwrap().stdout_text(), "looked\ninput: 0\n");
+        let b = Holder::new("b@two", "kubeha init", Duration::from_secs(60));
+        let (attempt, out) = try_take_then(&host, &b, Some(look)).await.unwrap();
+        assert!(matches!(attempt, Attempt::Held(Ok(h)) if h == a));
+        assert!(out.is_none(), "a look at a host another run holds");
+        release(&host, &a).await.unwrap();
+        assert_eq!(try_take_then(&host, &b, None).await.unwrap(), (Attempt::Taken, None));
     }
 
     #[tokio::test]
