@@ -41,7 +41,8 @@ const DAMAGED_PREFIX: &str = "kubeha-put: damaged file ";
 /// [`shell::temp_name`]) for `files[i]`, created in the same directory.
 ///
 /// Order: check that `head -c` stops where it is told; refuse ([`SYMLINKED_DIRECTORY`]) if any
-/// directory on the way to a target is a symbolic link; create the parent directories (0755);
+/// directory on the way to a target is a symbolic link; create the parent directories (0755)
+/// where one is missing;
 /// under `umask 077` (root only, from the first byte) and `set -C` (a temporary file must be
 /// new: never written through a link planted at its name) cut the stream into one temporary
 /// file per file with `head -c SIZE`; check every temporary file's SHA-256 (one `sha256sum` for all,
@@ -120,7 +121,9 @@ ahead=$(printf 'kubeha\n' | {{ head -c 4 > /dev/null || exit 1; r=; IFS= read -r
 for d in {ancestors}; do
   [ -L "$d" ] && fail {link_status} "$d is a symbolic link: kubeha writes only into real directories"
 done
-(umask 022 && mkdir -p -- {dirs}) || fail 10 "cannot create directories"
+for d in {dirs}; do
+  [ -d "$d" ] || {{ (umask 022 && mkdir -p -- {dirs}) || fail 10 "cannot create directories"; break; }}
+done
 umask 077
 set -C
 {reads}sums=$(sha256sum -- {temps}) || fail 12 "cannot checksum the temporary files"
