@@ -107,7 +107,7 @@ async fn phases<R: Remote>(
     session.lap("render");
 
     let health = Health::new(plan, &pki, session.options.wait.interval)?;
-    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan));
+    let policy = Policy::new(Restart::Changed).last(found.vip_holders(plan)).fresh(found.fresh());
     let rollout = rollout::converge(session, &files, &found.previous_files(), &policy, &health).await?;
     session.lap("push");
     let mut report = InitReport {

@@ -205,9 +205,8 @@ async fn phases<R: Remote>(
         let running = found.with_node_settings(&membership::running_plan(plan, &members, &found, &workers));
         let files = crate::render::render(&running, &pki)?;
         let only: BTreeMap<String, Vec<File>> = files.into_iter().filter(|(h, _)| workers.contains(h)).collect();
-        let rollout =
-            rollout::converge(session, &only, &found.previous_files(), &Policy::new(Restart::Changed), &NoGates)
-                .await?;
+        let policy = Policy::new(Restart::Changed).fresh(found.fresh());
+        let rollout = rollout::converge(session, &only, &found.previous_files(), &policy, &NoGates).await?;
         report.pushed.extend(rollout.reports);
         session.lap("workers");
     }

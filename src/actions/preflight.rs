@@ -104,6 +104,11 @@ impl Outcome {
         if self.failed() { Err(ActionError::Preflight { checks: self.checks }) } else { Ok(self) }
     }
 
+    /// The hosts found fresh: nothing of a cluster on them.
+    pub fn fresh(&self) -> Vec<String> {
+        self.hosts.iter().filter(|(_, (_, o))| *o == Ownership::Fresh).map(|(name, _)| name.clone()).collect()
+    }
+
     pub fn warnings(&self) -> Vec<Check> {
         self.checks.iter().filter(|c| c.status == Status::Warn).cloned().collect()
     }

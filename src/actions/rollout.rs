@@ -52,11 +52,22 @@ pub struct Policy {
     /// Where each host keeps a copy of every file the rollout replaces or removes there,
     /// made just before it is written (e.g. `/etc/kubernetes/kubeha/backup/<timestamp>`).
     pub backup: Option<PathBuf>,
+    /// Hosts preflight found fresh (no marker, empty manifests directory: nothing of kubeha's
+    /// and no static pod). Every file is written there without asking the host what it has
+    /// first, a round trip fewer; the session cleared any temporary files of an interrupted run
+    /// when it locked them (`Session::open`).
+    pub fresh: Vec<String>,
 }
 
 impl Policy {
     pub fn new(restart: Restart) -> Policy {
-        Policy { restart, last: Vec::new(), backup: None }
+        Policy { restart, last: Vec::new(), backup: None, fresh: Vec::new() }
+    }
+
+    /// Writes everything on these fresh hosts without comparing first (see [`Policy::fresh`]).
+    pub fn fresh(mut self, hosts: impl IntoIterator<Item = String>) -> Policy {
+        self.fresh.extend(hosts);
+        self
     }
 
     /// Backs up, on each host, every file replaced or removed there into `dir` first.
@@ -102,7 +113,7 @@ pub async fn converge<R: Remote, G: Gates<R>>(
 ) -> Result<Rollout, ActionError> {
     let stamped = stamp(files, &policy.restart);
     let files = stamped.as_ref().unwrap_or(files);
-    let pushes = prepare_all(session, files, previous, &policy.restart).await?;
+    let pushes = prepare_all(session, files, previous, policy).await?;
     let reports: Vec<(String, PushReport)> = pushes.iter().map(|(h, _, p)| (h.name.clone(), p.report())).collect();
     let progress = session.progress;
     if session.options.dry_run {
@@ -276,7 +287,7 @@ async fn prepare_all<'s, 'f, R: Remote>(
     session: &'s Session<'_, R>,
     files: &'f BTreeMap<String, Vec<File>>,
     previous: &BTreeMap<String, Vec<PathBuf>>,
-    restart: &Restart,
+    policy: &Policy,
 ) -> Result<Prepared<'s, 'f, R>, ActionError> {
     // Hosts without files of this rollout are left alone (not emptied): a command may change
     // some of the cluster's hosts only.
@@ -286,6 +297,10 @@ async fn prepare_all<'s, 'f, R: Remote>(
         .each(&hosts, |(host, remote)| async move {
             let files = files.get(&host.name).map(Vec::as_slice).unwrap_or_default();
             let previous = previous.get(&host.name).map(Vec::as_slice).unwrap_or_default();
+            // Only where this run cleared the host of an interrupted run's temporary files.
+            if policy.fresh.contains(&host.name) && session.cleared(&host.name) {
+                return Ok(HostPush::everything(files));
+            }
             session.progress.step(&host.name, "comparing files");
             let result = files::prepare(*remote, files, previous, !dry_run).await;
             if let Err(e) = &result {
@@ -299,7 +314,7 @@ async fn prepare_all<'s, 'f, R: Remote>(
     for ((host, remote), result) in prepared {
         match result {
             Ok(mut push) => {
-                if *restart == Restart::Never {
+                if policy.restart == Restart::Never {
                     push.keep_pods_running();
                 }
                 pushes.push((*host, *remote, push));
@@ -457,6 +472,40 @@ mod tests {
         assert!(reload_targets(&push(vec![cfg, haproxy], &["keepalived"])).is_empty());
         // Not running yet (a joining control plane's first write): it reads it when it starts.
         assert!(reload_targets(&push(vec![cfg, conf], &[])).is_empty());
+    }
+
+    /// A fresh host the session locked (and so cleared of stale temporary files) is written
+    /// without asking what it has; one the session did not lock is compared as usual.
+    #[tokio::test]
+    async fn fresh_hosts_are_written_without_comparing_only_where_the_session_cleared_them() {
+        use crate::actions::session::HostLockOptions;
+        use crate::transport::Call;
+        let plan = fake::plan();
+        let state = tempfile::tempdir().unwrap();
+        crate::pki::generate(&plan, state.path()).unwrap();
+        let files = crate::render::render(&plan, &crate::pki::load(&plan, state.path()).unwrap()).unwrap();
+        let fresh: Vec<String> = plan.hosts.iter().map(|h| h.name.clone()).collect();
+        let policy = Policy::new(Restart::Changed).fresh(fresh);
+        let compared = |hosts: &MemoryConnector, name: &str| {
+            hosts.host(name).calls().iter().any(|c| matches!(c, Call::FileStates { .. }))
+        };
+        for locked in [true, false] {
+            let hosts = MemoryConnector::new(&plan);
+            let lock = HostLockOptions { command: "kubeha test".into(), ttl: Duration::from_secs(60), force: false };
+            let options = SessionOptions { host_lock: locked.then_some(lock), ..SessionOptions::default() };
+            let progress = Progress::hidden();
+            let session = Session::open(&plan, state.path(), options, &hosts, &progress).await.unwrap();
+            let rollout =
+                converge(&session, &files, &BTreeMap::new(), &policy, &crate::actions::join::NoGates).await.unwrap();
+            session.close(&hosts).await;
+            for (name, report) in &rollout.reports {
+                assert_eq!(report.written.len(), files[name].len(), "{name}");
+                assert_eq!(compared(&hosts, name), !locked, "{name}, locked: {locked}");
+                for f in &files[name] {
+                    assert_eq!(hosts.host(name).file(&f.path).map(|h| h.content), Some(f.content.clone()));
+                }
+            }
+        }
     }
 
     struct Cluster {

@@ -107,6 +107,8 @@ pub struct Session<'p, R: Remote> {
     waits: Mutex<Vec<(Instant, Instant)>>,
     /// Facts read in the same command that locked each host, until preflight takes them.
     looked: Mutex<BTreeMap<String, Facts>>,
+    /// Hosts locked, and cleared of an interrupted run's temporary files, by this run.
+    cleared: Mutex<std::collections::BTreeSet<String>>,
     _lock: Option<StateLock>,
     /// This run's holder on the hosts it locked.
     host_lock: Option<Holder>,
@@ -145,6 +147,7 @@ impl<'p, R: Remote> Session<'p, R> {
             lap_started: Mutex::new(started),
             waits: Mutex::new(Vec::new()),
             looked: Mutex::new(BTreeMap::new()),
+            cleared: Mutex::new(std::collections::BTreeSet::new()),
             _lock: lock,
             host_lock: None,
         };
@@ -183,14 +186,13 @@ impl<'p, R: Remote> Session<'p, R> {
         for (i, result) in results {
             let host = &self.hosts[i].0.name;
             match result {
-                Ok(Locked::Free(facts)) => {
-                    if let Some(facts) = facts {
-                        self.looked.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone(), *facts);
+                Ok(Locked { took_over, facts }) => {
+                    if let Some(previous) = took_over {
+                        tracing::warn!("{host}: took over the host lock of {previous}");
+                        self.progress.step(host, format!("took over the host lock of {previous}"));
                     }
-                }
-                Ok(Locked::TookOver(previous)) => {
-                    tracing::warn!("{host}: took over the host lock of {previous}");
-                    self.progress.step(host, format!("took over the host lock of {previous}"));
+                    self.looked.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone(), *facts);
+                    self.cleared.lock().unwrap_or_else(|e| e.into_inner()).insert(host.clone());
                 }
                 Err(LockFailure::Held(by)) => held.push((host.clone(), by)),
                 Err(LockFailure::Transport(e)) => self.hosts[i].1 = Err(e),
@@ -277,6 +279,12 @@ impl<'p, R: Remote> Session<'p, R> {
         out
     }
 
+    /// Whether this run locked `host` and cleared it of the temporary files an interrupted run
+    /// left ([`first_look`]).
+    pub fn cleared(&self, host: &str) -> bool {
+        self.cleared.lock().unwrap_or_else(|e| e.into_inner()).contains(host)
+    }
+
     /// The facts read when `host` was locked, once: a later look asks the host again.
     pub fn looked(&self, host: &str) -> Option<Facts> {
         self.looked.lock().unwrap_or_else(|e| e.into_inner()).remove(host)
@@ -314,26 +322,33 @@ enum LockFailure {
     Transport(TransportError),
 }
 
-/// How a host was locked.
-enum Locked {
-    /// It was free; its facts, read in the same command.
-    Free(Option<Box<Facts>>),
-    /// A stale lock (or any, with `force`) was taken over: whose.
-    TookOver(String),
+/// A host this run locked, and what it saw there first ([`first_look`]).
+struct Locked {
+    /// Whose stale lock (or any, with `force`) was taken over, if one was.
+    took_over: Option<String>,
+    facts: Box<Facts>,
 }
 
-/// Locks one host.
+/// Locks one host and takes its first look: in one remote command when the lock is free.
 async fn lock_host<R: Remote>(remote: &R, holder: &Holder, force: bool, machine: &str) -> Result<Locked, LockFailure> {
+    let look = first_look();
     let before = std::time::SystemTime::now();
     let (mut attempt, out) =
-        host_lock::try_take_then(remote, holder, Some(&facts::script())).await.map_err(LockFailure::Transport)?;
+        host_lock::try_take_then(remote, holder, Some(&look)).await.map_err(LockFailure::Transport)?;
     if let (Attempt::Taken, Some(out)) = (&attempt, out) {
-        return Ok(Locked::Free(Some(Box::new(facts::from_output(&out.stdout, before, std::time::SystemTime::now())))));
+        let facts = facts::from_output(&out.stdout, before, std::time::SystemTime::now());
+        return Ok(Locked { took_over: None, facts: Box::new(facts) });
     }
+    let taken = |took_over: Option<String>| async {
+        let before = std::time::SystemTime::now();
+        let out = remote.run(&look, b"").await.map_err(LockFailure::Transport)?;
+        let facts = facts::from_output(&out.stdout, before, std::time::SystemTime::now());
+        Ok(Locked { took_over, facts: Box::new(facts) })
+    };
     // Twice at most: a takeover that loses to another run's takeover reports that run.
     for _ in 0..2 {
         let found = match attempt {
-            Attempt::Taken => return Ok(Locked::Free(None)),
+            Attempt::Taken => return taken(None).await,
             Attempt::Held(found) => found,
         };
         let (described, old, stale) = match &found {
@@ -345,14 +360,27 @@ async fn lock_host<R: Remote>(remote: &R, holder: &Holder, force: bool, machine:
         }
         attempt = host_lock::take_over(remote, holder, &old).await.map_err(LockFailure::Transport)?;
         if attempt == Attempt::Taken {
-            return Ok(Locked::TookOver(described));
+            return taken(Some(described)).await;
         }
     }
     match attempt {
         Attempt::Held(Ok(h)) => Err(LockFailure::Held(h.describe())),
         Attempt::Held(Err(text)) => Err(LockFailure::Held(format!("an unreadable lock ({:?})", text.trim()))),
-        Attempt::Taken => Ok(Locked::Free(None)),
+        Attempt::Taken => taken(None).await,
     }
+}
+
+/// What a writing run does first on a host it has just locked: removes the temporary files an
+/// interrupted run left in kubeha's directories (nothing else writes there while the lock is
+/// held, so a fresh host can then be written without comparing, see `rollout::Policy::fresh`),
+/// then reads the host's facts.
+fn first_look() -> String {
+    let dirs: Vec<std::path::PathBuf> = crate::host::layout::WRITTEN_DIRS.iter().map(Into::into).collect();
+    let clean = crate::transport::shell::clean_temp_script(&dirs).expect("the layout's directories are absolute");
+    format!(
+        "# gathering host facts, after removing stale temporary files\n{{\n{clean}}} >/dev/null\n{}",
+        facts::script()
+    )
 }
 
 /// Whether a process of this machine still runs.

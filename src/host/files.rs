@@ -95,7 +95,14 @@ pub struct HostPush<'f> {
     pub kept: Vec<PathBuf>,
 }
 
-impl HostPush<'_> {
+impl<'f> HostPush<'f> {
+    /// Every file written, nothing compared: for a host with nothing of kubeha's and no static
+    /// pod running.
+    pub fn everything(files: &'f [File]) -> HostPush<'f> {
+        let changes = changes(files, &vec![None; files.len()]);
+        HostPush { changes, retired: Vec::new(), unchanged: 0, restarting: Vec::new(), kept: Vec::new() }
+    }
+
     /// Whether a running static pod will restart or stop.
     pub fn restarts_pods(&self) -> bool {
         !self.restarting.is_empty()

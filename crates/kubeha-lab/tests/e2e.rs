@@ -138,10 +138,18 @@ fn init_brings_up_an_ha_control_plane_that_survives_failover() {
     }
     let _serial = serial();
     let lab = lab("ea", 40, LabUser::Root);
+    // What a kubeha run killed mid-write leaves on a host before its marker: a temporary file,
+    // here in the worker's manifests directory. The run that locks the host removes it first;
+    // the host is still fresh, and written without comparing.
+    let manifests = lab.host_path("w1", "/etc/kubernetes/manifests").unwrap();
+    std::fs::create_dir_all(&manifests).unwrap();
+    let stale = manifests.join(".kubeha-etcd.yaml.0011223344556677.tmp");
+    std::fs::write(&stale, "partial").unwrap();
 
     let out = init(&lab);
     assert_ok(&out, "kubeha init");
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up"), "{}", text(&out));
+    assert!(!stale.exists(), "an interrupted run's temporary file is still there");
 
     // etcd: three started, healthy members, asked over TLS with the apiserver's client cert.
     let all = etcd_endpoints(&lab, None);
