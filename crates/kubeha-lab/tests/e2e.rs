@@ -70,6 +70,26 @@ fn host_files(lab: &Lab, host: &str) -> BTreeMap<PathBuf, (String, u32, u32)> {
     out
 }
 
+/// The processes of `host` running a file write (`timeout` and `sh`, whose arguments name the
+/// step `kubeha_put_...`), with their names.
+fn put_scripts(lab: &Lab, host: &str) -> Vec<(i32, String)> {
+    let Ok(ns) = std::fs::metadata(Path::new("/run/netns").join(lab.netns(host).unwrap())) else { return Vec::new() };
+    let ns = format!("net:[{}]", ns.ino());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if !String::from_utf8_lossy(&cmdline).contains("kubeha_put_") {
+            continue;
+        }
+        if std::fs::read_link(entry.path().join("ns/net")).is_ok_and(|n| n.to_string_lossy() == ns) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push((pid, comm.trim().to_string()));
+        }
+    }
+    found
+}
+
 /// Sets `user`'s login shell on one lab host: its own `/etc/passwd` (a bind-mounted copy,
 /// rewritten in place so the mount keeps it).
 fn set_login_shell(lab: &Lab, host: &str, user: &str, shell: &str) {
@@ -538,8 +558,17 @@ fn faults_are_refused_or_survived_and_a_rerun_converges() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let marker = lab.host_path("cp2", "/etc/kubernetes/kubeha/cluster.yaml").unwrap();
-    wait_for(Duration::from_secs(60), "kubeha to start writing to cp2", || marker.exists().then_some(())).unwrap();
+    // A host's files go in one command, renamed in a few milliseconds at its end: to cut it
+    // mid-write, its script is frozen as soon as it runs (before any rename), then sshd and its
+    // sessions are killed (the frozen script with SIGKILL, so even its cleanup trap cannot run).
+    let writing = wait_for(Duration::from_secs(60), "kubeha to start writing to cp2", || {
+        let found = put_scripts(&lab, "cp2");
+        found.iter().any(|(_, comm)| comm == "sh").then_some(found)
+    })
+    .unwrap();
+    for (pid, _) in &writing {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGSTOP);
+    }
     lab.ssh_stop("cp2").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "init succeeded although cp2's sshd was killed:\n{}", text(&out));
