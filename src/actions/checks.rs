@@ -150,12 +150,21 @@ pub fn membership(plan: &Plan, host: &Host, ownership: &Ownership) -> Option<Che
 }
 
 /// Across hosts: a control plane with nothing of the cluster while other hosts already run it
-/// would start a second etcd cluster instead of joining the first.
+/// would start a second etcd cluster instead of joining the first. Unless the running control
+/// planes' markers already count it as a member: an `init` cut short before it reached that host
+/// wrote every member's etcd with the same initial cluster, which includes it, so the re-run
+/// finishes it.
 pub fn cluster_membership(ownerships: &[(&Host, Ownership)]) -> Option<Check> {
     let running: Vec<&str> = ownerships.iter().filter(|(_, o)| o.is_ours()).map(|(h, _)| h.name.as_str()).collect();
+    let counted = |name: &str| {
+        ownerships.iter().any(|(h, o)| match o {
+            Ownership::Ours(m) if h.role == Role::ControlPlane => m.control_planes.iter().any(|c| c == name),
+            _ => false,
+        })
+    };
     let fresh: Vec<&str> = ownerships
         .iter()
-        .filter(|(h, o)| h.role == Role::ControlPlane && *o == Ownership::Fresh)
+        .filter(|(h, o)| h.role == Role::ControlPlane && *o == Ownership::Fresh && !counted(&h.name))
         .map(|(h, _)| h.name.as_str())
         .collect();
     if running.is_empty() || fresh.is_empty() {
@@ -569,6 +578,13 @@ mod tests {
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.starts_with("cp2 has nothing of this cluster, which already runs on cp1"), "{}", c.detail);
         assert!(cluster_membership(&[(&plan.hosts[1], Ownership::Fresh)]).is_none(), "a fresh cluster");
+        // cp1's marker counts cp2 as a member: an init cut short before it reached cp2.
+        f.marker = Some(marker("control-plane", "cp1, cp2, cp3"));
+        let hosts: Vec<(&Host, Ownership)> = vec![
+            (&plan.hosts[0], crate::host::facts::ownership(&f, Some("sha256:1234"))),
+            (&plan.hosts[1], Ownership::Fresh),
+        ];
+        assert!(cluster_membership(&hosts).is_none(), "an interrupted init's host is refused");
     }
 
     #[test]
