@@ -495,7 +495,10 @@ async fn lost_connection_mid_upload_installs_nothing_and_stale_temp_files_are_re
     assert!(!stale.exists() && keep.exists());
     // The same cleanup and the states of the files to write, in one command.
     std::fs::write(&stale, "partial").unwrap();
-    let states = host.file_states_after_cleanup(&[dir.clone()], &[keep.clone(), dir.join("new.yaml")]).await.unwrap();
+    let states = host
+        .file_states_after_cleanup(std::slice::from_ref(&dir), &[keep.clone(), dir.join("new.yaml")])
+        .await
+        .unwrap();
     assert!(!stale.exists() && keep.exists());
     assert_eq!(states.len(), 2);
     assert_eq!(states[0].as_ref().map(|s| s.sha256.as_str()), Some(File::new(&keep, 0o644, "keep").sha256().as_str()));
