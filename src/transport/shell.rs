@@ -354,27 +354,40 @@ mod tests {
         let (status, want, err) = sh(&line, b"abcdef");
         assert_eq!(status, 0, "{err}");
         assert!(String::from_utf8_lossy(&want).starts_with("it's $HOME `id` \\ \"q\" ! %|kubeha_odd_one|line it"));
+        let tried = in_login_shells(&["fish", "tcsh", "csh", "bash", "zsh"], &line, b"abcdef", |shell, out| {
+            assert_eq!(out.status.code(), Some(0), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.stdout, want, "{shell}");
+        });
+        eprintln!("checked {tried} other shells");
+    }
+
+    /// Runs `line` as sshd would hand it to each of `shells` that is installed (`SHELL -c LINE`),
+    /// with `input` on stdin, and checks the output; returns how many shells it tried.
+    fn in_login_shells(
+        shells: &[&str],
+        line: &str,
+        input: &[u8],
+        check: impl Fn(&str, &std::process::Output),
+    ) -> usize {
         let mut tried = 0;
-        for shell in ["fish", "tcsh", "csh", "bash", "zsh"] {
+        for shell in shells {
             let Some(path) = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(shell)).find(|p| p.is_file()) else {
                 continue;
             };
             tried += 1;
             let mut child = Command::new(&path)
                 .arg("-c")
-                .arg(&line)
+                .arg(line)
                 .env("HOME", std::env::temp_dir())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            child.stdin.take().unwrap().write_all(b"abcdef").unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
-            assert_eq!(out.stdout, want, "{shell}");
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            check(shell, &child.wait_with_output().unwrap());
         }
-        eprintln!("checked {tried} other shells");
+        tried
     }
 
     #[test]
@@ -386,26 +399,11 @@ mod tests {
         let (line, input) = wrap_stdin(script, false, Some(Duration::from_secs(10)));
         assert_eq!(line, "timeout -k 5 10.000 sh -s");
         let want = "it's $HOME `id` \\ \"q\" ! %|line it's $HOME `id` \\ \"q\" ! %\n[]";
-        let mut tried = 0;
-        for shell in ["sh", "fish", "tcsh", "csh", "bash", "zsh"] {
-            let Some(path) = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(shell)).find(|p| p.is_file()) else {
-                continue;
-            };
-            tried += 1;
-            let mut child = Command::new(&path)
-                .arg("-c")
-                .arg(&line)
-                .env("HOME", std::env::temp_dir())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(&input).unwrap();
-            let out = child.wait_with_output().unwrap();
+        let shells = ["sh", "fish", "tcsh", "csh", "bash", "zsh"];
+        let tried = in_login_shells(&shells, &line, &input, |shell, out| {
             assert_eq!(out.status.code(), Some(7), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{shell}");
-        }
+        });
         assert!(tried >= 2, "sh and bash at least");
     }
 

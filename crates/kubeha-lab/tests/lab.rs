@@ -248,7 +248,12 @@ fn the_kubelet_stand_in_starts_restarts_and_stops_static_pods() {
     assert_eq!((p1.restarts, p1.manifest_sha256.as_str()), (0, sha256(&v1).as_str()));
     let pid1 = p1.pid.unwrap();
     assert_eq!(std::fs::read_link(format!("/proc/{pid1}/ns/net")).unwrap(), host_net);
-    assert_eq!(std::fs::read_to_string(format!("/proc/{pid1}/cmdline")).unwrap(), "sleep\x001000\x00");
+    // The pod's process is the one the kubelet started: `pod-exec`, then the shell, then (once
+    // it has run its `exec`) `sleep`, all the same PID; on a busy machine that takes a moment.
+    let cmdline = || std::fs::read_to_string(format!("/proc/{pid1}/cmdline")).unwrap_or_default();
+    let became =
+        wait_for(secs(10), "the pod's command to exec sleep", || (cmdline() == "sleep\x001000\x00").then_some(()));
+    assert!(became.is_ok(), "pod process {pid1} runs {:?}", cmdline());
 
     // A changed manifest restarts it: new process, restart counted, old process gone.
     let v2 = pod_manifest("app", "echo version $V; exec sleep 1000", "    env: [{name: V, value: two}]\n");
