@@ -402,10 +402,10 @@ pub async fn vip_holders<R: Remote>(session: &Session<'_, R>) -> Vec<String> {
         return Vec::new();
     };
     let cps: Vec<(&Host, &R)> = session.control_planes().collect();
-    let found = session.each(&cps, |(_, remote)| crate::host::facts::gather(*remote)).await;
+    let found = session.each(&cps, |(_, remote)| crate::host::facts::addresses(*remote)).await;
     found
         .into_iter()
-        .filter(|(_, facts)| facts.as_ref().is_ok_and(|f| f.addresses.contains(vip)))
+        .filter(|(_, addresses)| addresses.as_ref().is_ok_and(|a| a.contains(vip)))
         .map(|((h, _), _)| h.name.clone())
         .collect()
 }
@@ -426,8 +426,8 @@ pub async fn wait_vip_elsewhere<R: Remote>(
         Duration::from_millis(200),
         || async {
             for (_, remote) in &others {
-                if let Ok(facts) = crate::host::facts::gather(*remote).await
-                    && facts.addresses.contains(vip)
+                if let Ok(addresses) = crate::host::facts::addresses(*remote).await
+                    && addresses.contains(vip)
                 {
                     return Ok(());
                 }

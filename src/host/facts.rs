@@ -123,6 +123,16 @@ pub enum DirState {
     Unknown(String),
 }
 
+/// The script reading a host's IP addresses alone (the facts' `@@addresses` section).
+const ADDRESSES_SCRIPT: &str = "# reading addresses\necho @@addresses; ip -o addr show 2>/dev/null\necho @@end\n";
+
+/// The host's IP addresses, and nothing else: a cheap look for who holds a VIP, asked again
+/// and again while it moves.
+pub async fn addresses<R: Remote>(remote: &R) -> Result<BTreeSet<std::net::IpAddr>, TransportError> {
+    let out = remote.exec(ADDRESSES_SCRIPT, b"").await?;
+    Ok(parse(&out.stdout_text()).addresses)
+}
+
 /// Runs the facts script on `remote`.
 pub async fn gather<R: Remote>(remote: &R) -> Result<Facts, TransportError> {
     let before = SystemTime::now();
@@ -362,6 +372,13 @@ mod tests {
         assert!(f.ip_forward.is_some());
         assert!(!f.addresses.is_empty());
         assert_eq!(f.dirs.len(), 1);
+    }
+
+    #[test]
+    fn the_addresses_script_reads_this_machines_addresses() {
+        let out = std::process::Command::new("sh").arg("-c").arg(ADDRESSES_SCRIPT).output().unwrap();
+        let addresses = parse(&String::from_utf8_lossy(&out.stdout)).addresses;
+        assert!(addresses.contains(&std::net::IpAddr::from([127, 0, 0, 1])), "{addresses:?}");
     }
 
     /// The facts script's directory section against the local filesystem.
