@@ -6,7 +6,7 @@
 //! options, progress and phase timings. Phases take a `&Session` and fan out over its hosts with
 //! [`Session::each`], the one bounded fan-out; nothing below this layer knows about SSH.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -108,7 +108,7 @@ pub struct Session<'p, R: Remote> {
     /// Facts read in the same command that locked each host, until preflight takes them.
     looked: Mutex<BTreeMap<String, Facts>>,
     /// Hosts locked, and cleared of an interrupted run's temporary files, by this run.
-    cleared: Mutex<std::collections::BTreeSet<String>>,
+    cleared: Mutex<BTreeSet<String>>,
     _lock: Option<StateLock>,
     /// This run's holder on the hosts it locked.
     host_lock: Option<Holder>,
@@ -147,7 +147,7 @@ impl<'p, R: Remote> Session<'p, R> {
             lap_started: Mutex::new(started),
             waits: Mutex::new(Vec::new()),
             looked: Mutex::new(BTreeMap::new()),
-            cleared: Mutex::new(std::collections::BTreeSet::new()),
+            cleared: Mutex::new(BTreeSet::new()),
             _lock: lock,
             host_lock: None,
         };
@@ -171,10 +171,11 @@ impl<'p, R: Remote> Session<'p, R> {
         let holder = Holder::new(format!("{}@{machine}", user_name()), options.command.clone(), options.ttl);
         let connected: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.hosts[i].1.is_ok()).collect();
         let results = {
-            let (hosts, holder, machine) = (&self.hosts, &holder, machine.as_str());
+            let look = first_look();
+            let (hosts, holder, machine, look) = (&self.hosts, &holder, machine.as_str(), look.as_str());
             fanout::each(&connected, self.options.parallel, |&i| async move {
                 let Ok(remote) = &hosts[i].1 else { unreachable!("only connected hosts") };
-                lock_host(remote, holder, options.force, machine).await
+                lock_host(remote, holder, look, options.force, machine).await
             })
             .await
             .into_iter()
@@ -329,19 +330,25 @@ struct Locked {
     facts: Box<Facts>,
 }
 
-/// Locks one host and takes its first look: in one remote command when the lock is free.
-async fn lock_host<R: Remote>(remote: &R, holder: &Holder, force: bool, machine: &str) -> Result<Locked, LockFailure> {
-    let look = first_look();
+/// Locks one host and takes its first `look` ([`first_look`]): in one remote command when the
+/// lock is free.
+async fn lock_host<R: Remote>(
+    remote: &R,
+    holder: &Holder,
+    look: &str,
+    force: bool,
+    machine: &str,
+) -> Result<Locked, LockFailure> {
     let before = std::time::SystemTime::now();
     let (mut attempt, out) =
-        host_lock::try_take_then(remote, holder, Some(&look)).await.map_err(LockFailure::Transport)?;
+        host_lock::try_take_then(remote, holder, Some(look)).await.map_err(LockFailure::Transport)?;
     if let (Attempt::Taken, Some(out)) = (&attempt, out) {
         let facts = facts::from_output(&out.stdout, before, std::time::SystemTime::now());
         return Ok(Locked { took_over: None, facts: Box::new(facts) });
     }
     let taken = |took_over: Option<String>| async {
         let before = std::time::SystemTime::now();
-        let out = remote.run(&look, b"").await.map_err(LockFailure::Transport)?;
+        let out = remote.run(look, b"").await.map_err(LockFailure::Transport)?;
         let facts = facts::from_output(&out.stdout, before, std::time::SystemTime::now());
         Ok(Locked { took_over, facts: Box::new(facts) })
     };

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use super::output::println;
 use crate::actions::checks;
-use crate::actions::error::ActionError;
 use crate::actions::init::{InitOptions, init};
 use crate::actions::session::{HostLockOptions, SessionOptions};
 use crate::actions::wait::WaitOptions;
@@ -62,25 +61,9 @@ impl Args {
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
         let connector = self.remote.connector(&credentials);
-        let result = super::remote::runtime()?.block_on(async {
-            // Ctrl-C drops the run: its SSH channels close, every file written so far is complete,
-            // a write in flight removes its temporary file, and the state-directory lock goes.
-            tokio::select! {
-                result = init(&plan, &state_dir, &options, &connector, &progress) => Ok(result),
-                _ = tokio::signal::ctrl_c() => Err(super::Interrupted),
-            }
-        });
+        let result = super::remote::run(init(&plan, &state_dir, &options, &connector, &progress));
         progress.clear();
-        let result = result?;
-        let report = match result {
-            Ok(report) => report,
-            Err(ActionError::Preflight { checks }) => {
-                let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
-                eprint!("{}", checks::table(&failed));
-                return Err(ActionError::Preflight { checks }.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let report = result?.map_err(super::remote::refusal)?;
         for warning in &report.warnings {
             eprintln!("warning: {} {}: {}", warning.host, warning.check, warning.detail);
         }

@@ -1,7 +1,8 @@
 //! `kubeha join-node`: hosts of the inventory join the running cluster.
 
-use super::membership::{ChangeArgs, check_names, refusal, run};
+use super::membership::{ChangeArgs, check_names};
 use super::output::println;
+use super::remote::{refusal, run};
 use crate::actions::join::{JoinOptions, join_node};
 use crate::transport::Credentials;
 

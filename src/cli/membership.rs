@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::actions::checks;
-use crate::actions::error::ActionError;
 use crate::actions::session::{HostLockOptions, SessionOptions};
 use crate::actions::wait::WaitOptions;
 use crate::plan::Plan;
@@ -64,23 +62,4 @@ pub fn check_names(plan: &Plan, names: &[String]) -> Result<(), UnknownHost> {
         Some(n) => Err(UnknownHost(n.clone())),
         None => Ok(()),
     }
-}
-
-/// Prints the rows that are not OK of a refusal before returning it.
-pub fn refusal(e: ActionError) -> anyhow::Error {
-    if let ActionError::Preflight { checks } = &e {
-        let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
-        eprint!("{}", checks::table(&failed));
-    }
-    e.into()
-}
-
-/// Runs `future` on a runtime; Ctrl-C drops it (every file written so far is complete).
-pub fn run<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
-    super::remote::runtime()?.block_on(async {
-        tokio::select! {
-            result = future => Ok(result),
-            _ = tokio::signal::ctrl_c() => Err(super::Interrupted.into()),
-        }
-    })
 }

@@ -47,3 +47,25 @@ impl RemoteArgs {
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
+
+/// Runs `future` on a runtime. Ctrl-C drops the run: its SSH channels close, every file written
+/// so far is complete, a write in flight removes its temporary file, and the state-directory
+/// lock goes.
+pub fn run<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    runtime()?.block_on(async {
+        tokio::select! {
+            result = future => Ok(result),
+            _ = tokio::signal::ctrl_c() => Err(super::Interrupted.into()),
+        }
+    })
+}
+
+/// Prints the rows that are not OK of a preflight refusal before returning it.
+pub fn refusal(e: crate::actions::error::ActionError) -> anyhow::Error {
+    use crate::actions::checks;
+    if let crate::actions::error::ActionError::Preflight { checks } = &e {
+        let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
+        eprint!("{}", checks::table(&failed));
+    }
+    e.into()
+}

@@ -1,7 +1,8 @@
 //! `kubeha remove-node`: one host leaves the running cluster.
 
-use super::membership::{ChangeArgs, check_names, refusal, run};
+use super::membership::{ChangeArgs, check_names};
 use super::output::println;
+use super::remote::{refusal, run};
 use crate::actions::remove::{RemoveOptions, remove_node};
 use crate::transport::Credentials;
 

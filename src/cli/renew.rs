@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use super::output::println;
-use crate::actions::checks;
 use crate::actions::error::ActionError;
 use crate::actions::renew::{RenewOptions, RenewReport, renew};
 use crate::actions::session::SessionOptions;
@@ -99,20 +98,10 @@ impl Args {
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
         let connector = self.remote.connector(&credentials);
-        let result = super::remote::runtime()?.block_on(async {
-            tokio::select! {
-                result = renew(&plan, &state_dir, &options, &connector, &progress) => Ok(result),
-                _ = tokio::signal::ctrl_c() => Err(super::Interrupted),
-            }
-        });
+        let result = super::remote::run(renew(&plan, &state_dir, &options, &connector, &progress));
         progress.clear();
         let report = match result? {
             Ok(report) => report,
-            Err(ActionError::Preflight { checks }) => {
-                let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
-                eprint!("{}", checks::table(&failed));
-                return Err(ActionError::Preflight { checks }.into());
-            }
             Err(e) => {
                 if let ActionError::Stopped { .. } = &e {
                     let inventory = self.cluster.inventory.inventory.display();
@@ -122,7 +111,7 @@ impl Args {
                     );
                     eprint!("{}", recovery(&e, "the renewed certificates", &next));
                 }
-                return Err(e.into());
+                return Err(super::remote::refusal(e));
             }
         };
         self.print(&report)

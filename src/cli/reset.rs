@@ -1,7 +1,8 @@
 //! `kubeha reset`: everything kubeha wrote leaves the named hosts (or all of them).
 
-use super::membership::{ChangeArgs, check_names, refusal, run};
+use super::membership::{ChangeArgs, check_names};
 use super::output::println;
+use super::remote::{refusal, run};
 use crate::actions::reset::{ResetOptions, reset};
 use crate::transport::Credentials;
 

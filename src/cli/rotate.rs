@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use super::output::println;
-use crate::actions::checks;
 use crate::actions::error::ActionError;
 use crate::actions::rotate::{RotateOptions, RotateReport, rotate};
 use crate::actions::session::SessionOptions;
@@ -63,20 +62,10 @@ impl Args {
         let progress = super::progress(&plan);
         let credentials = Credentials::from_env().with_terminal_guard(progress.terminal_guard());
         let connector = self.remote.connector(&credentials);
-        let result = super::remote::runtime()?.block_on(async {
-            tokio::select! {
-                result = rotate(&plan, &state_dir, &options, &connector, &progress) => Ok(result),
-                _ = tokio::signal::ctrl_c() => Err(super::Interrupted),
-            }
-        });
+        let result = super::remote::run(rotate(&plan, &state_dir, &options, &connector, &progress));
         progress.clear();
         let report = match result? {
             Ok(report) => report,
-            Err(ActionError::Preflight { checks }) => {
-                let failed: Vec<_> = checks.iter().filter(|c| c.status != checks::Status::Ok).cloned().collect();
-                eprint!("{}", checks::table(&failed));
-                return Err(ActionError::Preflight { checks }.into());
-            }
             Err(e) => {
                 if let ActionError::Stopped { .. } = &e {
                     let stage = rotation::pending(&state_dir).ok().flatten().map(|r| r.stage);
@@ -89,7 +78,7 @@ impl Args {
                     );
                     eprint!("{}", super::renew::recovery(&e, &what, &next));
                 }
-                return Err(e.into());
+                return Err(super::remote::refusal(e));
             }
         };
         self.print(&report)
